@@ -1,0 +1,75 @@
+# Search and recommendation on NVIDIA Triton: local CPU stack, tests, chart.
+# `make help` lists the targets; each target's `## ` comment is its help line.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.setup-done
+SETUP_LOG := $(VENV)/setup.log
+APT_PACKAGES := libb64-0d libpython3.11
+
+# `make serve` options
+REPO ?= model_repository
+MODEL_CONTROL ?= none
+HTTP_PORT ?= 8000
+GRPC_PORT ?= 8001
+METRICS_PORT ?= 8002
+
+# `make test` options, e.g. `make test PYTEST_ARGS="-k launcher -x"`
+PYTEST_ARGS ?=
+
+.PHONY: help setup apt-deps serve test lint format clean distclean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: $(STAMP) ## Create .venv with the pinned packages and the Debian packages the Triton binaries need
+	@:
+
+# The editable install uses a plain .pth to the repository root (compat mode), so
+# the Triton backend stubs, which run this environment's Python, import `server`.
+$(STAMP): pyproject.toml requirements-nodeps.txt
+	@$(MAKE) --no-print-directory apt-deps
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "setup: installing pinned Python packages into $(VENV) (first run: a few minutes, about 3 GB); log: $(SETUP_LOG)"
+	@( $(PIP) install -e '.[dev]' --config-settings editable_mode=compat \
+	  && $(PIP) install --no-deps -r requirements-nodeps.txt ) > $(SETUP_LOG) 2>&1 \
+	  || { tail -n 40 $(SETUP_LOG); echo "setup: pip failed, full log in $(SETUP_LOG)"; exit 1; }
+	@$(PY) -m server.binaries --check
+	@touch $@
+
+apt-deps: ## Install the Debian packages the Triton binaries link against (when missing)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  mkdir -p build; \
+	  echo "setup: apt-get install$$missing"; \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo"; \
+	  { $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing; } \
+	    > build/apt.log 2>&1 || { cat build/apt.log; exit 1; }; \
+	fi
+
+serve: setup ## Run tritonserver in the foreground on REPO (MODEL_CONTROL=none|poll|explicit); Ctrl-C stops it
+	$(PY) -m server --model-repository $(REPO) --model-control $(MODEL_CONTROL) \
+	  --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+
+test: setup ## Set up, then run the whole test suite against the real tritonserver
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup ## Check style with ruff
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup ## Reformat the code with ruff
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean: ## Remove build outputs, caches and perf results (keeps .venv)
+	rm -rf build .pytest_cache .ruff_cache perf/results *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+distclean: clean ## Also remove the virtual environment
+	rm -rf $(VENV)

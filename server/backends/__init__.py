@@ -1,0 +1,1 @@
+"""Python-based CPU backends served under the native backends' names."""
