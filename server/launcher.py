@@ -32,7 +32,10 @@ LOOPBACK = "127.0.0.1"
 # glog error lines (`E1129 09:19:59.33 ...`) and errors of the libraries Triton embeds.
 ERROR_LINE = re.compile(r"E\d{4} |\[\w+ ERROR ")
 # Errors every CPU-only start logs; they do not explain a failure.
-CPU_ONLY_NOISE = ("CudaDriverHelper has not been initialized",)
+CPU_ONLY_NOISE = (
+    "CudaDriverHelper has not been initialized",
+    "CUDA driver version is insufficient",
+)
 
 
 class ServerError(RuntimeError):

@@ -1,0 +1,502 @@
+"""Build the model repository: every stage of `search` and `recommend`, versioned.
+
+A build writes each selected model at one version number `V` and resolves
+every other model it needs to its latest version already in the repository;
+later steps read what earlier ones wrote (the encoder ONNX file, the indexes)
+from the repository, so a partial rebuild (`only`) works the same way as a
+full one. The pipeline versions pin the stage versions they were built with,
+and the served versions of each stage follow from those pins.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from builders import names, profiles
+from builders.data import Dataset
+from builders.repository import (
+    RepositoryError,
+    VersionExistsError,
+    model_versions,
+    next_version,
+    read_manifest,
+    set_served_versions,
+    write_version,
+)
+from builders.retrieval import check_pairing, index_graph, save_index
+from builders.runtime.pipeline import PipelineSpec, Stage
+from builders.specs import ModelSpec
+
+RUNTIME = Path(__file__).resolve().parent / "runtime"
+#: Pipeline versions kept loaded (the newest ones): enough for a canary next to stable.
+SERVED_PIPELINE_VERSIONS = 2
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    repo: Path
+    profile: str = "cpu"
+    version: int | None = None  # None: the next free version
+    only: tuple[str, ...] = ()  # empty: every model the dataset supports
+    num_candidates: int = 100
+    max_length: int = 32
+    encoder: str = names.TEXT_ENCODER  # or names.TEXT_ENCODER_INT8 for search
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.profile not in profiles.PROFILES:
+            raise ValueError(f"profile must be one of {', '.join(profiles.PROFILES)}")
+        unknown = sorted(set(self.only) - set(names.ALL_MODELS))
+        if unknown:
+            raise ValueError(
+                f"unknown model(s) {', '.join(unknown)}; models: {', '.join(names.ALL_MODELS)}"
+            )
+        if self.encoder not in (names.TEXT_ENCODER, names.TEXT_ENCODER_INT8):
+            raise ValueError(f"encoder must be {names.TEXT_ENCODER} or {names.TEXT_ENCODER_INT8}")
+        if self.version is not None and self.version < 1:
+            raise ValueError("versions start at 1")
+
+
+@dataclass
+class BuildContext:
+    options: BuildOptions
+    dataset: Dataset
+    version: int
+    resolved: dict[str, int] = field(default_factory=dict)  # model -> version to use
+    built: list[str] = field(default_factory=list)
+
+    @property
+    def repo(self) -> Path:
+        return self.options.repo
+
+    def path(self, model: str) -> Path:
+        """The version folder of `model` that this build uses."""
+        if model not in self.resolved:
+            versions = model_versions(self.repo, model)
+            if not versions:
+                raise RepositoryError(
+                    f"{model} is needed but neither built now nor present in {self.repo}"
+                )
+            self.resolved[model] = versions[-1]
+        return self.repo / model / str(self.resolved[model])
+
+    def manifest_base(self, depends_on: dict[str, int] | None = None) -> dict:
+        return {
+            "dataset": {
+                "name": self.dataset.name,
+                "fingerprint": self.dataset.fingerprint,
+                "params": {k: str(v) for k, v in self.dataset.params.items()},
+            },
+            "profile": self.options.profile,
+            "depends_on": depends_on or {},
+        }
+
+    def write(
+        self,
+        spec: ModelSpec,
+        populate: Callable[[Path], None],
+        *,
+        depends_on: dict[str, int] | None = None,
+        metrics: dict | None = None,
+        parity: dict | None = None,
+    ) -> Path:
+        spec = profiles.adapt(spec, self.options.profile)
+        manifest = self.manifest_base(depends_on)
+        manifest["metrics"] = metrics or {}
+        manifest["parity"] = parity or {}
+        target = write_version(self.repo, spec, self.version, populate, manifest)
+        self.resolved[spec.name] = self.version
+        self.built.append(spec.name)
+        progress(f"wrote {spec.name} version {self.version}")
+        return target
+
+
+def progress(message: str) -> None:
+    print(f"[build {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def copy_runtime(folder: Path, *modules: str, glue: str) -> None:
+    """Put pure runtime modules and the glue (as model.py) into a version folder."""
+    for module in modules:
+        shutil.copy2(RUNTIME / f"{module}.py", folder / f"{module}.py")
+    shutil.copy2(RUNTIME / f"{glue}.py", folder / "model.py")
+
+
+# -- search side ----------------------------------------------------------------------
+def build_query_tokenizer(ctx: BuildContext) -> None:
+    from builders import text_encoder
+
+    def populate(folder: Path) -> None:
+        copy_runtime(folder, "tokenization", glue="tokenizer_model")
+        shutil.copy2(text_encoder.tokenizer_json(), folder / "tokenizer.json")
+
+    ctx.write(names.query_tokenizer_spec(ctx.options.max_length), populate)
+
+
+def build_text_encoder(ctx: BuildContext) -> None:
+    from builders import text_encoder
+
+    parity: dict = {}
+
+    def populate(folder: Path) -> None:
+        progress("exporting the text encoder to ONNX")
+        parity.update(text_encoder.export_onnx(folder / "model.onnx"))
+        if ctx.options.profile == "gpu":
+            from builders import tensorrt
+
+            length = ctx.options.max_length
+            shapes = ((1, length), (16, length), (64, length))
+            tensorrt.build_plan(
+                folder / "model.onnx",
+                folder / "model.plan",
+                {"input_ids": shapes, "attention_mask": shapes},
+            )
+
+    ctx.write(names.text_encoder_spec(names.TEXT_ENCODER), populate, parity=parity)
+
+
+def build_text_encoder_int8(ctx: BuildContext) -> None:
+    from builders import text_encoder
+
+    source = ctx.path(names.TEXT_ENCODER) / "model.onnx"
+    parity: dict = {}
+
+    def populate(folder: Path) -> None:
+        progress("quantizing the text encoder to INT8")
+        parity.update(text_encoder.quantize_int8(source, folder / "model.onnx"))
+
+    ctx.write(
+        names.text_encoder_spec(names.TEXT_ENCODER_INT8),
+        populate,
+        depends_on={names.TEXT_ENCODER: ctx.resolved[names.TEXT_ENCODER]},
+        parity=parity,
+    )
+
+
+def item_texts(dataset: Dataset) -> list[str]:
+    """What the encoder embeds for each item, in item-index order."""
+    catalog = dataset.catalog.sort_values("item_id")
+    return [f"{title}. {category}" for title, category in zip(catalog.title, catalog.category)]
+
+
+def build_search_index(ctx: BuildContext) -> None:
+    from builders import text_encoder
+
+    encoder = ctx.options.encoder
+    encoder_path = ctx.path(encoder) / "model.onnx"
+    progress(f"embedding {len(ctx.dataset.catalog):,} items with {encoder}")
+    embeddings = text_encoder.embed(
+        encoder_path, item_texts(ctx.dataset), max_length=ctx.options.max_length
+    )
+    candidates = min(ctx.options.num_candidates, len(embeddings))
+    ctx.write(
+        names.index_spec(names.SEARCH_INDEX, embeddings.shape[1], candidates),
+        lambda folder: save_index(index_graph(embeddings, candidates), folder),
+        depends_on={encoder: ctx.resolved[encoder]},
+        metrics={"items": len(embeddings), "num_candidates": candidates},
+    )
+
+
+# -- recommendation side and rankers --------------------------------------------------
+def build_ranking_features(ctx: BuildContext) -> None:
+    from builders import ranker
+
+    tables = ranker.build_tables(ctx.dataset)
+
+    def populate(folder: Path) -> None:
+        copy_runtime(folder, "features", glue="features_model")
+        tables.save(folder / "tables.npz")
+
+    ctx.write(
+        names.ranking_features_spec(),
+        populate,
+        metrics={"users": len(tables.user_ids), "items": len(tables.item_ids)},
+    )
+
+
+def build_two_tower(ctx: BuildContext) -> None:
+    """The user tower and the index over the item tower's embeddings, always together."""
+    from builders import two_tower
+
+    result = two_tower.train(ctx.dataset, seed=ctx.options.seed)
+    parity: dict = {}
+
+    def populate_tower(folder: Path) -> None:
+        parity.update(two_tower.export_user_tower(result, folder / "model.onnx"))
+
+    dim = result.item_embeddings.shape[1]
+    ctx.write(names.user_tower_spec(dim), populate_tower, metrics=result.metrics, parity=parity)
+    candidates = min(ctx.options.num_candidates, len(result.item_embeddings))
+    ctx.write(
+        names.index_spec(names.RECOMMEND_INDEX, dim, candidates),
+        lambda folder: save_index(index_graph(result.item_embeddings, candidates), folder),
+        depends_on={names.USER_TOWER: ctx.version},
+        metrics={"items": len(result.item_embeddings), "num_candidates": candidates},
+    )
+
+
+def _onnx_session(path: Path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _index_matrix(index_folder: Path) -> np.ndarray:
+    """The item embeddings an index holds, [n_items, dim]."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(index_folder / "model.onnx"))
+    matrix = next(t for t in model.graph.initializer if t.name == "item_matrix")
+    return numpy_helper.to_array(matrix).T
+
+
+def search_retrieval_scores(ctx: BuildContext):
+    """Query-item cosine over the search index for each logged event (0 without a query)."""
+    from builders import text_encoder
+
+    encoder = ctx.options.encoder
+    items = _index_matrix(ctx.path(names.SEARCH_INDEX))
+    queries = ctx.dataset.interactions["query"].dropna().unique().tolist()
+    progress(f"embedding {len(queries):,} logged queries for the search ranker")
+    embedded = text_encoder.embed(
+        ctx.path(encoder) / "model.onnx", queries, max_length=ctx.options.max_length
+    )
+    row_of = {query: row for row, query in enumerate(queries)}
+
+    def scores(contexts):
+        result = np.zeros((len(contexts), len(items)), dtype=np.float32)
+        for position, query in enumerate(contexts["query"]):
+            if isinstance(query, str) and query in row_of:
+                result[position] = items @ embedded[row_of[query]]
+        return result
+
+    return scores
+
+
+def recommend_retrieval_scores(ctx: BuildContext) -> np.ndarray:
+    """Two-tower scores of every (user index, item), [n_users + 1, n_items]; row 0 = unknown."""
+    from builders.ranker import user_vocabulary
+
+    items = _index_matrix(ctx.path(names.RECOMMEND_INDEX))
+    rows = np.arange(len(user_vocabulary(ctx.dataset)) + 1, dtype=np.int64).reshape(-1, 1)
+    (users,) = _onnx_session(ctx.path(names.USER_TOWER) / "model.onnx").run(
+        ["user_embedding"], {"user_index": rows}
+    )
+    return users @ items.T
+
+
+def build_search_ranker(ctx: BuildContext) -> None:
+    from builders import ranker
+
+    result = ranker.train(ctx.dataset, search_retrieval_scores(ctx), seed=ctx.options.seed)
+    parity: dict = {}
+
+    def populate(folder: Path) -> None:
+        parity.update(ranker.export_onnx(result.torch_model, folder / "model.onnx"))
+        if ctx.options.profile == "gpu":
+            build_ranker_plan(folder, ctx.options.num_candidates)
+
+    ctx.write(
+        names.ranker_spec(names.SEARCH_RANKER, "onnxruntime"),
+        populate,
+        depends_on=_retrieval_dependencies(ctx, names.SEARCH_INDEX, ctx.options.encoder),
+        metrics={"auc": result.metrics["torch_auc"], **result.metrics},
+        parity=parity,
+    )
+
+
+def build_recommend_ranker(ctx: BuildContext) -> None:
+    from builders import ranker
+
+    result = ranker.train(ctx.dataset, recommend_retrieval_scores(ctx), seed=ctx.options.seed)
+    parity: dict = {}
+
+    def populate(folder: Path) -> None:
+        parity.update(ranker.export_saved_model(result.keras_model, folder / "model.savedmodel"))
+
+    ctx.write(
+        names.ranker_spec(names.RECOMMEND_RANKER, "tensorflow"),
+        populate,
+        depends_on=_retrieval_dependencies(ctx, names.RECOMMEND_INDEX, names.USER_TOWER),
+        metrics={"auc": result.metrics["keras_auc"], **result.metrics},
+        parity=parity,
+    )
+
+
+def _retrieval_dependencies(ctx: BuildContext, index: str, producer: str) -> dict[str, int]:
+    ctx.path(index), ctx.path(producer), ctx.path(names.RANKING_FEATURES)
+    return {m: ctx.resolved[m] for m in (index, producer, names.RANKING_FEATURES)}
+
+
+def build_ranker_plan(folder: Path, num_candidates: int) -> None:
+    from builders import tensorrt
+    from builders.runtime import features
+
+    def shape(batch: int, width: int) -> tuple[int, int, int]:
+        return (batch, num_candidates, width)
+
+    tensorrt.build_plan(
+        folder / "model.onnx",
+        folder / "model.plan",
+        {
+            "sparse": (
+                shape(1, features.NUM_SPARSE),
+                shape(8, features.NUM_SPARSE),
+                shape(64, features.NUM_SPARSE),
+            ),
+            "dense": (
+                shape(1, features.NUM_DENSE),
+                shape(8, features.NUM_DENSE),
+                shape(64, features.NUM_DENSE),
+            ),
+        },
+    )
+
+
+# -- pipelines ------------------------------------------------------------------------
+def pipeline_stages(ctx: BuildContext, kind: str) -> dict[str, Stage]:
+    """The stage versions a new pipeline version pins; checks the index pairing."""
+    if kind == "search":
+        roles = {
+            "tokenizer": names.QUERY_TOKENIZER,
+            "encoder": ctx.options.encoder,
+            "index": names.SEARCH_INDEX,
+        }
+        producer_role = "encoder"
+    else:
+        roles = {"user_tower": names.USER_TOWER, "index": names.RECOMMEND_INDEX}
+        producer_role = "user_tower"
+    ranker = names.SEARCH_RANKER if kind == "search" else names.RECOMMEND_RANKER
+    if ctx.dataset.has_interactions:
+        roles.update(features=names.RANKING_FEATURES, ranker=ranker)
+    stages = {}
+    for role, model in roles.items():
+        ctx.path(model)
+        stages[role] = Stage(model, ctx.resolved[model])
+    index = stages["index"]
+    producer = stages[producer_role]
+    check_pairing(
+        read_manifest(ctx.repo, index.model, index.version), producer.model, producer.version
+    )
+    return stages
+
+
+def build_pipeline(ctx: BuildContext, kind: str) -> None:
+    stages = pipeline_stages(ctx, kind)
+    check_data_fingerprints(ctx, stages)
+    index_manifest = read_manifest(ctx.repo, stages["index"].model, stages["index"].version)
+    spec = PipelineSpec(kind, int(index_manifest["metrics"]["num_candidates"]), stages)
+    from builders.ranker import user_vocabulary
+
+    catalog_ids = np.sort(ctx.dataset.catalog.item_id.to_numpy(dtype=np.int64))
+    user_ids = user_vocabulary(ctx.dataset)  # the user tower's and the features' rows
+
+    def populate(folder: Path) -> None:
+        copy_runtime(folder, "pipeline", "features", glue="pipeline_model")
+        (folder / "pipeline.json").write_text(spec.to_json())
+        np.save(folder / "item_ids.npy", catalog_ids)
+        np.save(folder / "user_ids.npy", user_ids)
+
+    model_spec = names.search_spec() if kind == "search" else names.recommend_spec()
+    ctx.write(
+        model_spec,
+        populate,
+        depends_on={stage.model: stage.version for stage in stages.values()},
+    )
+
+
+def reconcile_served_versions(repo: Path) -> dict[str, list[int]]:
+    """Serve the newest pipeline versions and exactly the stage versions they pin."""
+    served: dict[str, set[int]] = {}
+    for pipeline in (names.SEARCH, names.RECOMMEND):
+        versions = model_versions(repo, pipeline)[-SERVED_PIPELINE_VERSIONS:]
+        if not versions:
+            continue
+        served[pipeline] = set(versions)
+        for version in versions:
+            for model, pinned in read_manifest(repo, pipeline, version)["depends_on"].items():
+                served.setdefault(model, set()).add(pinned)
+    for model, versions in served.items():
+        set_served_versions(repo, model, sorted(versions))
+    return {model: sorted(versions) for model, versions in served.items()}
+
+
+STEPS: dict[str, Callable[[BuildContext], None]] = {
+    names.QUERY_TOKENIZER: build_query_tokenizer,
+    names.TEXT_ENCODER: build_text_encoder,
+    names.TEXT_ENCODER_INT8: build_text_encoder_int8,
+    names.SEARCH_INDEX: build_search_index,
+    names.RANKING_FEATURES: build_ranking_features,
+    names.USER_TOWER: build_two_tower,
+    names.RECOMMEND_INDEX: build_two_tower,
+    names.SEARCH_RANKER: build_search_ranker,
+    names.RECOMMEND_RANKER: build_recommend_ranker,
+    names.SEARCH: lambda ctx: build_pipeline(ctx, "search"),
+    names.RECOMMEND: lambda ctx: build_pipeline(ctx, "recommend"),
+}
+
+
+def selected_models(options: BuildOptions, dataset: Dataset) -> list[str]:
+    """The models this build writes, in build order."""
+    wanted = set(options.only or names.ALL_MODELS)
+    if not dataset.has_interactions:
+        asked = sorted(wanted & set(names.NEED_INTERACTIONS)) if options.only else []
+        if asked:
+            raise ValueError(f"{', '.join(asked)} need an interaction log; {dataset.name} has none")
+        wanted -= set(names.NEED_INTERACTIONS)
+    if wanted & {names.USER_TOWER, names.RECOMMEND_INDEX}:
+        wanted |= {names.USER_TOWER, names.RECOMMEND_INDEX}  # one training makes both
+    return [model for model in names.ALL_MODELS if model in wanted]
+
+
+def check_data_fingerprints(ctx: BuildContext, stages: dict[str, Stage]) -> None:
+    """Pinned data-dependent stages must come from the data this build reads."""
+    stale = [
+        f"{stage.model} version {stage.version}"
+        for stage in stages.values()
+        if stage.model in names.DATA_DEPENDENT
+        and read_manifest(ctx.repo, stage.model, stage.version)["dataset"]["fingerprint"]
+        != ctx.dataset.fingerprint
+    ]
+    if stale:
+        raise RepositoryError(
+            f"{', '.join(stale)} were built from other data than {ctx.dataset.name} "
+            f"(fingerprint {ctx.dataset.fingerprint[:12]}); rebuild them with this data"
+        )
+
+
+def build(options: BuildOptions, dataset: Dataset) -> BuildContext:
+    """Write every selected model at one version; refuse before any work if it exists."""
+    models = selected_models(options, dataset)
+    repo = Path(options.repo)
+    repo.mkdir(parents=True, exist_ok=True)
+    version = options.version or next_version(repo, list(names.ALL_MODELS))
+    taken = [m for m in models if version in model_versions(repo, m)]
+    if taken:
+        raise VersionExistsError(
+            f"version {version} already exists for {', '.join(taken)}; nothing was written "
+            "(use --next for the next free version)"
+        )
+    ctx = BuildContext(options=options, dataset=dataset, version=version)
+    progress(
+        f"building {', '.join(models)} as version {version} into {repo} "
+        f"(profile {options.profile}, dataset {dataset.name} {dataset.fingerprint[:12]})"
+    )
+    for model in models:
+        if model in ctx.built:
+            continue
+        started = time.perf_counter()
+        STEPS[model](ctx)
+        progress(f"{model} done in {time.perf_counter() - started:.1f} s")
+    served = reconcile_served_versions(repo)
+    if served:
+        progress("served versions: " + "; ".join(f"{m} {v}" for m, v in sorted(served.items())))
+    return ctx

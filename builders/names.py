@@ -1,0 +1,177 @@
+"""The models of the repository: their names and config specs (the CPU defaults).
+
+Tensor names and shapes here are the contract between the stages; the pipeline
+models (`search`, `recommend`) call the stages by these names.
+"""
+
+from __future__ import annotations
+
+from builders.runtime import features
+from builders.specs import DynamicBatching, ModelSpec, TensorSpec
+
+QUERY_TOKENIZER = "query_tokenizer"
+TEXT_ENCODER = "text_encoder"
+TEXT_ENCODER_INT8 = "text_encoder_int8"
+SEARCH_INDEX = "search_index"
+RANKING_FEATURES = "ranking_features"
+SEARCH_RANKER = "search_ranker"
+USER_TOWER = "user_tower"
+RECOMMEND_INDEX = "recommend_index"
+RECOMMEND_RANKER = "recommend_ranker"
+SEARCH = "search"
+RECOMMEND = "recommend"
+
+#: Build order: each model may read those before it from the repository.
+ALL_MODELS = (
+    QUERY_TOKENIZER,
+    TEXT_ENCODER,
+    TEXT_ENCODER_INT8,
+    SEARCH_INDEX,
+    RANKING_FEATURES,
+    USER_TOWER,
+    RECOMMEND_INDEX,
+    SEARCH_RANKER,
+    RECOMMEND_RANKER,
+    SEARCH,
+    RECOMMEND,
+)
+#: Models built from the interaction log (absent for a catalog-only dataset).
+NEED_INTERACTIONS = (
+    RANKING_FEATURES,
+    USER_TOWER,
+    RECOMMEND_INDEX,
+    SEARCH_RANKER,
+    RECOMMEND_RANKER,
+    RECOMMEND,
+)
+#: Models whose content depends on the data (their data fingerprint must match the build's).
+DATA_DEPENDENT = (SEARCH_INDEX, *NEED_INTERACTIONS, SEARCH)
+
+#: Largest batch the pipelines send to a stage (every stage accepts at least this).
+STAGE_MAX_BATCH = 64
+PIPELINE_MAX_BATCH = 32
+
+
+def _batching(delay_us: int = 1000) -> DynamicBatching:
+    return DynamicBatching(max_queue_delay_microseconds=delay_us)
+
+
+def query_tokenizer_spec(max_length: int) -> ModelSpec:
+    return ModelSpec(
+        name=QUERY_TOKENIZER,
+        backend="python",
+        max_batch_size=STAGE_MAX_BATCH,
+        inputs=(TensorSpec("query", "STRING", (1,)),),
+        outputs=(
+            TensorSpec("input_ids", "INT64", (-1,)),
+            TensorSpec("attention_mask", "INT64", (-1,)),
+        ),
+        dynamic_batching=_batching(500),
+        parameters={"max_length": str(max_length)},
+    )
+
+
+def text_encoder_spec(name: str) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        backend="onnxruntime",
+        max_batch_size=STAGE_MAX_BATCH,
+        inputs=(
+            TensorSpec("input_ids", "INT64", (-1,)),
+            TensorSpec("attention_mask", "INT64", (-1,)),
+        ),
+        outputs=(TensorSpec("embedding", "FP32", (384,)),),
+        dynamic_batching=_batching(),
+    )
+
+
+def index_spec(name: str, dim: int, num_candidates: int) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        backend="onnxruntime",
+        max_batch_size=STAGE_MAX_BATCH,
+        inputs=(TensorSpec("query_embedding", "FP32", (dim,)),),
+        outputs=(
+            TensorSpec("candidate_indexes", "INT64", (num_candidates,)),
+            TensorSpec("candidate_scores", "FP32", (num_candidates,)),
+        ),
+        dynamic_batching=_batching(500),
+        parameters={"intra_op_thread_count": "1"},
+    )
+
+
+def ranking_features_spec() -> ModelSpec:
+    return ModelSpec(
+        name=RANKING_FEATURES,
+        backend="python",
+        max_batch_size=STAGE_MAX_BATCH,
+        inputs=(
+            TensorSpec("user_id", "INT64", (1,), optional=True),
+            TensorSpec("candidate_ids", "INT64", (-1,)),
+            TensorSpec("candidate_scores", "FP32", (-1,)),
+        ),
+        outputs=(
+            TensorSpec("sparse", "INT64", (-1, features.NUM_SPARSE)),
+            TensorSpec("dense", "FP32", (-1, features.NUM_DENSE)),
+        ),
+        dynamic_batching=_batching(500),
+    )
+
+
+def ranker_spec(name: str, backend: str) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        backend=backend,
+        max_batch_size=STAGE_MAX_BATCH,
+        inputs=(
+            TensorSpec("sparse", "INT64", (-1, features.NUM_SPARSE)),
+            TensorSpec("dense", "FP32", (-1, features.NUM_DENSE)),
+        ),
+        outputs=(TensorSpec("score", "FP32", (-1,)),),
+        dynamic_batching=_batching(),
+    )
+
+
+def user_tower_spec(dim: int) -> ModelSpec:
+    return ModelSpec(
+        name=USER_TOWER,
+        backend="onnxruntime",
+        max_batch_size=STAGE_MAX_BATCH,
+        inputs=(TensorSpec("user_index", "INT64", (1,)),),
+        outputs=(TensorSpec("user_embedding", "FP32", (dim,)),),
+        dynamic_batching=_batching(500),
+        parameters={"intra_op_thread_count": "1"},
+    )
+
+
+_RESULTS = (
+    TensorSpec("item_ids", "INT64", (-1,)),
+    TensorSpec("scores", "FP32", (-1,)),
+    TensorSpec("truncated", "BOOL", (1,)),
+)
+
+
+def search_spec() -> ModelSpec:
+    return ModelSpec(
+        name=SEARCH,
+        backend="python",
+        max_batch_size=PIPELINE_MAX_BATCH,
+        inputs=(
+            TensorSpec("query", "STRING", (1,)),
+            TensorSpec("user_id", "INT64", (1,), optional=True),
+            TensorSpec("k", "INT32", (1,)),
+        ),
+        outputs=_RESULTS,
+        dynamic_batching=_batching(2000),
+    )
+
+
+def recommend_spec() -> ModelSpec:
+    return ModelSpec(
+        name=RECOMMEND,
+        backend="python",
+        max_batch_size=PIPELINE_MAX_BATCH,
+        inputs=(TensorSpec("user_id", "INT64", (1,)), TensorSpec("k", "INT32", (1,))),
+        outputs=_RESULTS,
+        dynamic_batching=_batching(2000),
+    )

@@ -1,0 +1,32 @@
+"""Deployment profiles: the same models, configured for CPU or for GPU nodes.
+
+`cpu` (the default) is what the local server runs. `gpu` is for the NGC image
+on GPU nodes: the text encoder and the search ranker become TensorRT plans
+(built from the version's `model.onnx` where TensorRT and a GPU exist, else by
+the plan-building Job on a GPU node), the other ONNX models run on the GPU
+through ONNX Runtime with its TensorRT accelerator in FP16, and the Python
+models stay on the CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from builders import names
+from builders.specs import ModelSpec
+
+PROFILES = ("cpu", "gpu")
+#: Models served as TensorRT plans in the gpu profile.
+TENSORRT_MODELS = (names.TEXT_ENCODER, names.SEARCH_RANKER)
+
+
+def adapt(spec: ModelSpec, profile: str) -> ModelSpec:
+    if profile == "cpu" or spec.backend == "python":
+        return spec
+    if spec.name in TENSORRT_MODELS:
+        return dataclasses.replace(
+            spec, backend="tensorrt", instance_kind="KIND_GPU", parameters={}
+        )
+    if spec.backend == "onnxruntime" and spec.name != names.TEXT_ENCODER_INT8:
+        return dataclasses.replace(spec, instance_kind="KIND_GPU", gpu_accelerator_fp16=True)
+    return dataclasses.replace(spec, instance_kind="KIND_GPU")

@@ -1,0 +1,214 @@
+"""Typed model-config specs, rendered to `config.pbtxt` through Triton's own proto.
+
+A `ModelSpec` validates itself on construction; `to_config()` gives the plain
+dict form, `to_pbtxt()` passes it through
+`tritonclient.grpc.model_config_pb2.ModelConfig` (so Triton's schema checks
+every field) and writes protobuf text. `parse_pbtxt` reads one back.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
+
+DATA_TYPES = (
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "STRING",
+)
+# backend name -> the `platform` Triton reports for it (None: the backend name alone)
+BACKENDS: Mapping[str, str | None] = {
+    "onnxruntime": "onnxruntime_onnx",
+    "tensorflow": "tensorflow_savedmodel",
+    "tensorrt": "tensorrt_plan",
+    "python": None,
+}
+DEFAULT_FILENAMES = {
+    "onnxruntime": "model.onnx",
+    "tensorflow": "model.savedmodel",
+    "tensorrt": "model.plan",
+    "python": "model.py",
+}
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+
+
+class SpecError(ValueError):
+    """A spec that Triton would reject or that makes no sense."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """An input or output; `dims` exclude the batch dimension, -1 is variable."""
+
+    name: str
+    data_type: str
+    dims: tuple[int, ...]
+    optional: bool = False
+
+    def __post_init__(self) -> None:
+        if not NAME.match(self.name):
+            raise SpecError(f"tensor name {self.name!r} is not a valid Triton name")
+        if self.data_type not in DATA_TYPES:
+            raise SpecError(
+                f"tensor {self.name!r}: data_type must be one of {', '.join(DATA_TYPES)}"
+            )
+        if not self.dims or any(d == 0 or d < -1 for d in self.dims):
+            raise SpecError(f"tensor {self.name!r}: dims must be positive or -1, got {self.dims}")
+
+    def to_config(self) -> dict:
+        config = {"name": self.name, "data_type": f"TYPE_{self.data_type}", "dims": list(self.dims)}
+        if self.optional:
+            config["optional"] = True
+        return config
+
+
+@dataclass(frozen=True)
+class DynamicBatching:
+    max_queue_delay_microseconds: int = 1000
+    preferred_batch_size: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_queue_delay_microseconds < 0:
+            raise SpecError("max_queue_delay_microseconds must be >= 0")
+        if any(size < 1 for size in self.preferred_batch_size):
+            raise SpecError("preferred_batch_size entries must be >= 1")
+
+    def to_config(self) -> dict:
+        config: dict = {"max_queue_delay_microseconds": self.max_queue_delay_microseconds}
+        if self.preferred_batch_size:
+            config["preferred_batch_size"] = list(self.preferred_batch_size)
+        return config
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """Which versions Triton serves: the latest `latest` ones, or `specific` ones."""
+
+    latest: int | None = 1
+    specific: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if (self.latest is None) == (not self.specific):
+            raise SpecError("a version policy is either `latest` or `specific`, not both")
+        if self.latest is not None and self.latest < 1:
+            raise SpecError("version_policy latest must be >= 1")
+        if any(v < 1 for v in self.specific):
+            raise SpecError("model versions are >= 1")
+
+    def to_config(self) -> dict:
+        if self.specific:
+            return {"specific": {"versions": list(self.specific)}}
+        return {"latest": {"num_versions": self.latest}}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One Triton model: everything its config.pbtxt says."""
+
+    name: str
+    backend: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    max_batch_size: int = 0
+    dynamic_batching: DynamicBatching | None = None
+    instance_count: int = 1
+    instance_kind: str = "KIND_CPU"
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    version_policy: VersionPolicy = field(default_factory=VersionPolicy)
+    gpu_accelerator_fp16: bool = False
+
+    def __post_init__(self) -> None:
+        if not NAME.match(self.name):
+            raise SpecError(f"model name {self.name!r} is not a valid Triton name")
+        if self.backend not in BACKENDS:
+            raise SpecError(
+                f"model {self.name!r}: backend must be one of {', '.join(BACKENDS)}, "
+                f"got {self.backend!r}"
+            )
+        if not self.inputs or not self.outputs:
+            raise SpecError(f"model {self.name!r} needs inputs and outputs")
+        names = [t.name for t in (*self.inputs, *self.outputs)]
+        if len(set(names)) != len(names):
+            raise SpecError(f"model {self.name!r}: tensor names must be unique")
+        if self.max_batch_size < 0:
+            raise SpecError(f"model {self.name!r}: max_batch_size must be >= 0")
+        if self.dynamic_batching is not None:
+            if self.max_batch_size == 0:
+                raise SpecError(f"model {self.name!r}: dynamic batching needs max_batch_size > 0")
+            too_big = [
+                s for s in self.dynamic_batching.preferred_batch_size if s > self.max_batch_size
+            ]
+            if too_big:
+                raise SpecError(
+                    f"model {self.name!r}: preferred_batch_size {too_big} exceeds "
+                    f"max_batch_size {self.max_batch_size}"
+                )
+        if self.instance_count < 1:
+            raise SpecError(f"model {self.name!r}: instance_count must be >= 1")
+        if self.instance_kind not in ("KIND_CPU", "KIND_GPU"):
+            raise SpecError(f"model {self.name!r}: instance_kind must be KIND_CPU or KIND_GPU")
+        if self.gpu_accelerator_fp16 and self.backend != "onnxruntime":
+            raise SpecError(f"model {self.name!r}: the TensorRT accelerator is for ONNX models")
+
+    @property
+    def default_model_filename(self) -> str:
+        return DEFAULT_FILENAMES[self.backend]
+
+    def to_config(self) -> dict:
+        config: dict = {"name": self.name, "backend": self.backend}
+        if BACKENDS[self.backend]:
+            config["platform"] = BACKENDS[self.backend]
+        config.update(
+            max_batch_size=self.max_batch_size,
+            input=[t.to_config() for t in self.inputs],
+            output=[t.to_config() for t in self.outputs],
+            instance_group=[{"count": self.instance_count, "kind": self.instance_kind}],
+            version_policy=self.version_policy.to_config(),
+        )
+        if self.dynamic_batching is not None:
+            config["dynamic_batching"] = self.dynamic_batching.to_config()
+        if self.parameters:
+            config["parameters"] = {
+                key: {"string_value": str(value)} for key, value in sorted(self.parameters.items())
+            }
+        if self.gpu_accelerator_fp16:
+            config["optimization"] = {
+                "execution_accelerators": {
+                    "gpu_execution_accelerator": [
+                        {"name": "tensorrt", "parameters": {"precision_mode": "FP16"}}
+                    ]
+                }
+            }
+        return config
+
+    def to_pbtxt(self) -> str:
+        return render_pbtxt(self.to_config())
+
+
+def render_pbtxt(config: Mapping) -> str:
+    """A config dict as config.pbtxt text, checked against Triton's ModelConfig proto."""
+    try:
+        message = json_format.ParseDict(config, model_config_pb2.ModelConfig())
+    except json_format.ParseError as err:
+        raise SpecError(f"not a valid Triton model config: {err}") from None
+    return text_format.MessageToString(message)
+
+
+def parse_pbtxt(text: str) -> dict:
+    """config.pbtxt text back to the dict form (field names as in the proto)."""
+    message = text_format.Parse(text, model_config_pb2.ModelConfig())
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)

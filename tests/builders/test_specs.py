@@ -1,0 +1,98 @@
+"""Typed specs render to config.pbtxt that Triton's proto accepts and reads back."""
+
+import pytest
+
+from builders.specs import (
+    DynamicBatching,
+    ModelSpec,
+    SpecError,
+    TensorSpec,
+    VersionPolicy,
+    parse_pbtxt,
+    render_pbtxt,
+)
+
+
+def ranker(**overrides):
+    values = dict(
+        name="search_ranker",
+        backend="onnxruntime",
+        max_batch_size=16,
+        inputs=(TensorSpec("sparse", "INT64", (-1, 5)), TensorSpec("dense", "FP32", (-1, 4))),
+        outputs=(TensorSpec("score", "FP32", (-1,)),),
+        dynamic_batching=DynamicBatching(500, (4, 8)),
+        instance_count=2,
+        parameters={"intra_op_thread_count": "1"},
+    )
+    values.update(overrides)
+    return ModelSpec(**values)
+
+
+def test_round_trip_through_the_proto():
+    spec = ranker()
+    text = spec.to_pbtxt()
+    parsed = parse_pbtxt(text)
+    assert parsed["name"] == "search_ranker" and parsed["platform"] == "onnxruntime_onnx"
+    assert parsed["input"][0] == {"name": "sparse", "data_type": "TYPE_INT64", "dims": ["-1", "5"]}
+    assert parsed["dynamic_batching"]["preferred_batch_size"] == [4, 8]
+    assert parsed["instance_group"] == [{"count": 2, "kind": "KIND_CPU"}]
+    assert parsed["parameters"]["intra_op_thread_count"] == {"string_value": "1"}
+    assert parsed["version_policy"] == {"latest": {"num_versions": 1}}
+    assert render_pbtxt(parsed) == text
+
+
+def test_gpu_profile_options():
+    spec = ranker(instance_kind="KIND_GPU", gpu_accelerator_fp16=True)
+    accelerator = parse_pbtxt(spec.to_pbtxt())["optimization"]["execution_accelerators"]
+    assert accelerator["gpu_execution_accelerator"][0]["parameters"] == {"precision_mode": "FP16"}
+    plan = ranker(backend="tensorrt")
+    assert plan.default_model_filename == "model.plan"
+    assert parse_pbtxt(plan.to_pbtxt())["platform"] == "tensorrt_plan"
+
+
+def test_specific_version_policy():
+    spec = ranker(version_policy=VersionPolicy(latest=None, specific=(1, 3)))
+    assert parse_pbtxt(spec.to_pbtxt())["version_policy"] == {"specific": {"versions": ["1", "3"]}}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"name": "bad name"}, "not a valid Triton name"),
+        ({"backend": "pytorch"}, "backend must be one of"),
+        ({"max_batch_size": 0}, "dynamic batching needs max_batch_size > 0"),
+        ({"dynamic_batching": DynamicBatching(100, (32,))}, r"preferred_batch_size \[32\] exceeds"),
+        ({"instance_count": 0}, "instance_count must be >= 1"),
+        ({"instance_kind": "KIND_TPU"}, "KIND_CPU or KIND_GPU"),
+        ({"outputs": (TensorSpec("sparse", "FP32", (1,)),)}, "tensor names must be unique"),
+        ({"backend": "python", "gpu_accelerator_fp16": True}, "accelerator is for ONNX"),
+    ],
+)
+def test_invalid_specs_are_refused(overrides, message):
+    with pytest.raises(SpecError, match=message):
+        ranker(**overrides)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("x", "FLOAT", (1,)), "data_type must be one of"),
+        (("x", "FP32", ()), "dims must be positive or -1"),
+        (("x", "FP32", (0,)), "dims must be positive or -1"),
+    ],
+)
+def test_invalid_tensors_are_refused(args, message):
+    with pytest.raises(SpecError, match=message):
+        TensorSpec(*args)
+
+
+def test_version_policy_is_one_or_the_other():
+    with pytest.raises(SpecError):
+        VersionPolicy(latest=2, specific=(1,))
+    with pytest.raises(SpecError):
+        VersionPolicy(latest=0)
+
+
+def test_render_rejects_unknown_fields():
+    with pytest.raises(SpecError, match="not a valid Triton model config"):
+        render_pbtxt({"name": "x", "max_batchsize": 4})
