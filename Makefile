@@ -22,7 +22,7 @@ METRICS_PORT ?= 8002
 # `make test` options, e.g. `make test PYTEST_ARGS="-k launcher -x"`
 PYTEST_ARGS ?=
 
-.PHONY: help setup apt-deps serve test lint format clean distclean
+.PHONY: help setup apt-deps models demo serve test lint format clean distclean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -51,6 +51,19 @@ apt-deps: ## Install the Debian packages the Triton binaries link against (when 
 	  { $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing; } \
 	    > build/apt.log 2>&1 || { cat build/apt.log; exit 1; }; \
 	fi
+
+.PHONY: helm-tools
+setup: helm-tools
+helm-tools: $(STAMP) ## Fetch helm and kubectl (when not on PATH) and the CRD schema validators into build/tools
+	@$(PY) -m k8s.tools build/tools
+
+models: setup ## Build the default model repository into REPO (skipped when it exists)
+	@if [ -d $(REPO)/search ]; then \
+	  echo "models: $(REPO) exists; add a version with: $(PY) -m builders build --out $(REPO) --next"; \
+	else $(PY) -m builders build --out $(REPO); fi
+
+demo: models ## Build if missing, start the local Triton, run real search and recommend calls
+	$(PY) -m clients.demo --repo $(REPO)
 
 serve: setup ## Run tritonserver in the foreground on REPO (MODEL_CONTROL=none|poll|explicit); Ctrl-C stops it
 	$(PY) -m server --model-repository $(REPO) --model-control $(MODEL_CONTROL) \

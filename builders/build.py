@@ -35,6 +35,9 @@ from builders.runtime.pipeline import PipelineSpec, Stage
 from builders.specs import ModelSpec
 
 RUNTIME = Path(__file__).resolve().parent / "runtime"
+#: The catalog fields a pipeline version carries for display (clients, demo).
+CATALOG_FILE = "catalog.parquet"
+CATALOG_DISPLAY_COLUMNS = ("item_id", "title", "category", "brand", "price")
 #: Pipeline versions kept loaded (the newest ones): enough for a canary next to stable.
 SERVED_PIPELINE_VERSIONS = 2
 
@@ -404,6 +407,8 @@ def build_pipeline(ctx: BuildContext, kind: str) -> None:
         (folder / "pipeline.json").write_text(spec.to_json())
         np.save(folder / "item_ids.npy", catalog_ids)
         np.save(folder / "user_ids.npy", user_ids)
+        columns = [c for c in CATALOG_DISPLAY_COLUMNS if c in ctx.dataset.catalog]
+        ctx.dataset.catalog[columns].to_parquet(folder / CATALOG_FILE, index=False)
 
     model_spec = names.search_spec() if kind == "search" else names.recommend_spec()
     ctx.write(

@@ -1,0 +1,92 @@
+"""The pipelines run without Triton, straight from a repository's version folders.
+
+Reads a pipeline version's `pipeline.json` and runs each pinned stage with its
+framework (the tokenizer module, ONNX Runtime, TensorFlow, the features
+module), then the same top-k as the served model. Served results must equal
+these (the end-to-end parity tests), and the quality benchmark scores them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from builders.runtime.features import FeatureTables, lookup_user_indexes, ranker_inputs
+from builders.runtime.pipeline import NO_USER, PipelineSpec, top_k
+from builders.runtime.tokenization import QueryTokenizer
+from builders.specs import parse_pbtxt
+
+
+class OfflinePipeline:
+    def __init__(self, repo: Path, kind: str, version: int) -> None:
+        self.repo = Path(repo)
+        self.folder = self.repo / kind / str(version)
+        self.spec = PipelineSpec.load(self.folder / "pipeline.json")
+        self.item_ids = np.load(self.folder / "item_ids.npy")
+        self.known_users = np.load(self.folder / "user_ids.npy")
+        self._sessions: dict[str, object] = {}
+
+    def _stage_folder(self, role: str) -> Path:
+        stage = self.spec.stages[role]
+        return self.repo / stage.model / str(stage.version)
+
+    def _onnx(self, role: str, inputs: dict, outputs: list[str]) -> list[np.ndarray]:
+        if role not in self._sessions:
+            import onnxruntime as ort
+
+            self._sessions[role] = ort.InferenceSession(
+                str(self._stage_folder(role) / "model.onnx"), providers=["CPUExecutionProvider"]
+            )
+        return self._sessions[role].run(outputs, inputs)
+
+    def _ranker(self, sparse: np.ndarray, dense: np.ndarray) -> np.ndarray:
+        folder = self._stage_folder("ranker")
+        if (folder / "model.onnx").exists():
+            return self._onnx("ranker", {"sparse": sparse, "dense": dense}, ["score"])[0]
+        if "ranker" not in self._sessions:
+            import tensorflow as tf
+
+            loaded = tf.saved_model.load(str(folder / "model.savedmodel"))
+            self._sessions["ranker"] = (loaded, loaded.signatures["serving_default"])
+        signature = self._sessions["ranker"][1]
+        return signature(sparse=sparse, dense=dense)["score"].numpy()
+
+    def embed_queries(self, queries: list[str]) -> np.ndarray:
+        folder = self._stage_folder("tokenizer")
+        config = parse_pbtxt((folder.parent / "config.pbtxt").read_text())
+        max_length = int(config["parameters"]["max_length"]["string_value"])
+        if "tokenizer" not in self._sessions:
+            self._sessions["tokenizer"] = QueryTokenizer(folder / "tokenizer.json", max_length)
+        ids, mask = self._sessions["tokenizer"].encode(queries)
+        return self._onnx("encoder", {"input_ids": ids, "attention_mask": mask}, ["embedding"])[0]
+
+    def run(
+        self, k: int, queries: list[str] | None = None, user_ids: list[int | None] | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(item ids, scores) per request, as the served pipeline answers them."""
+        if self.spec.kind == "search":
+            embedding = self.embed_queries(queries)
+            users = [NO_USER if u is None else u for u in (user_ids or [None] * len(queries))]
+        else:
+            users = list(user_ids)
+            rows = lookup_user_indexes(self.known_users, np.array(users, np.int64).reshape(-1, 1))
+            (embedding,) = self._onnx("user_tower", {"user_index": rows}, ["user_embedding"])
+        candidates, scores = self._onnx(
+            "index", {"query_embedding": embedding}, ["candidate_indexes", "candidate_scores"]
+        )
+        ranked = scores
+        if "ranker" in self.spec.stages:
+            if "features" not in self._sessions:
+                self._sessions["features"] = FeatureTables.load(
+                    self._stage_folder("features") / "tables.npz"
+                )
+            sparse, dense = ranker_inputs(
+                self._sessions["features"], np.array(users, np.int64), candidates, scores
+            )
+            ranked = self._ranker(sparse, dense)
+        results = []
+        for row in range(len(candidates)):
+            indexes, best = top_k(candidates[row], ranked[row], k)
+            results.append((self.item_ids[indexes], best))
+        return results

@@ -1,0 +1,1 @@
+"""Clients of the deployed search and recommend pipelines."""
