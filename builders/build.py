@@ -112,8 +112,9 @@ class BuildContext:
     ) -> Path:
         spec = profiles.adapt(spec, self.options.profile)
         manifest = self.manifest_base(depends_on)
-        manifest["metrics"] = metrics or {}
-        manifest["parity"] = parity or {}
+        # populate() fills `parity` while writing, so keep the very dict it fills.
+        manifest["metrics"] = {} if metrics is None else metrics
+        manifest["parity"] = {} if parity is None else parity
         target = write_version(self.repo, spec, self.version, populate, manifest)
         self.resolved[spec.name] = self.version
         self.built.append(spec.name)

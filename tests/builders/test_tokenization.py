@@ -1,0 +1,204 @@
+"""Query tokenisation: the pure module, and the Python-backend model through the real server."""
+
+from __future__ import annotations
+
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+import builders.runtime
+from builders.runtime.tokenization import (
+    DEFAULT_MAX_LENGTH,
+    MAX_QUERY_CHARS,
+    EmptyQueryError,
+    QueryTokenizer,
+    decode_query,
+)
+from builders.text_encoder import tokenizer_json
+from tests.tiny_models import write_config
+
+CLS, SEP, PAD = 101, 102, 0
+HUGE_QUERY = b"trail running shoes " * 5_000  # 100 KB
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> QueryTokenizer:
+    return QueryTokenizer(tokenizer_json())
+
+
+def test_pads_to_max_length(tokenizer):
+    input_ids, attention_mask = tokenizer.encode(["red running shoes"])
+    assert input_ids.shape == attention_mask.shape == (1, DEFAULT_MAX_LENGTH)
+    assert input_ids.dtype == attention_mask.dtype == np.int64
+    assert input_ids[0, 0] == CLS and input_ids[0, 4] == SEP
+    assert (input_ids[0, 5:] == PAD).all()
+    assert attention_mask[0].tolist() == [1] * 5 + [0] * (DEFAULT_MAX_LENGTH - 5)
+
+
+def test_truncates_to_max_length():
+    short = QueryTokenizer(tokenizer_json(), max_length=6)
+    input_ids, attention_mask = short.encode(["waterproof hiking boots for men size ten"])
+    assert input_ids.shape == (1, 6)
+    assert attention_mask.all()
+    assert input_ids[0, 0] == CLS and input_ids[0, -1] == SEP
+
+
+def test_mixed_lengths_share_one_shape(tokenizer):
+    texts = ["tv", "a " * 100, "stainless steel saucepan", b"mug"]
+    input_ids, attention_mask = tokenizer.encode(texts)
+    assert input_ids.shape == attention_mask.shape == (4, DEFAULT_MAX_LENGTH)
+    assert attention_mask.sum(axis=1).tolist() == [3, DEFAULT_MAX_LENGTH, 6, 3]
+
+
+def test_empty_batch(tokenizer):
+    input_ids, attention_mask = tokenizer.encode([])
+    assert input_ids.shape == attention_mask.shape == (0, DEFAULT_MAX_LENGTH)
+
+
+def test_normalises_like_the_model(tokenizer):
+    """Lower-casing and accent stripping come from the tokenizer.json."""
+    upper, plain = tokenizer.encode(["CAFÉ Mug", "cafe mug"])[0]
+    np.testing.assert_array_equal(upper, plain)
+
+
+def test_bytes_and_text_tokenise_alike(tokenizer):
+    as_bytes, as_text = tokenizer.encode(["crème brûlée set".encode(), "crème brûlée set"])[0]
+    np.testing.assert_array_equal(as_bytes, as_text)
+
+
+@pytest.mark.parametrize("raw", [b"red \xff\xfe shoes", b"caf\xc3"])
+def test_invalid_utf8_is_replaced_not_raised(tokenizer, raw):
+    input_ids, attention_mask = tokenizer.encode([raw])
+    assert input_ids.shape == (1, DEFAULT_MAX_LENGTH) and attention_mask[0, :3].all()
+    expected = tokenizer.encode([raw.decode("utf-8", errors="replace")])[0]
+    np.testing.assert_array_equal(input_ids, expected)
+
+
+@pytest.mark.parametrize("query", ["", "   ", "\t\n", b"", b" \x00 ", "\u200b", b"\x80\xff"])
+def test_empty_query_is_a_clear_error(tokenizer, query):
+    """Nothing left after normalisation, which drops invalid bytes' replacement characters."""
+    with pytest.raises(ValueError, match="empty query"):
+        tokenizer.encode([query])
+
+
+def test_empty_query_error_names_its_index(tokenizer):
+    with pytest.raises(EmptyQueryError) as caught:
+        tokenizer.encode(["blender", "toaster", " "])
+    assert caught.value.index == 2
+
+
+def test_huge_query_is_cut_before_tokenising(tokenizer):
+    assert len(decode_query(HUGE_QUERY)) == MAX_QUERY_CHARS
+    assert decode_query(HUGE_QUERY) == HUGE_QUERY[:MAX_QUERY_CHARS].decode()
+    input_ids, attention_mask = tokenizer.encode([HUGE_QUERY])
+    assert input_ids.shape == (1, DEFAULT_MAX_LENGTH) and attention_mask.all()
+    np.testing.assert_array_equal(input_ids, tokenizer.encode(["trail running shoes " * 20])[0])
+
+
+def test_huge_multibyte_query_keeps_whole_characters():
+    query = "€".encode() * 40_000  # 120 KB, 3 bytes a character
+    assert decode_query(query) == "€" * MAX_QUERY_CHARS
+
+
+def test_max_length_below_three_is_refused():
+    with pytest.raises(ValueError, match="max_length"):
+        QueryTokenizer(tokenizer_json(), max_length=2)
+
+
+# The Python-backend model, served by the real tritonserver.
+
+SERVED_MAX_LENGTH = 16
+SERVED_QUERIES = [
+    b"red running shoes",
+    "Crème Brûlée Ramekins".encode(),
+    b"red \xff\xfe shoes",
+    HUGE_QUERY,
+]
+
+
+def write_tokenizer_model(repository: Path, name: str) -> None:
+    version = repository / name / "1"
+    version.mkdir(parents=True)
+    runtime = Path(builders.runtime.__file__).parent
+    shutil.copy(runtime / "tokenizer_model.py", version / "model.py")
+    shutil.copy(runtime / "tokenization.py", version / "tokenization.py")
+    shutil.copy(tokenizer_json(), version / "tokenizer.json")
+    write_config(
+        repository / name,
+        {
+            "name": name,
+            "backend": "python",
+            "max_batch_size": 64,
+            "input": [{"name": "query", "data_type": "TYPE_STRING", "dims": [1]}],
+            "output": [
+                {"name": "input_ids", "data_type": "TYPE_INT64", "dims": [-1]},
+                {"name": "attention_mask", "data_type": "TYPE_INT64", "dims": [-1]},
+            ],
+            "dynamic_batching": {"max_queue_delay_microseconds": 50_000},
+            "instance_group": [{"count": 1, "kind": "KIND_CPU"}],
+            "parameters": {"max_length": {"string_value": str(SERVED_MAX_LENGTH)}},
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def served(triton_server):
+    write_tokenizer_model(triton_server.model_repository, "query_tokenizer")
+    triton_server.load_model("query_tokenizer")
+    yield triton_server
+    triton_server.unload_model("query_tokenizer")
+
+
+def tokenize_served(server, queries: list[bytes], protocol: str = "grpc"):
+    module = grpcclient if protocol == "grpc" else httpclient
+    client = module.InferenceServerClient(
+        server.grpc_url if protocol == "grpc" else server.http_url
+    )
+    try:
+        query = module.InferInput("query", [len(queries), 1], "BYTES")
+        query.set_data_from_numpy(np.array(queries, dtype=object).reshape(-1, 1))
+        result = client.infer("query_tokenizer", [query])
+        return result.as_numpy("input_ids"), result.as_numpy("attention_mask")
+    finally:
+        client.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_served_tokens_equal_offline(served, protocol):
+    input_ids, attention_mask = tokenize_served(served, SERVED_QUERIES, protocol)
+    expected_ids, expected_mask = QueryTokenizer(tokenizer_json(), SERVED_MAX_LENGTH).encode(
+        SERVED_QUERIES
+    )
+    assert input_ids.shape == (len(SERVED_QUERIES), SERVED_MAX_LENGTH)
+    assert input_ids.dtype == np.int64
+    np.testing.assert_array_equal(input_ids, expected_ids)
+    np.testing.assert_array_equal(attention_mask, expected_mask)
+
+
+@pytest.mark.slow
+def test_served_empty_query_fails_alone(served):
+    """Batched together, only the request with the empty query gets an error."""
+    requests = [[b"blender"], [b"   "], [b"toaster", b"kettle"], [b"\xffmug"]]
+
+    def one(queries):
+        try:
+            return tokenize_served(served, queries)
+        except InferenceServerException as err:
+            return err
+
+    with ThreadPoolExecutor(max_workers=len(requests)) as pool:
+        results = list(pool.map(one, requests))
+    assert isinstance(results[1], InferenceServerException)
+    assert "empty query" in results[1].message()
+    assert "INVALID_ARG" in str(results[1].status())
+    for index in (0, 2, 3):
+        input_ids, _ = results[index]
+        assert input_ids.shape == (len(requests[index]), SERVED_MAX_LENGTH)
+    assert served.is_model_ready("query_tokenizer")
