@@ -10,7 +10,9 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.setup-done
 SETUP_LOG := $(VENV)/setup.log
-APT_PACKAGES := libb64-0d libpython3.11
+# libb64-0d: perf_analyzer; libpython3.11: the Python backend stub; prometheus: promtool
+# and a real Prometheus for the chart's alert rules and the canary gate tests.
+APT_PACKAGES := libb64-0d libpython3.11 prometheus
 
 # `make serve` options
 REPO ?= model_repository
@@ -22,12 +24,12 @@ METRICS_PORT ?= 8002
 # `make test` options, e.g. `make test PYTEST_ARGS="-k launcher -x"`
 PYTEST_ARGS ?=
 
-.PHONY: help setup apt-deps models demo serve test lint format clean distclean
+.PHONY: help setup apt-deps helm-tools models demo serve test lint format clean distclean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: $(STAMP) ## Create .venv with the pinned packages and the Debian packages the Triton binaries need
+setup: $(STAMP) helm-tools ## Create .venv with the pinned packages, the Debian packages and the chart tools
 	@:
 
 # The editable install uses a plain .pth to the repository root (compat mode), so
@@ -52,8 +54,6 @@ apt-deps: ## Install the Debian packages the Triton binaries link against (when 
 	    > build/apt.log 2>&1 || { cat build/apt.log; exit 1; }; \
 	fi
 
-.PHONY: helm-tools
-setup: helm-tools
 helm-tools: $(STAMP) ## Fetch helm and kubectl (when not on PATH) and the CRD schema validators into build/tools
 	@$(PY) -m k8s.tools build/tools
 

@@ -110,12 +110,16 @@ class BuildContext:
         metrics: dict | None = None,
         parity: dict | None = None,
     ) -> Path:
+        gpu = profiles.adapt(spec, "gpu")
+        named_configs = {"gpu": gpu} if gpu != spec else {}
         spec = profiles.adapt(spec, self.options.profile)
         manifest = self.manifest_base(depends_on)
         # populate() fills `parity` while writing, so keep the very dict it fills.
         manifest["metrics"] = {} if metrics is None else metrics
         manifest["parity"] = {} if parity is None else parity
-        target = write_version(self.repo, spec, self.version, populate, manifest)
+        target = write_version(
+            self.repo, spec, self.version, populate, manifest, named_configs=named_configs
+        )
         self.resolved[spec.name] = self.version
         self.built.append(spec.name)
         progress(f"wrote {spec.name} version {self.version}")

@@ -61,29 +61,38 @@ class OfflinePipeline:
         ids, mask = self._sessions["tokenizer"].encode(queries)
         return self._onnx("encoder", {"input_ids": ids, "attention_mask": mask}, ["embedding"])[0]
 
-    def run(
-        self, k: int, queries: list[str] | None = None, user_ids: list[int | None] | None = None
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(item ids, scores) per request, as the served pipeline answers them."""
+    def _users(self, queries: list[str] | None, user_ids: list | None) -> np.ndarray:
+        count = len(queries) if self.spec.kind == "search" else len(user_ids)
+        users = user_ids if user_ids is not None else [None] * count
+        return np.array([NO_USER if u is None else u for u in users], dtype=np.int64)
+
+    def retrieve(
+        self, queries: list[str] | None = None, user_ids: list[int | None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The index stage: candidate item indexes and scores [requests, N], best first."""
         if self.spec.kind == "search":
             embedding = self.embed_queries(queries)
-            users = [NO_USER if u is None else u for u in (user_ids or [None] * len(queries))]
         else:
-            users = list(user_ids)
-            rows = lookup_user_indexes(self.known_users, np.array(users, np.int64).reshape(-1, 1))
+            rows = lookup_user_indexes(self.known_users, self._users(queries, user_ids)[:, None])
             (embedding,) = self._onnx("user_tower", {"user_index": rows}, ["user_embedding"])
         candidates, scores = self._onnx(
             "index", {"query_embedding": embedding}, ["candidate_indexes", "candidate_scores"]
         )
+        return candidates, scores
+
+    def run(
+        self, k: int, queries: list[str] | None = None, user_ids: list[int | None] | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(item ids, scores) per request, as the served pipeline answers them."""
+        users = self._users(queries, user_ids)
+        candidates, scores = self.retrieve(queries, user_ids)
         ranked = scores
         if "ranker" in self.spec.stages:
             if "features" not in self._sessions:
                 self._sessions["features"] = FeatureTables.load(
                     self._stage_folder("features") / "tables.npz"
                 )
-            sparse, dense = ranker_inputs(
-                self._sessions["features"], np.array(users, np.int64), candidates, scores
-            )
+            sparse, dense = ranker_inputs(self._sessions["features"], users, candidates, scores)
             ranked = self._ranker(sparse, dense)
         results = []
         for row in range(len(candidates)):

@@ -6,6 +6,10 @@ on GPU nodes: the text encoder and the search ranker become TensorRT plans
 the plan-building Job on a GPU node), the other ONNX models run on the GPU
 through ONNX Runtime with its TensorRT accelerator in FP16, and the Python
 models stay on the CPU.
+
+Every build writes both: its profile's config as `config.pbtxt` and, where it
+differs, the gpu one as `configs/gpu.pbtxt`, which Triton serves when started
+with `--model-config-name=gpu` (the chart's `modelConfigName: gpu`).
 """
 
 from __future__ import annotations

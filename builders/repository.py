@@ -20,6 +20,7 @@ from builders.specs import ModelSpec, VersionPolicy, parse_pbtxt, render_pbtxt
 
 MANIFEST = "manifest.json"
 CONFIG = "config.pbtxt"
+CONFIGS = "configs"
 
 
 class RepositoryError(RuntimeError):
@@ -51,11 +52,15 @@ def read_manifest(repo: Path, name: str, version: int) -> dict:
 
 
 def file_digests(folder: Path) -> dict[str, str]:
-    """sha256 of every file below `folder`, by relative path (the manifest excluded)."""
+    """sha256 of every file below `folder`, by relative path.
+
+    The manifest itself and the `__pycache__` folders the Python backend
+    writes next to a model's modules are left out.
+    """
     digests = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         relative = path.relative_to(folder).as_posix()
-        if relative == MANIFEST:
+        if relative == MANIFEST or "__pycache__" in path.relative_to(folder).parts:
             continue
         digest = hashlib.sha256()
         with open(path, "rb") as handle:
@@ -66,12 +71,19 @@ def file_digests(folder: Path) -> dict[str, str]:
 
 
 def verify_version(repo: Path, name: str, version: int) -> list[str]:
-    """Files whose content no longer matches the manifest (empty when intact)."""
+    """Files whose content no longer matches the manifest (empty when intact).
+
+    TensorRT plans (`model.plan*`) added after the build, by the plan-building
+    Job on a GPU node, are expected and not reported.
+    """
     manifest = read_manifest(repo, name, version)
     actual = file_digests(Path(repo) / name / str(version))
     expected = manifest["files"]
+    added_plans = {p for p in set(actual) - set(expected) if p.startswith("model.plan")}
     return sorted(
-        path for path in set(actual) | set(expected) if actual.get(path) != expected.get(path)
+        path
+        for path in (set(actual) | set(expected)) - added_plans
+        if actual.get(path) != expected.get(path)
     )
 
 
@@ -96,12 +108,15 @@ def write_version(
     version: int,
     populate: Callable[[Path], None],
     manifest: Mapping,
+    named_configs: Mapping[str, ModelSpec] | None = None,
 ) -> Path:
     """Create `<repo>/<spec.name>/<version>/`; refuse if it exists.
 
     `populate(folder)` writes the version's files into a staging folder, which
     is renamed into place only when it and the manifest are complete, so a
     failed build leaves nothing behind and a reader never sees half a version.
+    `named_configs` go to `configs/<name>.pbtxt`, which Triton serves instead
+    of config.pbtxt when started with `--model-config-name=<name>`.
     """
     model_dir = Path(repo) / spec.name
     target = model_dir / str(version)
@@ -130,22 +145,27 @@ def write_version(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    write_config(model_dir, spec)
+    write_config(model_dir / CONFIG, spec)
+    for name, named in (named_configs or {}).items():
+        write_config(model_dir / CONFIGS / f"{name}.pbtxt", named)
     return target
 
 
-def write_config(model_dir: Path, spec: ModelSpec) -> None:
-    """(Re)write config.pbtxt atomically."""
-    tmp = model_dir / f".{CONFIG}.tmp"
+def write_config(path: Path, spec: ModelSpec) -> None:
+    """(Re)write a config file atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(spec.to_pbtxt())
-    tmp.replace(model_dir / CONFIG)
+    tmp.replace(path)
 
 
 def set_served_versions(repo: Path, name: str, versions: list[int]) -> None:
-    """Point a model's version policy at exactly `versions`."""
-    config_path = Path(repo) / name / CONFIG
-    config = parse_pbtxt(config_path.read_text())
-    config["version_policy"] = VersionPolicy(latest=None, specific=tuple(versions)).to_config()
-    tmp = config_path.with_suffix(".tmp")
-    tmp.write_text(render_pbtxt(config))
-    tmp.replace(config_path)
+    """Point a model's version policy, in every config it has, at exactly `versions`."""
+    model_dir = Path(repo) / name
+    policy = VersionPolicy(latest=None, specific=tuple(versions)).to_config()
+    for config_path in [model_dir / CONFIG, *sorted((model_dir / CONFIGS).glob("*.pbtxt"))]:
+        config = parse_pbtxt(config_path.read_text())
+        config["version_policy"] = policy
+        tmp = config_path.with_name(f".{config_path.name}.tmp")
+        tmp.write_text(render_pbtxt(config))
+        tmp.replace(config_path)

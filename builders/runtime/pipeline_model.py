@@ -50,11 +50,19 @@ class TritonPythonModel:
                 parsed[index] = self._parse(request)
             except PipelineRequestError as err:
                 responses[index] = _error(str(err), pb_utils.TritonError.INVALID_ARG)
-        for index, response in self._answer(list(parsed), [parsed[i] for i in parsed]).items():
+        failures: list[StageError] = []
+        answers = self._answer(list(parsed), [parsed[i] for i in parsed], failures)
+        if len(failures) == len(requests) and all(
+            f.code != pb_utils.TritonError.INVALID_ARG for f in failures
+        ):
+            # Every request failed inside a stage: a server-side failure. Raising (rather
+            # than answering errors) is what Triton counts in nv_inference_request_failure.
+            raise pb_utils.TritonModelException(str(failures[0]))
+        for index, response in answers.items():
             responses[index] = response
         return responses
 
-    def _answer(self, indexes: list[int], batch: list[tuple]) -> dict:
+    def _answer(self, indexes: list[int], batch: list[tuple], failures: list) -> dict:
         """Run the batch; if a stage fails, run each request alone so only the culprit fails."""
         if not batch:
             return {}
@@ -62,10 +70,11 @@ class TritonPythonModel:
             results = self._run(batch)
         except StageError as err:
             if len(batch) == 1:
+                failures.append(err)
                 return {indexes[0]: _error(str(err), err.code)}
             answers = {}
             for index, request in zip(indexes, batch):
-                answers.update(self._answer([index], [request]))
+                answers.update(self._answer([index], [request], failures))
             return answers
         return {i: _response(*result) for i, result in zip(indexes, results)}
 

@@ -45,6 +45,11 @@ def test_layout_and_manifest(tmp_path):
     assert manifest["depends_on"] == {"tokenizer": 3} and manifest["version"] == 1
     assert manifest["config"]["name"] == "encoder"
     assert verify_version(tmp_path, "encoder", 1) == []
+    (target / "__pycache__").mkdir()
+    (target / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"cache")
+    assert verify_version(tmp_path, "encoder", 1) == []
+    (target / "model.plan").write_bytes(b"built later on a GPU node")
+    assert verify_version(tmp_path, "encoder", 1) == []
     (target / "model.onnx").write_bytes(b"tampered")
     assert verify_version(tmp_path, "encoder", 1) == ["model.onnx"]
 

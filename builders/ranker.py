@@ -1,0 +1,562 @@
+"""CTR ranker (DCN-v2), trained twice on the same examples: PyTorch -> ONNX, Keras -> SavedModel.
+
+The model scores every candidate of a [batch, N] list from the `sparse` [batch, N, S] and
+`dense` [batch, N, D] tensors of `builders.runtime.features`; both leading dimensions are
+dynamic, and the output `score` [batch, N] is a click probability.
+
+Examples: each click, add-to-cart or purchase in the training split is a group of one
+positive and `negatives` negatives, half drawn from the top retrieved items the user never
+engaged with, half at random by popularity. Every group goes through `ranker_inputs`, the
+function the `features` model serves, so training and serving features are the same.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+import torch
+from torch import nn
+
+from builders.data import EVENT_WEIGHTS, Dataset
+from builders.runtime.features import (
+    NUM_DENSE,
+    NUM_SPARSE,
+    PRICE_BUCKETS,
+    FeatureTables,
+    ranker_inputs,
+)
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # SavedModel export needs it
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+#: Events that count as a positive (engaged) example.
+POSITIVE_EVENTS = ("click", "add_to_cart", "purchase")
+#: Hard negatives come from this many top retrieved items.
+RETRIEVAL_DEPTH = 50
+#: Shrinks a user's category shares and price level towards everybody's (in interactions).
+PRIOR_INTERACTIONS = 5.0
+EMBEDDING_DIM = 8
+CROSS_LAYERS = 2
+DEEP_UNITS = (64, 32)
+#: Largest allowed |export - source framework| on the `score` output.
+ONNX_ATOL = 1e-5
+SAVEDMODEL_ATOL = 1e-5
+ONNX_OPSET = 17
+
+#: Retrieval scores of every item for each example's context (a row of the interaction log:
+#: user_id, item_id, query, ...): a callable returning float32 [rows, n_items], or a matrix
+#: [n_users + 1, n_items] indexed by user index (row 0: unknown user).
+RetrievalScores = Callable[[pd.DataFrame], np.ndarray] | np.ndarray
+
+
+class ParityError(RuntimeError):
+    """An exported model disagrees with its source framework beyond the declared tolerance."""
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Candidate groups: one positive and the negatives drawn for it, as served."""
+
+    sparse: np.ndarray  # int64 [groups, N, S]
+    dense: np.ndarray  # float32 [groups, N, D]
+    labels: np.ndarray  # float32 [groups, N]
+
+
+@dataclass
+class RankerResult:
+    """Both trained rankers. `tables` (built from the whole log) are what the features model
+    serves; training and evaluation used tables built from the training split only."""
+
+    torch_model: DCNRanker
+    keras_model: keras.Model
+    tables: FeatureTables
+    test_examples: Examples
+    metrics: dict[str, float]
+
+
+# --- feature tables -----------------------------------------------------------------------
+
+
+def user_vocabulary(dataset: Dataset) -> np.ndarray:
+    """Sorted user ids of the users table and the log: user index = position + 1."""
+    parts = [np.empty(0, dtype=np.int64)]
+    if dataset.users is not None:
+        parts.append(dataset.users["user_id"].to_numpy(np.int64))
+    if dataset.interactions is not None:
+        parts.append(dataset.interactions["user_id"].to_numpy(np.int64))
+    return np.unique(np.concatenate(parts))
+
+
+def build_tables(dataset: Dataset, interactions: pd.DataFrame | None = None) -> FeatureTables:
+    """Feature tables for `dataset`.
+
+    Vocabularies (users, items, categories, brands) and price buckets come from the whole
+    dataset; popularity, category affinities and price levels from `interactions` (default:
+    the whole log), so a training split can build tables without its test rows.
+    """
+    catalog = dataset.catalog
+    log = dataset.interactions if interactions is None else interactions
+    user_ids = user_vocabulary(dataset)
+    category_names = np.array(sorted(catalog["category"].unique()), dtype=str)
+    brand_names = np.array(sorted(catalog["brand"].dropna().unique()), dtype=str)
+
+    def padded(values: np.ndarray, padding: float) -> np.ndarray:
+        return np.concatenate([[padding], values])
+
+    item_category = np.searchsorted(category_names, catalog["category"].to_numpy(str)) + 1
+    has_brand = catalog["brand"].notna().to_numpy()
+    brands = catalog["brand"].fillna("").to_numpy(str)
+    item_brand = np.where(has_brand, np.searchsorted(brand_names, brands) + 1, 0)
+    percentile = catalog.groupby("category")["price"].rank(pct=True).to_numpy(np.float64)
+    bucket = np.clip(np.ceil(np.nan_to_num(percentile) * PRICE_BUCKETS), 1, PRICE_BUCKETS)
+    item_price_bucket = np.where(np.isnan(percentile), 0, bucket)
+
+    n_items, n_users, n_categories = len(catalog), len(user_ids), len(category_names)
+    popularity = np.zeros(n_items)
+    affinity_counts = np.zeros((n_users + 1, n_categories + 1))
+    price_sums = np.zeros(n_users + 1)
+    price_weights = np.zeros(n_users + 1)
+    if log is not None and len(log):
+        items = np.searchsorted(catalog["item_id"].to_numpy(), log["item_id"].to_numpy())
+        users = np.searchsorted(user_ids, log["user_id"].to_numpy()) + 1
+        weights = log["event"].map(EVENT_WEIGHTS).to_numpy(np.float64)
+        np.add.at(popularity, items, weights)
+        np.add.at(affinity_counts, (users, item_category[items]), weights)
+        priced = ~np.isnan(percentile[items])
+        np.add.at(price_sums, users[priced], weights[priced] * percentile[items][priced])
+        np.add.at(price_weights, users[priced], weights[priced])
+
+    log_popularity = np.log1p(popularity)
+    if log_popularity.max() > 0:
+        log_popularity /= log_popularity.max()
+    total = affinity_counts.sum()
+    everybody_shares = affinity_counts.sum(axis=0) / total if total else np.zeros(n_categories + 1)
+    user_totals = affinity_counts.sum(axis=1, keepdims=True)
+    affinity = (affinity_counts + PRIOR_INTERACTIONS * everybody_shares) / (
+        user_totals + PRIOR_INTERACTIONS
+    )
+    everybody_level = price_sums.sum() / price_weights.sum() if price_weights.sum() else 0.5
+    price_level = (price_sums + PRIOR_INTERACTIONS * everybody_level) / (
+        price_weights + PRIOR_INTERACTIONS
+    )
+    return FeatureTables(
+        user_ids=user_ids,
+        item_ids=catalog["item_id"].to_numpy(np.int64),
+        item_category=padded(item_category, 0).astype(np.int64),
+        item_brand=padded(item_brand, 0).astype(np.int64),
+        item_price_bucket=padded(item_price_bucket, 0).astype(np.int64),
+        item_price_percentile=padded(percentile, np.nan).astype(np.float32),
+        item_log_popularity=padded(log_popularity, 0).astype(np.float32),
+        user_category_affinity=affinity.astype(np.float32),
+        user_price_level=price_level.astype(np.float32),
+        category_names=category_names,
+        brand_names=brand_names,
+    )
+
+
+# --- examples -------------------------------------------------------------------------------
+
+
+def build_examples(
+    tables: FeatureTables,
+    contexts: pd.DataFrame,
+    retrieval_scores: RetrievalScores,
+    engaged: np.ndarray,
+    *,
+    negatives: int = 4,
+    seed: int = 0,
+) -> Examples:
+    """One group per row of `contexts` (a positive interaction): the item, then negatives.
+
+    `engaged` holds the `engaged_pairs` codes; a candidate among them is labelled 1 and never
+    drawn as a hard negative.
+    """
+    rng = np.random.default_rng(seed)
+    n_items = tables.n_items
+    hard = negatives // 2
+    if contexts.empty:
+        groups = (0, negatives + 1)
+        return Examples(
+            np.zeros((*groups, NUM_SPARSE), np.int64),
+            np.zeros((*groups, NUM_DENSE), np.float32),
+            np.zeros(groups, np.float32),
+        )
+    popularity_weights = np.expm1(tables.item_log_popularity[1:].astype(np.float64)) + 1.0
+    popularity_weights /= popularity_weights.sum()
+    chunk_size = max(1, 2**22 // n_items)
+    parts = []
+    for start in range(0, len(contexts), chunk_size):
+        chunk = contexts.iloc[start : start + chunk_size]
+        scores = _all_item_scores(tables, retrieval_scores, chunk)
+        user_ids = chunk["user_id"].to_numpy(np.int64)
+        pair_base = tables.user_indexes(user_ids)[:, None] * n_items
+        positives = np.searchsorted(tables.item_ids, chunk["item_id"].to_numpy())[:, None]
+        depth = min(RETRIEVAL_DEPTH, n_items)
+        retrieved = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
+        already_engaged = np.isin(pair_base + retrieved, engaged)
+        priority = np.where(already_engaged, np.inf, rng.random(retrieved.shape))
+        hard_negatives = np.take_along_axis(retrieved, np.argsort(priority, axis=1)[:, :hard], 1)
+        drawn = rng.choice(n_items, size=(len(chunk), negatives), p=popularity_weights)
+        # Without a retrieval signal (all scores equal) the "top" items are arbitrary.
+        informative = (scores.max(axis=1) > scores.min(axis=1))[:, None]
+        hard_negatives = np.where(informative, hard_negatives, drawn[:, :hard])
+        random_negatives = drawn[:, hard:]
+        candidates = np.concatenate([positives, hard_negatives, random_negatives], axis=1)
+        sparse, dense = ranker_inputs(
+            tables, user_ids, candidates, np.take_along_axis(scores, candidates, axis=1)
+        )
+        labels = np.isin(pair_base + candidates, engaged).astype(np.float32)
+        labels[:, 0] = 1.0
+        parts.append((sparse, dense, labels))
+    return Examples(*(np.concatenate(arrays) for arrays in zip(*parts)))
+
+
+def _all_item_scores(
+    tables: FeatureTables, retrieval_scores: RetrievalScores, contexts: pd.DataFrame
+) -> np.ndarray:
+    if isinstance(retrieval_scores, np.ndarray):
+        scores = retrieval_scores[tables.user_indexes(contexts["user_id"].to_numpy())]
+    else:
+        scores = np.asarray(retrieval_scores(contexts))
+    if scores.shape != (len(contexts), tables.n_items):
+        raise ValueError(
+            f"retrieval scores must be [{len(contexts)}, {tables.n_items}], got {scores.shape}"
+        )
+    return scores.astype(np.float32)
+
+
+def engaged_pairs(tables: FeatureTables, interactions: pd.DataFrame) -> np.ndarray:
+    """Sorted `user_index * n_items + item_index` codes of the engaged (user, item) pairs."""
+    engaged = interactions[interactions["event"].isin(POSITIVE_EVENTS)]
+    users = tables.user_indexes(engaged["user_id"].to_numpy())
+    items = np.searchsorted(tables.item_ids, engaged["item_id"].to_numpy())
+    return np.unique(users * tables.n_items + items)
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (ties count half); NaN without both labels."""
+    labels, scores = np.ravel(labels) > 0.5, np.ravel(scores)
+    n_positive, n_negative = labels.sum(), (~labels).sum()
+    if n_positive == 0 or n_negative == 0:
+        return float("nan")
+    ranks = pd.Series(scores).rank().to_numpy()
+    return float(
+        (ranks[labels].sum() - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative)
+    )
+
+
+# --- models ---------------------------------------------------------------------------------
+
+
+class CrossLayer(nn.Module):
+    """DCN-v2 cross layer: x0 * (W x + b) + x."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(width, width)
+
+    def forward(self, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return x0 * self.linear(x) + x
+
+
+class DCNRanker(nn.Module):
+    """DCN-v2 (parallel): field embeddings and dense features -> cross network + MLP -> logit.
+
+    Layers act on the last axis, so any [batch, N] candidate grid goes through unchanged.
+    """
+
+    def __init__(self, vocabulary_sizes: Sequence[int]) -> None:
+        super().__init__()
+        self.vocabulary_sizes = tuple(vocabulary_sizes)
+        self.embeddings = nn.ModuleList(
+            nn.Embedding(size, EMBEDDING_DIM) for size in self.vocabulary_sizes
+        )
+        for embedding in self.embeddings:
+            nn.init.uniform_(embedding.weight, -0.05, 0.05)
+        width = len(self.vocabulary_sizes) * EMBEDDING_DIM + NUM_DENSE
+        self.cross = nn.ModuleList(CrossLayer(width) for _ in range(CROSS_LAYERS))
+        deep: list[nn.Module] = []
+        for units_in, units in zip((width, *DEEP_UNITS), DEEP_UNITS):
+            deep += [nn.Linear(units_in, units), nn.ReLU()]
+        self.deep = nn.Sequential(*deep)
+        self.head = nn.Linear(width + DEEP_UNITS[-1], 1)
+
+    def logits(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        fields = [embedding(sparse[..., i]) for i, embedding in enumerate(self.embeddings)]
+        x0 = torch.cat([*fields, dense], dim=-1)
+        x = x0
+        for layer in self.cross:
+            x = layer(x0, x)
+        return self.head(torch.cat([x, self.deep(x0)], dim=-1)).squeeze(-1)
+
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(sparse, dense))
+
+
+def build_keras_model(vocabulary_sizes: Sequence[int]) -> keras.Model:
+    """The same DCN-v2 in Keras: inputs `sparse` and `dense`, output `score`."""
+    sparse = keras.Input(shape=(None, len(vocabulary_sizes)), dtype="int64", name="sparse")
+    dense = keras.Input(shape=(None, NUM_DENSE), dtype="float32", name="dense")
+    fields = [
+        keras.layers.Embedding(size, EMBEDDING_DIM, name=f"embedding_{i}")(sparse[..., i])
+        for i, size in enumerate(vocabulary_sizes)
+    ]
+    x0 = keras.layers.Concatenate(name="x0")([*fields, dense])
+    width = len(vocabulary_sizes) * EMBEDDING_DIM + NUM_DENSE
+    x = x0
+    for i in range(CROSS_LAYERS):
+        projected = keras.layers.Dense(width, name=f"cross_{i}")(x)
+        x = keras.layers.Add()([keras.layers.Multiply()([x0, projected]), x])
+    deep = x0
+    for i, units in enumerate(DEEP_UNITS):
+        deep = keras.layers.Dense(units, activation="relu", name=f"deep_{i}")(deep)
+    logit = keras.layers.Dense(1, name="head")(keras.layers.Concatenate()([x, deep]))
+    score = keras.layers.Activation("sigmoid", name="score")(keras.ops.squeeze(logit, axis=-1))
+    return keras.Model({"sparse": sparse, "dense": dense}, {"score": score}, name="ranker")
+
+
+# --- training -------------------------------------------------------------------------------
+
+
+def train(
+    dataset: Dataset,
+    retrieval_scores: RetrievalScores,
+    *,
+    negatives: int = 4,
+    epochs: int = 4,
+    batch_size: int = 128,
+    learning_rate: float = 2e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> RankerResult:
+    """Train the PyTorch and the Keras ranker on the same examples and measure held-out AUC.
+
+    Training and test groups come from `dataset.split()`; `retrieval_scores` should come from
+    a model trained on that split's training part (as `two_tower.train` does).
+    """
+    if not dataset.has_interactions:
+        raise ValueError(f"{dataset.name}: the ranker needs an interaction log")
+    if negatives < 2:
+        raise ValueError(f"negatives must be at least 2, got {negatives}")
+    started = time.perf_counter()
+    split = dataset.split()
+    tables = build_tables(dataset, split.train)
+    engaged = engaged_pairs(tables, dataset.interactions)
+
+    def examples_of(log: pd.DataFrame, example_seed: int) -> Examples:
+        contexts = log[log["event"].isin(POSITIVE_EVENTS)].reset_index(drop=True)
+        return build_examples(
+            tables, contexts, retrieval_scores, engaged, negatives=negatives, seed=example_seed
+        )
+
+    train_examples = examples_of(split.train, seed)
+    if len(train_examples.labels) == 0:
+        raise ValueError(f"{dataset.name}: no {'/'.join(POSITIVE_EVENTS)} events to learn from")
+    test_examples = examples_of(split.test, seed + 1)
+    _log(
+        progress,
+        f"ranker: {len(train_examples.labels):,} training and {len(test_examples.labels):,} "
+        f"test groups of {negatives + 1} candidates ({time.perf_counter() - started:.1f} s)",
+    )
+    settings = dict(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
+    torch_model = train_torch(
+        tables.vocabulary_sizes, train_examples, progress=progress, **settings
+    )
+    keras_model = train_keras(
+        tables.vocabulary_sizes, train_examples, progress=progress, **settings
+    )
+
+    def held_out_auc(scores: Callable[[Examples], np.ndarray]) -> float:
+        if len(test_examples.labels) == 0:
+            return float("nan")
+        return auc(test_examples.labels, scores(test_examples))
+
+    metrics = {
+        "torch_auc": held_out_auc(partial(predict_torch, torch_model)),
+        "keras_auc": held_out_auc(partial(predict_keras, keras_model)),
+        "retrieval_score_auc": held_out_auc(lambda examples: examples.dense[..., 0]),
+        "popularity_auc": held_out_auc(lambda examples: examples.dense[..., 1]),
+        "train_groups": len(train_examples.labels),
+        "test_groups": len(test_examples.labels),
+        "train_seconds": round(time.perf_counter() - started, 1),
+    }
+    _log(progress, f"ranker: {describe_metrics(metrics)}")
+    return RankerResult(torch_model, keras_model, build_tables(dataset), test_examples, metrics)
+
+
+def train_torch(
+    vocabulary_sizes: Sequence[int],
+    examples: Examples,
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    progress: bool = True,
+) -> DCNRanker:
+    torch.manual_seed(seed)
+    model = DCNRanker(vocabulary_sizes)
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    loss_function = nn.BCEWithLogitsLoss()
+    sparse, dense = torch.from_numpy(examples.sparse), torch.from_numpy(examples.dense)
+    labels = torch.from_numpy(examples.labels)
+    shuffler = torch.Generator().manual_seed(seed)
+    model.train()
+    for epoch in range(epochs):
+        started, total = time.perf_counter(), 0.0
+        order = torch.randperm(len(labels), generator=shuffler)
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            loss = loss_function(model.logits(sparse[batch], dense[batch]), labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(batch)
+        _log(
+            progress,
+            f"ranker (torch) epoch {epoch + 1}/{epochs}: loss {total / len(order):.4f} "
+            f"({time.perf_counter() - started:.1f} s)",
+        )
+    return model.eval()
+
+
+def train_keras(
+    vocabulary_sizes: Sequence[int],
+    examples: Examples,
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    progress: bool = True,
+) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    model = build_keras_model(vocabulary_sizes)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate), loss={"score": "binary_crossentropy"}
+    )
+    model.fit(
+        {"sparse": examples.sparse, "dense": examples.dense},
+        {"score": examples.labels},
+        batch_size=batch_size,
+        epochs=epochs,
+        shuffle=True,
+        verbose=0,
+        callbacks=[
+            keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs: _log(
+                    progress, f"ranker (keras) epoch {epoch + 1}/{epochs}: loss {logs['loss']:.4f}"
+                )
+            )
+        ],
+    )
+    return model
+
+
+def predict_torch(model: DCNRanker, examples: Examples) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(examples.sparse), torch.from_numpy(examples.dense)).numpy()
+
+
+def predict_keras(model: keras.Model, examples: Examples) -> np.ndarray:
+    inputs = {"sparse": examples.sparse, "dense": examples.dense}
+    return model.predict(inputs, batch_size=4096, verbose=0)["score"]
+
+
+# --- export ---------------------------------------------------------------------------------
+
+
+def parity_inputs(vocabulary_sizes: Sequence[int], seed: int = 0) -> list[Examples]:
+    """Random in-vocabulary inputs of two shapes, to check exports on any batch and N."""
+    rng = np.random.default_rng(seed)
+    samples = []
+    for batch, candidates in ((3, 7), (1, 64)):
+        sparse = np.stack(
+            [rng.integers(0, size, (batch, candidates)) for size in vocabulary_sizes], axis=-1
+        )
+        dense = rng.normal(size=(batch, candidates, NUM_DENSE)).astype(np.float32)
+        samples.append(
+            Examples(sparse.astype(np.int64), dense, np.zeros((batch, candidates), np.float32))
+        )
+    return samples
+
+
+def export_onnx(model: DCNRanker, path: str | Path) -> dict:
+    """Write `model.onnx` (inputs `sparse` INT64 [batch, N, S], `dense` FP32 [batch, N, D];
+    output `score` FP32 [batch, N]) and check it against PyTorch within ONNX_ATOL."""
+    model = model.eval()
+    samples = parity_inputs(model.vocabulary_sizes)
+    example = (torch.from_numpy(samples[0].sparse), torch.from_numpy(samples[0].dense))
+    torch.onnx.export(
+        model,
+        example,
+        str(path),
+        input_names=["sparse", "dense"],
+        output_names=["score"],
+        dynamic_axes={
+            "sparse": {0: "batch", 1: "candidates"},
+            "dense": {0: "batch", 1: "candidates"},
+            "score": {0: "batch", 1: "candidates"},
+        },
+        opset_version=ONNX_OPSET,
+        dynamo=False,
+    )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    differences = []
+    for sample in samples:
+        (exported,) = session.run(["score"], {"sparse": sample.sparse, "dense": sample.dense})
+        differences.append(np.abs(exported - predict_torch(model, sample)).max())
+    result = check_parity("ONNX ranker vs PyTorch", float(max(differences)), ONNX_ATOL)
+    return {**result, "shapes": [list(sample.labels.shape) for sample in samples]}
+
+
+def export_saved_model(model: keras.Model, path: str | Path) -> dict:
+    """Write a SavedModel (signature `serving_default`: `sparse`, `dense` -> `score`) and check
+    the reloaded signature against Keras within SAVEDMODEL_ATOL."""
+    model.export(str(path), format="tf_saved_model", verbose=False)
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    _, input_specs = signature.structured_input_signature
+    inputs, outputs = sorted(input_specs), sorted(signature.structured_outputs)
+    if inputs != ["dense", "sparse"] or outputs != ["score"]:
+        raise ParityError(
+            f"SavedModel signature is {inputs} -> {outputs}, expected sparse, dense -> score"
+        )
+    samples = parity_inputs(
+        [model.get_layer(f"embedding_{i}").input_dim for i in range(NUM_SPARSE)]
+    )
+    differences = []
+    for sample in samples:
+        served = signature(sparse=tf.constant(sample.sparse), dense=tf.constant(sample.dense))
+        differences.append(np.abs(served["score"].numpy() - predict_keras(model, sample)).max())
+    result = check_parity("SavedModel ranker vs Keras", float(max(differences)), SAVEDMODEL_ATOL)
+    shapes = [list(sample.labels.shape) for sample in samples]
+    return {**result, "shapes": shapes, "inputs": inputs, "outputs": outputs}
+
+
+def check_parity(what: str, max_abs_diff: float, atol: float) -> dict:
+    """Raise ParityError when `max_abs_diff` exceeds `atol`; otherwise describe the check."""
+    if not max_abs_diff <= atol:
+        raise ParityError(f"{what}: max |difference| {max_abs_diff:.3g} exceeds {atol:g}")
+    return {"max_abs_diff": max_abs_diff, "atol": atol}
+
+
+def describe_metrics(metrics: dict[str, float]) -> str:
+    return ", ".join(
+        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
+    )
+
+
+def _log(enabled: bool, message: str) -> None:
+    if enabled:
+        print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,1 @@
+"""Kubernetes pieces outside the Helm chart, and the canary promotion gate."""

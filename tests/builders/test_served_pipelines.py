@@ -1,0 +1,249 @@
+"""A built repository served by the real tritonserver: parity, bad input, pinned versions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from builders import names
+from builders.build import BuildOptions, build
+from builders.data import load_dataset
+from builders.offline import OfflinePipeline
+from builders.repository import VersionExistsError, model_versions, read_manifest, verify_version
+from builders.specs import parse_pbtxt
+from server import TritonServer
+
+pytestmark = pytest.mark.slow
+
+UNKNOWN_USER = 10**12
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return load_dataset("synthetic", seed=3, n_items=1500, n_users=300)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, dataset):
+    """A repository with every model at version 1, then search_ranker + search at version 2."""
+    path = tmp_path_factory.mktemp("repository")
+    build(BuildOptions(repo=path, num_candidates=50), dataset)
+    build(BuildOptions(repo=path, only=(names.SEARCH_RANKER, names.SEARCH), seed=7), dataset)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(repo):
+    with TritonServer(
+        repo, model_control="explicit", load_models=["*"], exit_timeout_secs=5
+    ) as triton:
+        yield triton
+
+
+@pytest.fixture
+def client(server):
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    yield client
+    client.close()
+
+
+def _input(name, value, datatype):
+    tensor = grpcclient.InferInput(name, list(value.shape), datatype)
+    tensor.set_data_from_numpy(value)
+    return tensor
+
+
+def call(client, model, k, query=None, user_id=None, version=""):
+    inputs = [_input("k", np.array([[k]], np.int32), "INT32")]
+    if query is not None:
+        raw = query if isinstance(query, bytes) else query.encode()
+        inputs.append(_input("query", np.array([[raw]], dtype=object), "BYTES"))
+    if user_id is not None:
+        inputs.append(_input("user_id", np.array([[user_id]], np.int64), "INT64"))
+    result = client.infer(model, inputs, model_version=str(version))
+    return (
+        result.as_numpy("item_ids")[0],
+        result.as_numpy("scores")[0],
+        bool(result.as_numpy("truncated")[0, 0]),
+    )
+
+
+def test_every_version_is_intact_and_pinned(repo):
+    for model in names.ALL_MODELS:
+        for version in model_versions(repo, model):
+            assert verify_version(repo, model, version) == []
+    search_v1 = read_manifest(repo, names.SEARCH, 1)["depends_on"]
+    search_v2 = read_manifest(repo, names.SEARCH, 2)["depends_on"]
+    assert search_v1[names.SEARCH_RANKER] == 1 and search_v2[names.SEARCH_RANKER] == 2
+    assert search_v1[names.TEXT_ENCODER] == search_v2[names.TEXT_ENCODER] == 1
+    ranker = read_manifest(repo, names.SEARCH_RANKER, 2)
+    assert ranker["metrics"]["auc"] > 0.6 and ranker["parity"]
+    policy = parse_pbtxt((repo / names.SEARCH_RANKER / "config.pbtxt").read_text())
+    assert policy["version_policy"] == {"specific": {"versions": ["1", "2"]}}
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_search_matches_the_offline_pipeline(repo, client, dataset, version):
+    queries = dataset.sample_queries(6, seed=5)
+    users = [None, *dataset.sample_user_ids(4, seed=5).tolist(), UNKNOWN_USER]
+    expected = OfflinePipeline(repo, "search", version).run(10, queries=queries, user_ids=users)
+    for query, user, (ids, scores) in zip(queries, users, expected):
+        served_ids, served_scores, truncated = call(client, "search", 10, query, user, version)
+        np.testing.assert_array_equal(served_ids, ids)
+        np.testing.assert_allclose(served_scores, scores, atol=1e-5)
+        assert not truncated
+
+
+def test_both_pipeline_versions_answer_with_their_own_rankers(repo, client, dataset):
+    queries = dataset.sample_queries(8, seed=11)
+    differ = 0
+    for query in queries:
+        v1 = call(client, "search", 10, query, version=1)
+        v2 = call(client, "search", 10, query, version=2)
+        differ += not np.allclose(v1[1], v2[1])
+    assert differ > 0  # version 2's ranker (another seed) scores differently
+
+
+def test_recommend_matches_the_offline_pipeline(repo, client, dataset):
+    users = [*dataset.sample_user_ids(5, seed=2).tolist(), UNKNOWN_USER]
+    expected = OfflinePipeline(repo, "recommend", 1).run(10, user_ids=users)
+    for user, (ids, scores) in zip(users, expected):
+        served_ids, served_scores, _ = call(client, "recommend", 10, user_id=user)
+        np.testing.assert_array_equal(served_ids, ids)
+        np.testing.assert_allclose(served_scores, scores, atol=1e-5)
+
+
+def test_unknown_user_gets_popular_items(client, dataset):
+    ids, _, _ = call(client, "recommend", 20, user_id=UNKNOWN_USER)
+    popular = dataset.item_popularity(weighted=True).nlargest(100).index
+    assert len(set(ids) & set(popular)) >= 5
+
+
+@pytest.mark.parametrize(
+    ("query", "k", "message"),
+    [
+        ("", 5, "'query' is empty"),
+        ("   ", 5, "'query' is empty"),
+        ("shoes", 0, "'k' must be at least 1, got 0"),
+        ("shoes", -4, "'k' must be at least 1, got -4"),
+    ],
+)
+def test_bad_search_input_is_a_clear_error(server, client, query, k, message):
+    with pytest.raises(InferenceServerException) as caught:
+        call(client, "search", k, query)
+    assert message in str(caught.value)
+    assert "INVALID_ARGUMENT" in str(caught.value)
+    assert server.is_ready()
+
+
+def test_odd_queries_still_answer(client):
+    for query in (b"x" * 100_000, b"caf\xe9 \xff\xfe shoes", "🙂 running shoes".encode()):
+        ids, scores, _ = call(client, "search", 5, query)
+        assert len(ids) == 5 and np.isfinite(scores).all()
+
+
+def test_k_larger_than_the_candidates_returns_what_exists(client):
+    ids, _, truncated = call(client, "search", 10_000, "backpack")
+    assert len(ids) == 50 and truncated
+    ids, _, truncated = call(client, "recommend", 10_000, user_id=UNKNOWN_USER)
+    assert len(ids) == 50 and truncated
+
+
+def test_missing_user_for_recommend_is_a_clear_error(client):
+    with pytest.raises(InferenceServerException, match="expected 2 inputs|user_id"):
+        call(client, "recommend", 5)
+
+
+def test_one_bad_request_in_a_batch_fails_alone(server, client):
+    queries = ["running shoes", "", "silk dress", "headphones", " ", "backpack"] * 2
+
+    def one(query):
+        local = grpcclient.InferenceServerClient(server.grpc_url)
+        try:
+            return call(local, "search", 5, query)
+        except InferenceServerException as err:
+            return err
+        finally:
+            local.close()
+
+    with ThreadPoolExecutor(len(queries)) as pool:
+        results = list(pool.map(one, queries))
+    for query, result in zip(queries, results):
+        if query.strip():
+            assert isinstance(result, tuple) and len(result[0]) == 5
+        else:
+            assert isinstance(result, InferenceServerException)
+    assert server.is_ready()
+
+
+def test_existing_version_is_refused_before_any_work(repo, dataset):
+    before = {m: model_versions(repo, m) for m in names.ALL_MODELS}
+    with pytest.raises(VersionExistsError, match="version 2 already exists for search_ranker"):
+        build(BuildOptions(repo=repo, version=2, only=(names.SEARCH_RANKER,)), dataset)
+    assert {m: model_versions(repo, m) for m in names.ALL_MODELS} == before
+
+
+def test_stages_from_other_data_are_refused(repo, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(repo, copy)
+    other = load_dataset("synthetic", seed=4, n_items=1500, n_users=300)
+    with pytest.raises(Exception, match="were built from other data"):
+        build(BuildOptions(repo=copy, only=(names.SEARCH,)), other)
+    assert model_versions(copy, names.SEARCH) == [1, 2]
+
+
+def test_catalog_only_search_falls_back_to_retrieval_order(tmp_path, dataset):
+    catalog = tmp_path / "catalog.csv"
+    dataset.catalog.head(300)[["item_id", "title", "category", "brand", "price"]].to_csv(
+        catalog, index=False
+    )
+    only_catalog = load_dataset("files", catalog=catalog)
+    repo = tmp_path / "repo"
+    context = build(BuildOptions(repo=repo, num_candidates=20), only_catalog)
+    assert names.RECOMMEND not in context.built and names.SEARCH_RANKER not in context.built
+    stages = json.loads((repo / "search" / "1" / "pipeline.json").read_text())["stages"]
+    assert set(stages) == {"tokenizer", "encoder", "index"}
+    with TritonServer(repo, exit_timeout_secs=5) as triton:
+        local = grpcclient.InferenceServerClient(triton.grpc_url)
+        try:
+            ids, scores, _ = call(local, "search", 5, "running shoes")
+        finally:
+            local.close()
+    expected_ids, expected_scores = OfflinePipeline(repo, "search", 1).run(
+        5, queries=["running shoes"]
+    )[0]
+    np.testing.assert_array_equal(ids, expected_ids)
+    assert (np.diff(scores) <= 1e-6).all()  # retrieval order: cosine, best first
+
+
+def _failures(server, model):
+    import urllib.request
+
+    text = urllib.request.urlopen(server.metrics_url).read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("nv_inference_request_failure{") and f'model="{model}"' in line
+    )
+
+
+def test_a_missing_stage_is_named_and_counted_as_a_failure(server, client):
+    before = _failures(server, names.SEARCH)
+    server.unload_model(names.SEARCH_RANKER)
+    try:
+        with pytest.raises(InferenceServerException) as caught:
+            call(client, "search", 5, "running shoes", version=1)
+        assert "stage ranker (search_ranker version 1) failed" in str(caught.value)
+        assert _failures(server, names.SEARCH) > before
+        assert server.is_ready()
+        # recommend does not use the search ranker and keeps answering
+        assert len(call(client, "recommend", 5, user_id=UNKNOWN_USER)[0]) == 5
+    finally:
+        server.load_model(names.SEARCH_RANKER)
+    assert len(call(client, "search", 5, "running shoes", version=1)[0]) == 5
