@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from builders import names, profiles
+from builders import names, profiles, tensorrt
 from builders.data import Dataset
 from builders.repository import (
     RepositoryError,
@@ -156,16 +156,13 @@ def build_text_encoder(ctx: BuildContext) -> None:
     def populate(folder: Path) -> None:
         progress("exporting the text encoder to ONNX")
         parity.update(text_encoder.export_onnx(folder / "model.onnx"))
-        if ctx.options.profile == "gpu":
-            from builders import tensorrt
-
-            length = ctx.options.max_length
-            shapes = ((1, length), (16, length), (64, length))
-            tensorrt.build_plan(
-                folder / "model.onnx",
-                folder / "model.plan",
-                {"input_ids": shapes, "attention_mask": shapes},
-            )
+        length = ctx.options.max_length
+        shapes = ((1, length), (16, length), (64, length))
+        tensorrt.build_plan(
+            folder / "model.onnx",
+            folder / "model.plan",
+            {"input_ids": shapes, "attention_mask": shapes},
+        )
 
     ctx.write(names.text_encoder_spec(names.TEXT_ENCODER), populate, parity=parity)
 
@@ -305,12 +302,13 @@ def build_search_ranker(ctx: BuildContext) -> None:
     from builders import ranker
 
     result = ranker.train(ctx.dataset, search_retrieval_scores(ctx), seed=ctx.options.seed)
+    index = read_manifest(ctx.repo, names.SEARCH_INDEX, ctx.resolved[names.SEARCH_INDEX])
+    candidates = int(index["metrics"]["num_candidates"])
     parity: dict = {}
 
     def populate(folder: Path) -> None:
         parity.update(ranker.export_onnx(result.torch_model, folder / "model.onnx"))
-        if ctx.options.profile == "gpu":
-            build_ranker_plan(folder, ctx.options.num_candidates)
+        build_ranker_plan(folder, candidates)
 
     ctx.write(
         names.ranker_spec(names.SEARCH_RANKER, "onnxruntime"),
@@ -345,7 +343,6 @@ def _retrieval_dependencies(ctx: BuildContext, index: str, producer: str) -> dic
 
 
 def build_ranker_plan(folder: Path, num_candidates: int) -> None:
-    from builders import tensorrt
     from builders.runtime import features
 
     def shape(batch: int, width: int) -> tuple[int, int, int]:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -53,6 +54,9 @@ DEEP_UNITS = (64, 32)
 ONNX_ATOL = 1e-5
 SAVEDMODEL_ATOL = 1e-5
 ONNX_OPSET = 17
+#: Torch threads while training: the models are small, so one thread is as fast as two and,
+#: unlike two, does not stall when other processes share the cores.
+TRAINING_THREADS = 1
 
 #: Retrieval scores of every item for each example's context (a row of the interaction log:
 #: user_id, item_id, query, ...): a callable returning float32 [rows, n_items], or a matrix
@@ -413,22 +417,34 @@ def train_torch(
     labels = torch.from_numpy(examples.labels)
     shuffler = torch.Generator().manual_seed(seed)
     model.train()
-    for epoch in range(epochs):
-        started, total = time.perf_counter(), 0.0
-        order = torch.randperm(len(labels), generator=shuffler)
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            loss = loss_function(model.logits(sparse[batch], dense[batch]), labels[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(batch)
-        _log(
-            progress,
-            f"ranker (torch) epoch {epoch + 1}/{epochs}: loss {total / len(order):.4f} "
-            f"({time.perf_counter() - started:.1f} s)",
-        )
+    with torch_threads(TRAINING_THREADS):
+        for epoch in range(epochs):
+            started, total = time.perf_counter(), 0.0
+            order = torch.randperm(len(labels), generator=shuffler)
+            for start in range(0, len(order), batch_size):
+                batch = order[start : start + batch_size]
+                loss = loss_function(model.logits(sparse[batch], dense[batch]), labels[batch])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * len(batch)
+            _log(
+                progress,
+                f"ranker (torch) epoch {epoch + 1}/{epochs}: loss {total / len(order):.4f} "
+                f"({time.perf_counter() - started:.1f} s)",
+            )
     return model.eval()
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with `count` torch threads, then restore the previous setting."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def train_keras(

@@ -26,7 +26,14 @@ import torch
 from torch import nn
 
 from builders.data import EVENT_WEIGHTS, Dataset
-from builders.ranker import ONNX_OPSET, build_tables, check_parity, describe_metrics
+from builders.ranker import (
+    ONNX_OPSET,
+    TRAINING_THREADS,
+    build_tables,
+    check_parity,
+    describe_metrics,
+    torch_threads,
+)
 from builders.runtime.features import FeatureTables, lookup_user_indexes
 
 #: Share of training interactions whose user is replaced by the unknown user 0.
@@ -136,30 +143,30 @@ def train(
     parameters = [*user_tower.parameters(), *item_tower.parameters()]
     optimizer = torch.optim.Adam(parameters, lr=learning_rate)
     generator = torch.Generator().manual_seed(seed)
-    for epoch in range(epochs):
-        epoch_started, total = time.perf_counter(), 0.0
-        order = torch.randperm(len(users), generator=generator)
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            cold = torch.rand(len(batch), generator=generator) < COLD_START_SHARE
-            batch_users = torch.where(cold, 0, users[batch])
-            batch_items = items[batch]
-            logits = user_tower(batch_users) @ item_tower(batch_items).T / TEMPERATURE
-            logits = logits - log_item_share[batch_items]
-            # The same item elsewhere in the batch is not a negative.
-            duplicate = batch_items[:, None] == batch_items[None, :]
-            logits = logits.masked_fill(duplicate & ~torch.eye(len(batch), dtype=torch.bool), -1e9)
-            losses = nn.functional.cross_entropy(logits, torch.arange(len(batch)), reduction="none")
-            loss = (losses * weights[batch]).sum() / weights[batch].sum()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(batch)
-        _log(
-            progress,
-            f"two-tower epoch {epoch + 1}/{epochs}: loss {total / len(order):.4f} "
-            f"({time.perf_counter() - epoch_started:.1f} s)",
-        )
+    with torch_threads(TRAINING_THREADS):
+        for epoch in range(epochs):
+            epoch_started, total = time.perf_counter(), 0.0
+            order = torch.randperm(len(users), generator=generator)
+            for start in range(0, len(order), batch_size):
+                batch = order[start : start + batch_size]
+                cold = torch.rand(len(batch), generator=generator) < COLD_START_SHARE
+                batch_users = torch.where(cold, 0, users[batch])
+                loss = in_batch_softmax_loss(
+                    user_tower(batch_users),
+                    item_tower(items[batch]),
+                    items[batch],
+                    weights[batch],
+                    log_item_share,
+                )
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * len(batch)
+            _log(
+                progress,
+                f"two-tower epoch {epoch + 1}/{epochs}: loss {total / len(order):.4f} "
+                f"({time.perf_counter() - epoch_started:.1f} s)",
+            )
 
     user_tower.eval()
     item_tower.eval()
@@ -177,6 +184,24 @@ def train(
     result.metrics["train_seconds"] = round(time.perf_counter() - started, 1)
     _log(progress, f"two-tower: {describe_metrics(result.metrics)}")
     return result
+
+
+def in_batch_softmax_loss(
+    users: torch.Tensor,
+    items: torch.Tensor,
+    item_indexes: torch.Tensor,
+    weights: torch.Tensor,
+    log_item_share: torch.Tensor,
+) -> torch.Tensor:
+    """Weighted softmax of each user's own item against the other items of the batch."""
+    logits = users @ items.T / TEMPERATURE - log_item_share[item_indexes]
+    # The same item elsewhere in the batch is not a negative.
+    same_item = item_indexes[:, None] == item_indexes[None, :]
+    others = ~torch.eye(len(item_indexes), dtype=torch.bool)
+    logits = logits.masked_fill(same_item & others, -1e9)
+    targets = torch.arange(len(item_indexes))
+    losses = nn.functional.cross_entropy(logits, targets, reduction="none")
+    return (losses * weights).sum() / weights.sum()
 
 
 def evaluate(result: TwoTowerResult, dataset: Dataset) -> dict[str, float]:

@@ -1,1 +1,39 @@
+"""Fixtures shared by the whole suite: the real server and one small built repository."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from builders.build import BuildOptions, build
+from builders.data import Dataset, load_dataset
+from server import TritonServer
+
 pytest_plugins = ["server.pytest_plugin"]
+
+
+@pytest.fixture(scope="session")
+def small_dataset() -> Dataset:
+    """A small synthetic dataset: 1,500 items, 300 users (builds in about a minute)."""
+    return load_dataset("synthetic", seed=3, n_items=1500, n_users=300)
+
+
+@pytest.fixture(scope="session")
+def small_repository(tmp_path_factory: pytest.TempPathFactory, small_dataset: Dataset) -> Path:
+    """Every model of both pipelines at version 1, 50 candidates. Treat it as read-only:
+    copy it (shutil.copytree) before adding versions."""
+    path = tmp_path_factory.mktemp("small_repository")
+    build(BuildOptions(repo=path, num_candidates=50), small_dataset)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_server(small_repository: Path) -> Iterator[TritonServer]:
+    """The real tritonserver serving `small_repository` (explicit mode, everything loaded).
+    Shared by many tests: do not unload models or change configs on it."""
+    with TritonServer(
+        small_repository, model_control="explicit", load_models=["*"], exit_timeout_secs=5
+    ) as server:
+        yield server

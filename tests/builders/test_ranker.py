@@ -90,14 +90,12 @@ def test_auc():
     assert np.isnan(auc(np.ones(3), np.arange(3)))
 
 
-@pytest.mark.slow
 def test_both_rankers_learn(result):
     assert result.metrics["test_groups"] > 100
     assert result.metrics["torch_auc"] > 0.65
     assert result.metrics["keras_auc"] > 0.65
 
 
-@pytest.mark.slow
 def test_onnx_export_matches_torch(result, tmp_path):
     path = tmp_path / "model.onnx"
     parity = ranker.export_onnx(result.torch_model, path)
@@ -116,7 +114,6 @@ def test_onnx_export_matches_torch(result, tmp_path):
     )
 
 
-@pytest.mark.slow
 def test_saved_model_signature_and_parity(result, tmp_path):
     path = tmp_path / "model.savedmodel"
     parity = ranker.export_saved_model(result.keras_model, path)

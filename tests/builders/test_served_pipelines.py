@@ -25,15 +25,15 @@ UNKNOWN_USER = 10**12
 
 
 @pytest.fixture(scope="module")
-def dataset():
-    return load_dataset("synthetic", seed=3, n_items=1500, n_users=300)
+def dataset(small_dataset):
+    return small_dataset
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory, dataset):
-    """A repository with every model at version 1, then search_ranker + search at version 2."""
-    path = tmp_path_factory.mktemp("repository")
-    build(BuildOptions(repo=path, num_candidates=50), dataset)
+def repo(tmp_path_factory, small_repository, dataset):
+    """The small repository plus search_ranker + search at version 2."""
+    path = tmp_path_factory.mktemp("pinned") / "repository"
+    shutil.copytree(small_repository, path)
     build(BuildOptions(repo=path, only=(names.SEARCH_RANKER, names.SEARCH), seed=7), dataset)
     return path
 

@@ -37,7 +37,6 @@ def test_beats_popularity_on_synthetic(result):
     assert metrics["recall_at_10"] > 1.5 * metrics["popularity_recall_at_10"]
 
 
-@pytest.mark.slow
 def test_beats_popularity_on_movielens():
     metrics = two_tower.train(load_dataset("movielens-100k"), dim=DIM, progress=False).metrics
     assert metrics["recall_at_10"] > 1.2 * metrics["popularity_recall_at_10"]

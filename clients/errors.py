@@ -1,0 +1,77 @@
+"""The client's errors: one class per way a call can fail, each with a CLI exit code.
+
+`error_for_status` maps a gRPC status or an HTTP status code (as tritonclient
+reports them) to one of these classes; the transports add their own
+connection errors.
+"""
+
+from __future__ import annotations
+
+
+class ClientError(Exception):
+    """A call failed. `str()` is one line; `exit_code` is what the CLI exits with."""
+
+    exit_code = 1
+    retryable = False
+
+    def __init__(self, message: str, endpoint: str = "") -> None:
+        self.message = " ".join(message.split())
+        self.endpoint = endpoint
+        super().__init__(f"{endpoint}: {self.message}" if endpoint else self.message)
+
+
+class InvalidArgumentError(ClientError):
+    """The server (or the client, before sending) rejected the request's inputs."""
+
+    exit_code = 2
+
+
+class UnavailableError(ClientError):
+    """The endpoint refused the connection, dropped it, or answered UNAVAILABLE."""
+
+    exit_code = 3
+    retryable = True
+
+
+class DeadlineExceededError(ClientError):
+    """The call's deadline passed before an answer came."""
+
+    exit_code = 4
+
+
+class ContractError(ClientError):
+    """The served model's inputs, outputs or versions differ from what the client expects."""
+
+    exit_code = 5
+
+
+class NotFoundError(ClientError):
+    """The model, or the version asked for, is not served."""
+
+    exit_code = 6
+
+
+class ServerError(ClientError):
+    """Any other error the server answered with (an internal error in a stage, say)."""
+
+
+_GRPC = {
+    "StatusCode.INVALID_ARGUMENT": InvalidArgumentError,
+    "StatusCode.OUT_OF_RANGE": InvalidArgumentError,
+    "StatusCode.UNAVAILABLE": UnavailableError,
+    "StatusCode.DEADLINE_EXCEEDED": DeadlineExceededError,
+    "StatusCode.NOT_FOUND": NotFoundError,
+}
+_HTTP = {
+    "400": InvalidArgumentError,
+    "404": NotFoundError,
+    "502": UnavailableError,
+    "503": UnavailableError,
+    "504": DeadlineExceededError,
+}
+
+
+def error_for_status(status: str | None, message: str, endpoint: str = "") -> ClientError:
+    """The error for a tritonclient status: a gRPC `StatusCode.X` or an HTTP code."""
+    kind = _GRPC.get(status or "") or _HTTP.get(status or "", ServerError)
+    return kind(message, endpoint)

@@ -1,0 +1,142 @@
+"""Retries: which errors, how long to wait, how many, and within which deadline.
+
+Only errors marked `retryable` (UNAVAILABLE, a refused or dropped connection)
+are retried, with exponential backoff and full jitter (as gRPC's own retry
+policy: a wait drawn uniformly below `initial * multiplier ** n`, capped at
+`max_backoff`). A `RetryBudget` shared by all calls of a client keeps retries
+a bounded share of the traffic, so an outage does not multiply the load. Every
+call has a deadline: the total time for all its attempts and waits.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from clients.errors import ClientError, DeadlineExceededError
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """At most `max_attempts` tries per call (1: no retries)."""
+
+    max_attempts: int = 5
+    initial_backoff: float = 0.05
+    max_backoff: float = 1.0
+    multiplier: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        if not 0 < self.initial_backoff <= self.max_backoff or self.multiplier < 1:
+            raise ValueError("need 0 < initial_backoff <= max_backoff and multiplier >= 1")
+
+    def backoff(self, retry: int, rand: float) -> float:
+        """The wait before retry number `retry` (1, 2, ...); `rand` is uniform in [0, 1)."""
+        ceiling = min(self.max_backoff, self.initial_backoff * self.multiplier ** (retry - 1))
+        return rand * ceiling
+
+
+class RetryBudget:
+    """Retries allowed in the last `window` seconds: `min_per_second * window` plus
+    `ratio` of the calls made in that window (Finagle's retry budget; its defaults)."""
+
+    def __init__(
+        self,
+        ratio: float = 0.2,
+        min_per_second: float = 10.0,
+        window: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ratio, self.min_per_second, self.window = ratio, min_per_second, window
+        self._clock = clock
+        self._calls: deque[float] = deque()
+        self._retries: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def _trim(self, now: float) -> None:
+        for events in (self._calls, self._retries):
+            while events and events[0] <= now - self.window:
+                events.popleft()
+
+    def record_call(self) -> None:
+        with self._lock:
+            now = self._clock()
+            self._trim(now)
+            self._calls.append(now)
+
+    def try_spend(self) -> bool:
+        """Take one retry from the budget; False when it is spent."""
+        with self._lock:
+            now = self._clock()
+            self._trim(now)
+            allowed = self.min_per_second * self.window + self.ratio * len(self._calls)
+            if len(self._retries) >= allowed:
+                return False
+            self._retries.append(now)
+            return True
+
+
+class Attempts:
+    """One call's attempts: the time left for each, and whether to retry after a failure.
+
+    The sync and async clients run the same loop around it; they differ only in
+    how they sleep.
+    """
+
+    def __init__(
+        self,
+        what: str,
+        timeout: float,
+        policy: RetryPolicy,
+        budget: RetryBudget,
+        rng: random.Random,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.what, self.timeout, self.policy, self.budget = what, timeout, policy, budget
+        self._rng, self._clock = rng, clock
+        self.deadline = clock() + timeout
+        self.count = 0
+        budget.record_call()
+
+    def start(self) -> float:
+        """Begin the next attempt; return the seconds it may take."""
+        remaining = self.deadline - self._clock()
+        if remaining <= 0:
+            raise self._expired(None)
+        self.count += 1
+        return remaining
+
+    def after_failure(self, error: ClientError) -> float:
+        """The wait before the next attempt; raises the error when the call should stop."""
+        if isinstance(error, DeadlineExceededError):
+            raise self._expired(error)
+        if not error.retryable:
+            raise error
+        if self.count >= self.policy.max_attempts:
+            raise _gave_up(error, f"{self.count} attempts")
+        delay = self.policy.backoff(self.count, self._rng.random())
+        if self._clock() + delay >= self.deadline:
+            raise self._expired(error)
+        if not self.budget.try_spend():
+            raise _gave_up(error, f"{self.count} attempt(s), retry budget spent")
+        return delay
+
+    def _expired(self, last: ClientError | None) -> DeadlineExceededError:
+        message = (
+            f"{self.what}: no answer within the deadline of {self.timeout:g} s "
+            f"({self.count} attempt(s))"
+        )
+        if isinstance(last, DeadlineExceededError):
+            message += f", the last one to {last.endpoint}" if last.endpoint else ""
+        elif last is not None:
+            message += f"; last error: {last}"
+        return DeadlineExceededError(message)
+
+
+def _gave_up(error: ClientError, why: str) -> ClientError:
+    return type(error)(f"{error.message} (gave up after {why})", error.endpoint)

@@ -1,0 +1,99 @@
+"""Which model version a call asks for, and which endpoint it goes to.
+
+A `Route` pins one version or splits calls by weight between versions (a
+canary). Sticky routes hash the user id to a point in [0, 1), so a user always
+lands on the same version; other calls draw the point at random.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import random
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Route:
+    """Versions and their weights; no versions means the server picks (its latest)."""
+
+    weights: tuple[tuple[int, float], ...] = ()
+    sticky: bool = False
+
+    def __post_init__(self) -> None:
+        versions = [v for v, _ in self.weights]
+        if len(set(versions)) != len(versions):
+            raise ValueError(f"a version appears twice in {self.weights}")
+        if any(v < 1 for v in versions):
+            raise ValueError("model versions are >= 1")
+        if any(w < 0 for _, w in self.weights) or (
+            self.weights and sum(w for _, w in self.weights) <= 0
+        ):
+            raise ValueError(f"weights must be >= 0 with a positive sum, got {self.weights}")
+
+    @classmethod
+    def pinned(cls, version: int) -> Route:
+        return cls(((version, 1.0),))
+
+    @classmethod
+    def split(cls, weights: Mapping[int, float], sticky: bool = False) -> Route:
+        """`Route.split({1: 90, 2: 10})`: 90 % of calls to version 1, 10 % to version 2."""
+        return cls(tuple(sorted(weights.items())), sticky)
+
+    @property
+    def versions(self) -> tuple[int, ...]:
+        return tuple(v for v, w in self.weights if w > 0)
+
+    def choose(self, user_id: int | None, rng: random.Random) -> int | None:
+        """The version for one call (None: let the server pick)."""
+        if not self.weights:
+            return None
+        if self.sticky and user_id is not None:
+            return version_at(self.weights, user_point(user_id))
+        return version_at(self.weights, rng.random())
+
+
+def user_point(user_id: int) -> float:
+    """A stable point in [0, 1) for a user id (the same in every process)."""
+    digest = hashlib.blake2b(str(int(user_id)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def version_at(weights: Sequence[tuple[int, float]], point: float) -> int:
+    """The version whose share of [0, 1) holds `point` (shares in the order given)."""
+    total = sum(w for _, w in weights)
+    edge = 0.0
+    for version, weight in weights:
+        edge += weight / total
+        if point < edge and weight > 0:
+            return version
+    return next(v for v, w in reversed(weights) if w > 0)
+
+
+def parse_split(text: str) -> dict[int, float]:
+    """`"1:90,2:10"` -> {1: 90.0, 2: 10.0}."""
+    weights = {}
+    for part in text.split(","):
+        version, _, weight = part.strip().partition(":")
+        try:
+            weights[int(version)] = float(weight)
+        except ValueError:
+            raise ValueError(f"expected VERSION:WEIGHT[,VERSION:WEIGHT...], got {text!r}") from None
+    return weights
+
+
+class RoundRobin:
+    """Cycles through items; safe to share between threads."""
+
+    def __init__(self, items: Sequence) -> None:
+        if not items:
+            raise ValueError("at least one endpoint is needed")
+        self.items = list(items)
+        self._cycle = itertools.cycle(self.items)
+        self._lock = threading.Lock()
+
+    def next(self):
+        with self._lock:
+            return next(self._cycle)
