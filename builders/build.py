@@ -338,8 +338,11 @@ def build_recommend_ranker(ctx: BuildContext) -> None:
 
 
 def _retrieval_dependencies(ctx: BuildContext, index: str, producer: str) -> dict[str, int]:
-    ctx.path(index), ctx.path(producer), ctx.path(names.RANKING_FEATURES)
-    return {m: ctx.resolved[m] for m in (index, producer, names.RANKING_FEATURES)}
+    """The versions a ranker was trained against: its retrieval and feature stages."""
+    models = (index, producer, names.RANKING_FEATURES)
+    for model in models:
+        ctx.path(model)  # resolves the version when not built in this run
+    return {model: ctx.resolved[model] for model in models}
 
 
 def build_ranker_plan(folder: Path, num_candidates: int) -> None:

@@ -144,31 +144,30 @@ def int8_overlap(repo: Path, dataset) -> dict:
 
 def ranker_auc(repo: Path, dataset, client) -> dict:
     """Held-out AUC of the recommend ranker offline (TensorFlow) and served (Triton)."""
+    import onnx
+    import onnxruntime as ort
     import tensorflow as tf
+    from onnx import numpy_helper
 
     pipeline = model_versions(repo, names.RECOMMEND)[-1]
     pins = read_manifest(repo, names.RECOMMEND, pipeline)["depends_on"]
-    folder = lambda model: repo / model / str(pins[model])  # noqa: E731
+
+    def folder(model: str) -> Path:
+        return repo / model / str(pins[model])
+
     tables = FeatureTables.load(folder(names.RANKING_FEATURES) / "tables.npz")
-    offline = OfflinePipeline(repo, names.RECOMMEND, pipeline)
-    users = np.arange(len(tables.user_ids) + 1)
-    user_ids = np.concatenate([[-1], tables.user_ids])
-    _, _ = users, offline  # the retrieval scores below use every item, not only the top N
-    import onnxruntime as ort
-
+    rows = np.arange(len(tables.user_ids) + 1, dtype=np.int64).reshape(-1, 1)
     tower = ort.InferenceSession(str(folder(names.USER_TOWER) / "model.onnx"))
-    (user_embeddings,) = tower.run(["user_embedding"], {"user_index": users.reshape(-1, 1)})
-    import onnx
-    from onnx import numpy_helper
-
+    (user_embeddings,) = tower.run(["user_embedding"], {"user_index": rows})
     index = onnx.load(str(folder(names.RECOMMEND_INDEX) / "model.onnx"))
     matrix = next(t for t in index.graph.initializer if t.name == "item_matrix")
-    scores = user_embeddings @ numpy_helper.to_array(matrix)
+    scores = user_embeddings @ numpy_helper.to_array(matrix)  # every item, [users + 1, items]
+
     split = dataset.split()
     contexts = split.test[split.test["event"].isin(ranker.POSITIVE_EVENTS)].reset_index(drop=True)
-    examples = ranker.build_examples(
-        tables, contexts, scores, ranker.positive_pairs(tables, dataset.interactions), seed=1
-    )
+    engaged = ranker.engaged_pairs(tables, dataset.interactions)
+    examples = ranker.build_examples(tables, contexts, scores, engaged, seed=1)
+
     saved = tf.saved_model.load(str(folder(names.RECOMMEND_RANKER) / "model.savedmodel"))
     signature = saved.signatures["serving_default"]
     offline_scores = signature(sparse=examples.sparse, dense=examples.dense)["score"].numpy()
@@ -181,11 +180,9 @@ def ranker_auc(repo: Path, dataset, client) -> dict:
         ]
         inputs[0].set_data_from_numpy(examples.sparse[part])
         inputs[1].set_data_from_numpy(examples.dense[part])
-        result = client.infer(
-            names.RECOMMEND_RANKER, inputs, model_version=str(pins[names.RECOMMEND_RANKER])
-        )
+        version = str(pins[names.RECOMMEND_RANKER])
+        result = client.infer(names.RECOMMEND_RANKER, inputs, model_version=version)
         served_scores.append(result.as_numpy("score"))
-    del user_ids
     return {
         "test_groups": len(examples.labels),
         "offline_auc": round(ranker.auc(examples.labels, offline_scores), 4),
