@@ -21,10 +21,14 @@ HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 
+# `make sweep` options
+SWEEP ?= perf/sweeps/search.yaml
+SWEEP_ARGS ?=
+
 # `make test` options, e.g. `make test PYTEST_ARGS="-k launcher -x"`
 PYTEST_ARGS ?=
 
-.PHONY: help setup apt-deps helm-tools models demo serve test lint format clean distclean
+.PHONY: help setup apt-deps helm-tools models demo quality bench-client serve test lint format clean distclean sweep bench
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -65,9 +69,21 @@ models: setup ## Build the default model repository into REPO (skipped when it e
 demo: models ## Build if missing, start the local Triton, run real search and recommend calls
 	$(PY) -m clients.demo --repo $(REPO)
 
+bench-client: models ## Measure the client's overhead over a bare tritonclient call (perf/results/client_overhead.json)
+	$(PY) -m perf.client_overhead --repo $(REPO)
+
+quality: setup ## Build per-dataset repositories and measure recall, AUC, NDCG and INT8 overlap
+	$(PY) -m perf.quality
+
 serve: setup ## Run tritonserver in the foreground on REPO (MODEL_CONTROL=none|poll|explicit); Ctrl-C stops it
 	$(PY) -m server --model-repository $(REPO) --model-control $(MODEL_CONTROL) \
 	  --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+
+sweep: models ## Tune configs with perf_analyzer (SWEEP=perf/sweeps/<file>.yaml); report in perf/results/
+	$(PY) -m perf sweep $(SWEEP) --repository $(REPO) $(SWEEP_ARGS)
+
+bench: models ## Benchmarks (naive vs Triton default vs tuned, encoder roofline) into perf/results/
+	$(PY) -m perf.bench --repository $(REPO)
 
 test: setup ## Set up, then run the whole test suite against the real tritonserver
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,1 +1,39 @@
-"""Clients of the deployed search and recommend pipelines."""
+"""Clients of the deployed search and recommend pipelines.
+
+`Client` (blocking) and `AsyncClient` (asyncio) over gRPC (default) or HTTP,
+with deadlines, retries, canary routing and typed results. See README.md.
+"""
+
+from clients.aio import AsyncClient
+from clients.client import Client
+from clients.errors import (
+    ClientError,
+    ContractError,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    NotFoundError,
+    ServerError,
+    UnavailableError,
+)
+from clients.results import Catalog, Item, Response, Result
+from clients.retry import RetryBudget, RetryPolicy
+from clients.routing import Route
+
+__all__ = [
+    "AsyncClient",
+    "Catalog",
+    "Client",
+    "ClientError",
+    "ContractError",
+    "DeadlineExceededError",
+    "InvalidArgumentError",
+    "Item",
+    "NotFoundError",
+    "Response",
+    "Result",
+    "RetryBudget",
+    "RetryPolicy",
+    "Route",
+    "ServerError",
+    "UnavailableError",
+]

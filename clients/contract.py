@@ -99,11 +99,14 @@ def contract_problems(
     return problems
 
 
+_LIMITS = {dtype: np.iinfo(dtype) for dtype in (np.int32, np.int64)}
+
+
 def _scalar(name: str, value, dtype) -> np.ndarray:
     """`value` as a [1, 1] integer tensor, or a clear error."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise InvalidArgumentError(f"{name!r} must be an integer, got {value!r}")
-    limits = np.iinfo(dtype)
+    limits = _LIMITS[dtype]
     if not limits.min <= value <= limits.max:
         raise InvalidArgumentError(f"{name!r} is out of range for {limits.dtype}: {value}")
     return np.array([[value]], dtype=dtype)

@@ -13,32 +13,18 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import tritonclient.grpc as grpcclient
 
+from clients.client import Client
+from clients.results import Result
 from server import TritonServer
 
 UNKNOWN_USER = 999_999_999
 
 
-def _input(name: str, value: np.ndarray, datatype: str) -> grpcclient.InferInput:
-    tensor = grpcclient.InferInput(name, list(value.shape), datatype)
-    tensor.set_data_from_numpy(value)
-    return tensor
-
-
-def call(client, model: str, k: int, query: str | None = None, user_id: int | None = None):
-    inputs = [_input("k", np.array([[k]], np.int32), "INT32")]
-    if query is not None:
-        inputs.append(_input("query", np.array([[query.encode()]], dtype=object), "BYTES"))
-    if user_id is not None:
-        inputs.append(_input("user_id", np.array([[user_id]], np.int64), "INT64"))
-    result = client.infer(model, inputs)
-    return result.as_numpy("item_ids")[0], result.as_numpy("scores")[0]
-
-
-def table(catalog: pd.DataFrame, item_ids: np.ndarray, scores: np.ndarray) -> str:
+def table(catalog: pd.DataFrame, result: Result) -> str:
+    item_ids = [item.item_id for item in result.items]
+    scores = [item.score for item in result.items]
     rows = catalog.reindex(item_ids)
     shown = pd.DataFrame(
         {
@@ -80,17 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with TritonServer(args.repo, http_port=0, grpc_port=0, metrics_port=0) as server:
         print(f"ready in {time.perf_counter() - started:.1f} s at gRPC {server.grpc_url}\n")
-        client = grpcclient.InferenceServerClient(server.grpc_url)
-        try:
+        with Client(server.grpc_url) as client:
+            client.verify()
             for query in queries:
-                item_ids, scores = call(client, "search", args.k, query=query)
-                print(f'search "{query}"\n{table(catalog, item_ids, scores)}\n')
+                result = client.search(query, k=args.k)
+                print(f'search "{query}"\n{table(catalog, result)}\n')
             for user in users:
-                item_ids, scores = call(client, "recommend", args.k, user_id=user)
+                result = client.recommend(user, k=args.k)
                 known = "" if user != UNKNOWN_USER else " (never seen: popularity path)"
-                print(f"recommend for user {user}{known}\n{table(catalog, item_ids, scores)}\n")
-        finally:
-            client.close()
+                print(f"recommend for user {user}{known}\n{table(catalog, result)}\n")
     print("server stopped")
     return 0
 

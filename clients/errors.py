@@ -9,7 +9,8 @@ from __future__ import annotations
 
 
 class ClientError(Exception):
-    """A call failed. `str()` is one line; `exit_code` is what the CLI exits with."""
+    """A call failed. `str()` is one line; `exit_code` is what the CLI exits with;
+    `attempts` is how many tries the call made."""
 
     exit_code = 1
     retryable = False
@@ -17,6 +18,7 @@ class ClientError(Exception):
     def __init__(self, message: str, endpoint: str = "") -> None:
         self.message = " ".join(message.split())
         self.endpoint = endpoint
+        self.attempts = 1
         super().__init__(f"{endpoint}: {self.message}" if endpoint else self.message)
 
 

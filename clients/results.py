@@ -70,9 +70,7 @@ class Catalog:
 
     def fields(self, item_id: int) -> dict:
         row = self.rows.get(item_id, {})
-        return {
-            name: None if _missing(row.get(name)) else row.get(name) for name in CATALOG_FIELDS
-        }
+        return {name: None if _missing(row.get(name)) else row.get(name) for name in CATALOG_FIELDS}
 
 
 def _missing(value) -> bool:

@@ -107,24 +107,28 @@ class Attempts:
         """Begin the next attempt; return the seconds it may take."""
         remaining = self.deadline - self._clock()
         if remaining <= 0:
-            raise self._expired(None)
+            raise self._final(self._expired(None))
         self.count += 1
         return remaining
 
     def after_failure(self, error: ClientError) -> float:
         """The wait before the next attempt; raises the error when the call should stop."""
         if isinstance(error, DeadlineExceededError):
-            raise self._expired(error)
+            raise self._final(self._expired(error))
         if not error.retryable:
-            raise error
+            raise self._final(error)
         if self.count >= self.policy.max_attempts:
-            raise _gave_up(error, f"{self.count} attempts")
+            raise self._final(_gave_up(error, f"{self.count} attempts"))
         delay = self.policy.backoff(self.count, self._rng.random())
         if self._clock() + delay >= self.deadline:
-            raise self._expired(error)
+            raise self._final(self._expired(error))
         if not self.budget.try_spend():
-            raise _gave_up(error, f"{self.count} attempt(s), retry budget spent")
+            raise self._final(_gave_up(error, f"{self.count} attempts, retry budget spent"))
         return delay
+
+    def _final(self, error: ClientError) -> ClientError:
+        error.attempts = self.count
+        return error
 
     def _expired(self, last: ClientError | None) -> DeadlineExceededError:
         message = (

@@ -8,10 +8,10 @@ lands on the same version; other calls draw the point at random.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import random
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -85,15 +85,27 @@ def parse_split(text: str) -> dict[int, float]:
 
 
 class RoundRobin:
-    """Cycles through items; safe to share between threads."""
+    """Cycles through items, skipping those marked down until their pause ends (unless
+    all are down); safe to share between threads."""
 
-    def __init__(self, items: Sequence) -> None:
+    def __init__(self, items: Sequence, clock: Callable[[], float] = time.monotonic) -> None:
         if not items:
             raise ValueError("at least one endpoint is needed")
         self.items = list(items)
-        self._cycle = itertools.cycle(self.items)
+        self._down_until = [0.0] * len(self.items)
+        self._next = 0
+        self._clock = clock
         self._lock = threading.Lock()
 
     def next(self):
         with self._lock:
-            return next(self._cycle)
+            now, count = self._clock(), len(self.items)
+            order = [(self._next + offset) % count for offset in range(count)]
+            index = next((i for i in order if self._down_until[i] <= now), order[0])
+            self._next = index + 1
+            return self.items[index]
+
+    def mark_down(self, item, seconds: float) -> None:
+        """Skip `item` for `seconds` (it refused a connection, say)."""
+        with self._lock:
+            self._down_until[self.items.index(item)] = self._clock() + seconds

@@ -72,7 +72,8 @@ def input_data(model: str, dataset: Dataset, repo: Path, n: int = 256, seed: int
         users = dataset.sample_user_ids(n, seed + 1)
         return {
             "data": [
-                {"query": [q], "user_id": [int(u)], "k": [DEFAULT_K]} for q, u in zip(queries, users)
+                {"query": [q], "user_id": [int(u)], "k": [DEFAULT_K]}
+                for q, u in zip(queries, users)
             ]
         }
     input_ids, attention_mask = _tokenizer(repo).encode(queries)

@@ -1,0 +1,232 @@
+"""The blocking client: `Client("localhost:8001").search("red running shoes", k=10)`.
+
+`ClientConfig` holds what the blocking and asyncio clients share: endpoints,
+protocol, deadline, retry policy and budget, canary routes and catalog, and
+the pure steps around a call (which version, which request, which result).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from builders import names
+from clients import contract
+from clients.errors import (
+    ClientError,
+    ContractError,
+    DeadlineExceededError,
+    NotFoundError,
+    UnavailableError,
+)
+from clients.results import Catalog, Response, Result, make_result
+from clients.retry import Attempts, RetryBudget, RetryPolicy
+from clients.routing import RoundRobin, Route
+from clients.transport import TRANSPORTS
+
+DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
+# After a connection failure, round-robin skips the endpoint this long (unless all are down).
+DOWN_SECONDS = 1.0
+PROTOCOLS = tuple(DEFAULT_PORTS)
+
+
+def split_urls(urls: str | Sequence[str]) -> list[str]:
+    """Endpoints from `"a:8001,b:8001"` or a list. `http://` and `https://` are dropped;
+    gRPC targets such as `dns:///name:8001` stay as they are."""
+    items = urls.split(",") if isinstance(urls, str) else list(urls)
+    endpoints = [
+        u.strip().removeprefix("http://").removeprefix("https://").rstrip("/")
+        for u in items
+        if u.strip()
+    ]
+    if not endpoints:
+        raise ValueError("at least one endpoint (host:port) is needed")
+    return endpoints
+
+
+def not_served(model: str, error: NotFoundError) -> ContractError:
+    return ContractError(f"model {model!r} is not served: {error.message}", error.endpoint)
+
+
+def unreachable(error: ClientError) -> dict:
+    """The health row of an endpoint that did not answer."""
+    return {"live": False, "ready": False, "server_version": "", "error": str(error)}
+
+
+class ClientConfig:
+    """Settings and pure call logic shared by `Client` and `AsyncClient`.
+
+    * `urls`: one endpoint or several (round-robin; a retry goes to the next one).
+    * `timeout`: each call's default deadline in seconds, all attempts included.
+    * `routes`: per model, a `Route` (pin a version or split between versions);
+      models without one go to the server's latest version.
+    * `catalog`: a `Catalog` or a CSV/Parquet path, to fill in the items' fields.
+    * `seed`: seeds the random canary split and the retry jitter.
+    """
+
+    def __init__(
+        self,
+        urls: str | Sequence[str],
+        *,
+        protocol: str = "grpc",
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        budget: RetryBudget | None = None,
+        routes: Mapping[str, Route] | None = None,
+        catalog: Catalog | str | Path | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        self.urls = split_urls(urls)
+        self.protocol = protocol
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.budget = budget or RetryBudget()
+        self.routes = dict(routes or {})
+        self.catalog = Catalog.load(catalog) if isinstance(catalog, str | Path) else catalog
+        self.rng = random.Random(seed)
+
+    def version_for(self, model: str, user_id: int | None, version: int | None) -> int | None:
+        """The version a call asks for: `version` if given, else the model's route."""
+        if version is not None:
+            return version
+        route = self.routes.get(model)
+        return route.choose(user_id, self.rng) if route else None
+
+    def attempts(self, what: str, timeout: float | None) -> Attempts:
+        return Attempts(what, timeout or self.timeout, self.retry, self.budget, self.rng)
+
+    def result(self, response: Response) -> Result:
+        return make_result(response, self.catalog)
+
+    def check(self, endpoint: str, model: str, served: contract.ModelMetadata) -> tuple[int, ...]:
+        """The loaded versions of `model`; `ContractError` when `served` is not what the
+        client expects (tensors, or the versions its route names)."""
+        route = self.routes.get(model)
+        problems = contract.contract_problems(
+            contract.EXPECTED[model], served, route.versions if route else ()
+        )
+        if problems:
+            raise ContractError(f"model {model!r}: " + "; ".join(problems), endpoint)
+        return served.versions
+
+
+class Client(ClientConfig):
+    """Blocking client of the `search` and `recommend` pipelines (and of any model).
+
+    Thread-safe; keeps its connections open until `close()` (or the `with` block
+    ends). Every call raises a `clients.errors.ClientError` subclass on failure.
+    """
+
+    def __init__(self, urls: str | Sequence[str], **options) -> None:
+        super().__init__(urls, **options)
+        self.transports = [TRANSPORTS[self.protocol](url) for url in self.urls]
+        self._endpoints = RoundRobin(self.transports)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for transport in self.transports:
+            transport.close()
+
+    def _with_retries(self, what: str, timeout: float | None, call):
+        attempts = self.attempts(what, timeout)
+        while True:
+            seconds = attempts.start()
+            transport = self._endpoints.next()
+            try:
+                return call(transport, seconds), attempts.count
+            except ClientError as error:
+                if error.retryable:
+                    self._endpoints.mark_down(transport, DOWN_SECONDS)
+                time.sleep(attempts.after_failure(error))
+
+    def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        version: int | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Response:
+        """Any model: named input arrays (batch dimension included) -> its outputs."""
+        response, count = self._with_retries(
+            model, timeout, lambda t, seconds: t.infer(model, version, inputs, seconds)
+        )
+        return dataclasses.replace(response, attempts=count)
+
+    def search(
+        self,
+        query: str | bytes,
+        user_id: int | None = None,
+        k: int = 10,
+        *,
+        version: int | None = None,
+        timeout: float | None = None,
+    ) -> Result:
+        """Top `k` items for a query (and the user, when given), best first."""
+        inputs = contract.search_inputs(query, user_id, k)
+        chosen = self.version_for(names.SEARCH, user_id, version)
+        return self.result(self.infer(names.SEARCH, inputs, chosen, timeout=timeout))
+
+    def recommend(
+        self,
+        user_id: int,
+        k: int = 10,
+        *,
+        version: int | None = None,
+        timeout: float | None = None,
+    ) -> Result:
+        """Top `k` items for a user, best first (unknown users get popular items)."""
+        inputs = contract.recommend_inputs(user_id, k)
+        chosen = self.version_for(names.RECOMMEND, user_id, version)
+        return self.result(self.infer(names.RECOMMEND, inputs, chosen, timeout=timeout))
+
+    def health(self, timeout: float | None = None) -> list[dict]:
+        """Liveness and readiness of every endpoint (one attempt each, no retries)."""
+        rows = []
+        for transport in self.transports:
+            try:
+                state = transport.health(timeout or self.timeout)
+            except ClientError as error:
+                state = unreachable(error)
+            rows.append({"endpoint": transport.url, **state})
+        return rows
+
+    def models(self, timeout: float | None = None) -> list[dict]:
+        """The repository index of the next endpoint: every model version, ready or not."""
+        states, _ = self._with_retries("models", timeout, lambda t, s: t.models(s))
+        return states
+
+    def verify(
+        self, models: Sequence[str] = contract.PIPELINES, timeout: float | None = None
+    ) -> dict[str, tuple[int, ...]]:
+        """Check that the endpoints serve `models` with the expected inputs and outputs,
+        and the versions the routes name; return each model's loaded versions. Call it at
+        start-up. Endpoints that do not answer are skipped, unless none does."""
+        versions, down = {}, []
+        for transport in self.transports:
+            try:
+                for model in models:
+                    try:
+                        served = transport.metadata(model, timeout or self.timeout)
+                    except NotFoundError as error:
+                        raise not_served(model, error) from None
+                    versions[model] = self.check(transport.url, model, served)
+            except (UnavailableError, DeadlineExceededError) as error:
+                down.append(error)
+        if len(down) == len(self.transports):
+            raise down[0]
+        return versions

@@ -1,0 +1,217 @@
+"""Blocking transports: one endpoint each, over tritonclient's gRPC or HTTP client.
+
+A transport makes one attempt within the seconds it is given and turns every
+failure into a `ClientError`. Retries, routing and typing live in the client.
+Connections are kept and reused: gRPC multiplexes all threads over one
+channel; the HTTP client is not thread-safe, so each thread keeps its own
+keep-alive connection, dropped after a failure or a timeout (a connection cut
+mid-request is never reused).
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import threading
+from collections.abc import Mapping
+
+import gevent
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
+from clients.contract import ModelMetadata, parse_metadata
+from clients.errors import (
+    ClientError,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    UnavailableError,
+    error_for_status,
+)
+from clients.results import Response
+
+# Reconnect quickly after a server restart (gRPC's default backoff grows to 120 s), and
+# spread calls over every address a name resolves to (a headless Kubernetes Service).
+GRPC_CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.max_receive_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.lb_policy_name", "round_robin"),
+]
+# The per-call deadline bounds every HTTP call; these only stop geventhttpclient's own.
+HTTP_SOCKET_TIMEOUT = 24 * 3600.0
+
+
+def infer_inputs(module, inputs: Mapping[str, np.ndarray]) -> list:
+    """tritonclient `InferInput`s (of `module`: grpc or http) for named arrays."""
+    tensors = []
+    for name, value in inputs.items():
+        value = np.asarray(value)
+        datatype = np_to_triton_dtype(value.dtype)
+        if datatype is None:
+            raise InvalidArgumentError(f"input {name!r}: unsupported dtype {value.dtype}")
+        tensor = module.InferInput(name, list(value.shape), datatype)
+        tensor.set_data_from_numpy(value)
+        tensors.append(tensor)
+    return tensors
+
+
+def grpc_response(model: str, result, endpoint: str) -> Response:
+    message = result.get_response()
+    outputs = {o.name: result.as_numpy(o.name) for o in message.outputs}
+    return Response(model, int(message.model_version), outputs, endpoint)
+
+
+def http_response(model: str, result, endpoint: str) -> Response:
+    body = result.get_response()
+    outputs = {o["name"]: result.as_numpy(o["name"]) for o in body["outputs"]}
+    return Response(model, int(body["model_version"]), outputs, endpoint)
+
+
+def model_states(index: list[Mapping]) -> list[dict]:
+    """The repository index as rows of name, version, state, reason."""
+    return [
+        {
+            "name": entry["name"],
+            "version": entry.get("version", ""),
+            "state": entry.get("state", "") or "UNAVAILABLE",
+            "reason": entry.get("reason", ""),
+        }
+        for entry in index
+    ]
+
+
+def connection_error(err: Exception, endpoint: str) -> UnavailableError:
+    """A failed connection, named by its errno when it has one ("Connection refused")."""
+    cause = getattr(err, "os_error", err)  # aiohttp wraps the OSError
+    errno = getattr(cause, "errno", None)
+    reason = os.strerror(errno) if errno else f"{type(err).__name__}: {err}"
+    return UnavailableError(f"cannot reach the server: {reason}", endpoint)
+
+
+def server_error(err: InferenceServerException, endpoint: str, timeout: float) -> ClientError:
+    error = error_for_status(err.status(), err.message() or str(err), endpoint)
+    if isinstance(error, DeadlineExceededError):
+        return deadline_error(timeout, endpoint)
+    return error
+
+
+def deadline_error(timeout: float, endpoint: str) -> DeadlineExceededError:
+    return DeadlineExceededError(f"no answer within {timeout:.3g} s", endpoint)
+
+
+class GrpcTransport:
+    """One gRPC endpoint: one channel, shared by every thread."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._client = grpcclient.InferenceServerClient(url, channel_args=GRPC_CHANNEL_ARGS)
+
+    def _call(self, timeout: float, method: str, *args, **kwargs):
+        try:
+            return getattr(self._client, method)(*args, client_timeout=timeout, **kwargs)
+        except InferenceServerException as err:
+            raise server_error(err, self.url, timeout) from None
+
+    def infer(
+        self, model: str, version: int | None, inputs: Mapping[str, np.ndarray], timeout: float
+    ) -> Response:
+        tensors = infer_inputs(grpcclient, inputs)
+        result = self._call(timeout, "infer", model, tensors, model_version=str(version or ""))
+        return grpc_response(model, result, self.url)
+
+    def health(self, timeout: float) -> dict:
+        live = self._call(timeout, "is_server_live")
+        ready = self._call(timeout, "is_server_ready")
+        server = self._call(timeout, "get_server_metadata", as_json=True)
+        return {"live": live, "ready": ready, "server_version": server.get("version", "")}
+
+    def metadata(self, model: str, timeout: float) -> ModelMetadata:
+        return parse_metadata(self._call(timeout, "get_model_metadata", model, as_json=True))
+
+    def models(self, timeout: float) -> list[dict]:
+        index = self._call(timeout, "get_model_repository_index", as_json=True)
+        return model_states(index.get("models", []))
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class HttpTransport:
+    """One HTTP endpoint: a keep-alive connection per thread."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._local = threading.local()
+        self._clients: list = []
+        self._lock = threading.Lock()
+
+    def _client(self):
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = httpclient.InferenceServerClient(
+                self.url,
+                connection_timeout=HTTP_SOCKET_TIMEOUT,
+                network_timeout=HTTP_SOCKET_TIMEOUT,
+            )
+            self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        return client
+
+    def _drop(self) -> None:
+        client = self._local.client
+        self._local.client = None
+        with self._lock:
+            self._clients.remove(client)
+        client.close()
+
+    def _call(self, timeout: float, method: str, *args, **kwargs):
+        client = self._client()
+        expired = deadline_error(timeout, self.url)
+        try:
+            with gevent.Timeout(timeout, expired):
+                return getattr(client, method)(*args, **kwargs)
+        except InferenceServerException as err:
+            raise server_error(err, self.url, timeout) from None
+        except DeadlineExceededError:
+            self._drop()
+            raise
+        except (OSError, http.client.HTTPException) as err:
+            self._drop()
+            raise connection_error(err, self.url) from None
+
+    def infer(
+        self, model: str, version: int | None, inputs: Mapping[str, np.ndarray], timeout: float
+    ) -> Response:
+        result = self._call(
+            timeout,
+            "infer",
+            model,
+            infer_inputs(httpclient, inputs),
+            model_version=str(version or ""),
+        )
+        return http_response(model, result, self.url)
+
+    def health(self, timeout: float) -> dict:
+        live = self._call(timeout, "is_server_live")
+        ready = self._call(timeout, "is_server_ready")
+        server = self._call(timeout, "get_server_metadata")
+        return {"live": live, "ready": ready, "server_version": server.get("version", "")}
+
+    def metadata(self, model: str, timeout: float) -> ModelMetadata:
+        return parse_metadata(self._call(timeout, "get_model_metadata", model))
+
+    def models(self, timeout: float) -> list[dict]:
+        return model_states(self._call(timeout, "get_model_repository_index"))
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()
+
+
+TRANSPORTS = {"grpc": GrpcTransport, "http": HttpTransport}

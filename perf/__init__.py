@@ -1,0 +1,1 @@
+"""Performance: perf_analyzer sweeps, reports, capacity plans and benchmarks."""

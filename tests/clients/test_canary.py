@@ -1,0 +1,191 @@
+"""Canary routing, the start-up contract check and a server restart, on a server of our own:
+a copy of the small repository with `recommend` at versions 1 and 2, on fixed ports."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import glob
+import os
+import shutil
+import signal
+import threading
+import time
+from collections import Counter, defaultdict
+
+import pytest
+import tritonclient.grpc as grpcclient
+
+from builders import names
+from builders.build import BuildOptions, build
+from clients import (
+    AsyncClient,
+    Client,
+    ContractError,
+    InvalidArgumentError,
+    RetryPolicy,
+    Route,
+)
+from clients.batch import score_lines
+from server import TritonServer
+from server.launcher import free_port
+
+pytestmark = pytest.mark.slow
+
+CALLS = 2_000
+
+
+@pytest.fixture(scope="module")
+def canary(tmp_path_factory, small_repository, small_dataset):
+    repo = tmp_path_factory.mktemp("canary") / "repository"
+    shutil.copytree(small_repository, repo)
+    build(BuildOptions(repo=repo, only=(names.RECOMMEND,)), small_dataset)
+    ports = {}
+    while len(set(ports.values())) < 3:  # fixed ports, so a restart comes back on them
+        ports = {name: free_port() for name in ("http_port", "grpc_port", "metrics_port")}
+    with TritonServer(
+        repo, model_control="explicit", load_models=["*"], exit_timeout_secs=5, **ports
+    ) as server:
+        yield server
+
+
+def score_users(server, users, route, protocol="grpc", seed=None):
+    """Recommend for each user id (32 calls in flight); the version that answered each."""
+    records = []
+
+    async def main():
+        url = server.grpc_url if protocol == "grpc" else server.http_url
+        routes = {names.RECOMMEND: route}
+        async with AsyncClient(url, protocol=protocol, routes=routes, seed=seed) as client:
+            await client.verify([names.RECOMMEND])
+            lines = [str(u) for u in users]
+            await score_lines(client, "recommend", lines, records.append, k=5, concurrency=32)
+
+    asyncio.run(main())
+    assert all("error" not in r for r in records)
+    return [r["version"] for r in records]
+
+
+def test_a_pinned_version_answers(canary):
+    for version in (1, 2):
+        route = Route.pinned(version)
+        with Client(canary.http_url, protocol="http", routes={"recommend": route}) as client:
+            assert client.verify(["recommend"]) == {"recommend": (1, 2)}
+            assert {client.recommend(u, k=3).version for u in range(20)} == {version}
+    with Client(canary.grpc_url) as client:
+        assert client.recommend(1, version=1).version == 1
+        assert client.recommend(1).version == 2  # the server's latest
+
+
+def test_a_90_10_split_lands_within_3_points(canary):
+    versions = score_users(canary, range(CALLS), Route.split({1: 90, 2: 10}))
+    counts = Counter(versions)
+    assert set(counts) == {1, 2} and sum(counts.values()) == CALLS
+    assert abs(counts[2] / CALLS - 0.10) <= 0.03, counts
+
+
+def test_sticky_split_gives_each_user_one_version(canary):
+    users = [u for u in range(400) for _ in range(5)]  # 2,000 calls, each user 5 times
+    route = Route.split({1: 90, 2: 10}, sticky=True)
+    seen = defaultdict(set)
+    for user, version in zip(users, score_users(canary, users, route)):
+        seen[user].add(version)
+    assert all(len(versions) == 1 for versions in seen.values())
+    share = sum(versions == {2} for versions in seen.values()) / len(seen)
+    assert 0.05 <= share <= 0.15, share
+    # the same users land on the same versions from another process's client and protocol
+    with Client(canary.http_url, protocol="http", routes={"recommend": route}) as client:
+        assert all({client.recommend(u, k=3).version} == seen[u] for u in range(40))
+
+
+def test_a_contract_change_is_a_clear_error_at_start_up(canary):
+    client = grpcclient.InferenceServerClient(canary.grpc_url)
+    original = client.get_model_config("recommend", as_json=True)["config"]
+    client.close()
+    changed = copy.deepcopy(original)
+    for tensor in changed["input"]:
+        if tensor["name"] == "k":
+            tensor["data_type"] = "TYPE_INT64"
+    canary.load_model("recommend", config=changed)
+    try:
+        with Client(canary.grpc_url) as client, pytest.raises(ContractError) as caught:
+            client.verify()
+        assert str(caught.value) == (
+            f"{canary.grpc_url}: model 'recommend': input 'k' is served as k INT64 [-1, 1], "
+            "expected k INT32 [-1, 1]"
+        )
+    finally:
+        canary.load_model("recommend", config=original)
+    with Client(canary.grpc_url) as client:
+        assert client.verify() == {"search": (1,), "recommend": (1, 2)}
+
+
+def served_successes(server, model: str) -> int:
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        stats = client.get_inference_statistics(model, as_json=True)["model_stats"]
+    finally:
+        client.close()
+    return sum(int(s["inference_stats"]["success"].get("count", 0)) for s in stats)
+
+
+def test_retries_carry_every_call_through_a_server_restart(canary):
+    policy = RetryPolicy(max_attempts=500, initial_backoff=0.05, max_backoff=0.5)
+    with Client(canary.grpc_url) as client:
+        expected = {u: client.recommend(u, k=5, version=1) for u in range(50)}
+    calls, stop = [], threading.Event()
+
+    def work(protocol: str, seed: int) -> None:
+        url = canary.grpc_url if protocol == "grpc" else canary.http_url
+        route = {"recommend": Route.pinned(1)}
+        with Client(url, protocol=protocol, retry=policy, timeout=120, routes=route) as client:
+            user = seed
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    calls.append((protocol, user, started, client.recommend(user % 50, k=5)))
+                except Exception as error:  # noqa: BLE001 (any failure fails the test)
+                    calls.append((protocol, user, started, error))
+                user += 1
+                time.sleep(0.01)
+
+    workers = [
+        threading.Thread(target=work, args=(protocol, seed))
+        for seed, protocol in enumerate(["grpc", "grpc", "http", "http"])
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        while len(calls) < 40:
+            time.sleep(0.05)
+        killed_at = time.monotonic()
+        os.killpg(canary.pid, signal.SIGKILL)  # a crash: no draining
+        canary.stop()
+        for region in glob.glob(f"/dev/shm/{canary.options.shm_region_prefix}*"):
+            os.unlink(region)  # the killed server's Python-backend shared memory
+        canary.start()
+        after = len(calls)
+        while len(calls) < after + 40:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+
+    failures = [c for c in calls if not hasattr(c[3], "items")]
+    assert failures == []
+    assert all(result == expected[user % 50] for _, user, _, result in calls)
+    retried = [c for c in calls if c[3].attempts > 1]
+    assert {protocol for protocol, *_ in retried} == {"grpc", "http"}
+    # Exactly one answered request per call on the new server: the calls that started after
+    # the kill or retried across it. No call was answered twice.
+    on_new_server = sum(1 for _, _, started, r in calls if started >= killed_at or r.attempts > 1)
+    assert served_successes(canary, "recommend") == on_new_server
+
+    # an invalid argument fails on its first attempt, no retries
+    with (
+        Client(canary.grpc_url, retry=policy) as client,
+        pytest.raises(InvalidArgumentError) as caught,
+    ):
+        client.recommend(1, k=0)
+    assert caught.value.attempts == 1
