@@ -28,7 +28,7 @@ SWEEP_ARGS ?=
 # `make test` options, e.g. `make test PYTEST_ARGS="-k launcher -x"`
 PYTEST_ARGS ?=
 
-.PHONY: help setup apt-deps helm-tools models demo quality bench-client serve test lint format clean distclean sweep bench
+.PHONY: help setup apt-deps helm-tools models demo quality bench-client serve test lint format clean distclean sweep bench bench-ma
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -84,6 +84,20 @@ sweep: models ## Tune configs with perf_analyzer (SWEEP=perf/sweeps/<file>.yaml)
 
 bench: models ## Benchmarks (naive vs Triton default vs tuned, encoder roofline) into perf/results/
 	$(PY) -m perf.bench --repository $(REPO)
+
+# Model Analyzer lives in its own environment: its dependencies stay out of $(VENV).
+MA_VENV := build/model-analyzer-venv
+MA_STAMP := $(MA_VENV)/.setup-done
+$(MA_STAMP):
+	@test -x $(MA_VENV)/bin/python || $(PYTHON) -m venv $(MA_VENV)
+	@echo "bench-ma: installing triton-model-analyzer 1.58.0 into $(MA_VENV); log: $(MA_VENV)/setup.log"
+	@$(MA_VENV)/bin/python -m pip install triton-model-analyzer==1.58.0 'tritonclient[all]==2.51.0' \
+	  numpy==1.26.4 protobuf==4.25.9 > $(MA_VENV)/setup.log 2>&1 \
+	  || { tail -n 40 $(MA_VENV)/setup.log; exit 1; }
+	@touch $@
+
+bench-ma: models $(MA_STAMP) ## Our sweep vs triton-model-analyzer on text_encoder (perf/results/model_analyzer/)
+	$(PY) -m perf.model_analyzer --repository $(REPO)
 
 test: setup ## Set up, then run the whole test suite against the real tritonserver
 	$(PY) -m pytest $(PYTEST_ARGS)
