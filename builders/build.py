@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from builders import names, profiles, tensorrt
-from builders.data import Dataset
+from builders.data import Dataset, user_vocabulary
 from builders.repository import (
     RepositoryError,
     VersionExistsError,
@@ -30,7 +30,7 @@ from builders.repository import (
     set_served_versions,
     write_version,
 )
-from builders.retrieval import check_pairing, index_graph, save_index
+from builders.retrieval import check_pairing, index_graph, item_matrix, save_index
 from builders.runtime.pipeline import PipelineSpec, Stage
 from builders.specs import ModelSpec
 
@@ -247,28 +247,12 @@ def build_two_tower(ctx: BuildContext) -> None:
     )
 
 
-def _onnx_session(path: Path):
-    import onnxruntime as ort
-
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-
-def _index_matrix(index_folder: Path) -> np.ndarray:
-    """The item embeddings an index holds, [n_items, dim]."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(index_folder / "model.onnx"))
-    matrix = next(t for t in model.graph.initializer if t.name == "item_matrix")
-    return numpy_helper.to_array(matrix).T
-
-
 def search_retrieval_scores(ctx: BuildContext):
     """Query-item cosine over the search index for each logged event (0 without a query)."""
     from builders import text_encoder
 
     encoder = ctx.options.encoder
-    items = _index_matrix(ctx.path(names.SEARCH_INDEX))
+    items = item_matrix(ctx.path(names.SEARCH_INDEX))
     queries = ctx.dataset.interactions["query"].dropna().unique().tolist()
     progress(f"embedding {len(queries):,} logged queries for the search ranker")
     embedded = text_encoder.embed(
@@ -277,25 +261,26 @@ def search_retrieval_scores(ctx: BuildContext):
     row_of = {query: row for row, query in enumerate(queries)}
 
     def scores(contexts):
+        rows = np.array([row_of.get(q, -1) for q in contexts["query"]], dtype=np.int64)
         result = np.zeros((len(contexts), len(items)), dtype=np.float32)
-        for position, query in enumerate(contexts["query"]):
-            if isinstance(query, str) and query in row_of:
-                result[position] = items @ embedded[row_of[query]]
+        asked = rows >= 0
+        result[asked] = embedded[rows[asked]] @ items.T
         return result
 
     return scores
 
 
-def recommend_retrieval_scores(ctx: BuildContext) -> np.ndarray:
-    """Two-tower scores of every (user index, item), [n_users + 1, n_items]; row 0 = unknown."""
-    from builders.ranker import user_vocabulary
+def two_tower_scores(tower_folder: Path, index_folder: Path, n_users: int) -> np.ndarray:
+    """Served two-tower scores of every (user index, item), [n_users + 1, n_items]; row 0 is
+    the unknown user. Runs the user tower and reads the index of those version folders."""
+    import onnxruntime as ort
 
-    items = _index_matrix(ctx.path(names.RECOMMEND_INDEX))
-    rows = np.arange(len(user_vocabulary(ctx.dataset)) + 1, dtype=np.int64).reshape(-1, 1)
-    (users,) = _onnx_session(ctx.path(names.USER_TOWER) / "model.onnx").run(
-        ["user_embedding"], {"user_index": rows}
+    session = ort.InferenceSession(
+        str(tower_folder / "model.onnx"), providers=["CPUExecutionProvider"]
     )
-    return users @ items.T
+    rows = np.arange(n_users + 1, dtype=np.int64).reshape(-1, 1)
+    (users,) = session.run(["user_embedding"], {"user_index": rows})
+    return users @ item_matrix(index_folder).T
 
 
 def build_search_ranker(ctx: BuildContext) -> None:
@@ -322,7 +307,12 @@ def build_search_ranker(ctx: BuildContext) -> None:
 def build_recommend_ranker(ctx: BuildContext) -> None:
     from builders import ranker
 
-    result = ranker.train(ctx.dataset, recommend_retrieval_scores(ctx), seed=ctx.options.seed)
+    scores = two_tower_scores(
+        ctx.path(names.USER_TOWER),
+        ctx.path(names.RECOMMEND_INDEX),
+        len(user_vocabulary(ctx.dataset)),
+    )
+    result = ranker.train(ctx.dataset, scores, seed=ctx.options.seed)
     parity: dict = {}
 
     def populate(folder: Path) -> None:
@@ -402,8 +392,6 @@ def build_pipeline(ctx: BuildContext, kind: str) -> None:
     check_data_fingerprints(ctx, stages)
     index_manifest = read_manifest(ctx.repo, stages["index"].model, stages["index"].version)
     spec = PipelineSpec(kind, int(index_manifest["metrics"]["num_candidates"]), stages)
-    from builders.ranker import user_vocabulary
-
     catalog_ids = np.sort(ctx.dataset.catalog.item_id.to_numpy(dtype=np.int64))
     user_ids = user_vocabulary(ctx.dataset)  # the user tower's and the features' rows
 

@@ -53,10 +53,10 @@ class OfflinePipeline:
         return signature(sparse=sparse, dense=dense)["score"].numpy()
 
     def embed_queries(self, queries: list[str]) -> np.ndarray:
-        folder = self._stage_folder("tokenizer")
-        config = parse_pbtxt((folder.parent / "config.pbtxt").read_text())
-        max_length = int(config["parameters"]["max_length"]["string_value"])
         if "tokenizer" not in self._sessions:
+            folder = self._stage_folder("tokenizer")
+            config = parse_pbtxt((folder.parent / "config.pbtxt").read_text())
+            max_length = int(config["parameters"]["max_length"]["string_value"])
             self._sessions["tokenizer"] = QueryTokenizer(folder / "tokenizer.json", max_length)
         ids, mask = self._sessions["tokenizer"].encode(queries)
         return self._onnx("encoder", {"input_ids": ids, "attention_mask": mask}, ["embedding"])[0]

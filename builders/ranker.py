@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from builders.data import EVENT_WEIGHTS, Dataset
+from builders.data import EVENT_WEIGHTS, Dataset, user_vocabulary
 from builders.runtime.features import (
     NUM_DENSE,
     NUM_SPARSE,
@@ -90,16 +90,6 @@ class RankerResult:
 
 
 # --- feature tables -----------------------------------------------------------------------
-
-
-def user_vocabulary(dataset: Dataset) -> np.ndarray:
-    """Sorted user ids of the users table and the log: user index = position + 1."""
-    parts = [np.empty(0, dtype=np.int64)]
-    if dataset.users is not None:
-        parts.append(dataset.users["user_id"].to_numpy(np.int64))
-    if dataset.interactions is not None:
-        parts.append(dataset.interactions["user_id"].to_numpy(np.int64))
-    return np.unique(np.concatenate(parts))
 
 
 def build_tables(dataset: Dataset, interactions: pd.DataFrame | None = None) -> FeatureTables:

@@ -76,6 +76,13 @@ def save_index(model: onnx.ModelProto, folder: Path) -> Path:
     return path
 
 
+def item_matrix(folder: Path) -> np.ndarray:
+    """The item embeddings an index version holds, [n_items, dim]."""
+    model = onnx.load(str(Path(folder) / "model.onnx"))
+    matrix = next(t for t in model.graph.initializer if t.name == "item_matrix")
+    return numpy_helper.to_array(matrix).T
+
+
 def exact_top_k(
     item_embeddings: np.ndarray, queries: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -26,14 +26,14 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import tritonclient.grpc as grpcclient
 
 from builders import names, ranker, text_encoder
-from builders.build import item_texts
+from builders.build import item_texts, two_tower_scores
 from builders.data import load_dataset
 from builders.offline import OfflinePipeline
 from builders.repository import model_versions, read_manifest
 from builders.runtime.features import FeatureTables
+from clients.client import Client
 from server import TritonServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,19 +85,6 @@ def ensure_repository(name: str, repo: Path) -> None:
     )
 
 
-def served_search(client, queries: list[str], k: int) -> list[list[int]]:
-    results = []
-    for query in queries:
-        inputs = [
-            grpcclient.InferInput("query", [1, 1], "BYTES"),
-            grpcclient.InferInput("k", [1, 1], "INT32"),
-        ]
-        inputs[0].set_data_from_numpy(np.array([[query.encode()]], dtype=object))
-        inputs[1].set_data_from_numpy(np.array([[k]], np.int32))
-        results.append(client.infer(names.SEARCH, inputs).as_numpy("item_ids")[0].tolist())
-    return results
-
-
 def search_quality(repo: Path, dataset, client) -> dict:
     relevance = dataset.relevance
     grades = {
@@ -110,7 +97,9 @@ def search_quality(repo: Path, dataset, client) -> dict:
     candidates, _ = offline.retrieve(queries)
     bm25 = BM25(item_texts(dataset))
     systems = {
-        "served pipeline (retrieval + ranker)": served_search(client, queries, 10),
+        "served pipeline (retrieval + ranker)": [
+            [item.item_id for item in client.search(query, k=10).items] for query in queries
+        ],
         "retrieval only (encoder cosine)": [catalog_ids[row[:10]].tolist() for row in candidates],
         "BM25 (item texts)": [catalog_ids[bm25.top(q, 10)].tolist() for q in queries],
     }
@@ -126,7 +115,8 @@ def search_quality(repo: Path, dataset, client) -> dict:
 def int8_overlap(repo: Path, dataset) -> dict:
     """Top-100 retrieval overlap between the INT8 and the fp32 encoder (items and queries)."""
     version = model_versions(repo, names.TEXT_ENCODER_INT8)[-1]
-    fp32 = repo / names.TEXT_ENCODER / "1" / "model.onnx"
+    source = read_manifest(repo, names.TEXT_ENCODER_INT8, version)["depends_on"]
+    fp32 = repo / names.TEXT_ENCODER / str(source[names.TEXT_ENCODER]) / "model.onnx"
     int8 = repo / names.TEXT_ENCODER_INT8 / str(version) / "model.onnx"
     texts = item_texts(dataset)
     queries = sorted(set(dataset.sample_queries(300, seed=9)))
@@ -144,10 +134,7 @@ def int8_overlap(repo: Path, dataset) -> dict:
 
 def ranker_auc(repo: Path, dataset, client) -> dict:
     """Held-out AUC of the recommend ranker offline (TensorFlow) and served (Triton)."""
-    import onnx
-    import onnxruntime as ort
     import tensorflow as tf
-    from onnx import numpy_helper
 
     pipeline = model_versions(repo, names.RECOMMEND)[-1]
     pins = read_manifest(repo, names.RECOMMEND, pipeline)["depends_on"]
@@ -156,12 +143,9 @@ def ranker_auc(repo: Path, dataset, client) -> dict:
         return repo / model / str(pins[model])
 
     tables = FeatureTables.load(folder(names.RANKING_FEATURES) / "tables.npz")
-    rows = np.arange(len(tables.user_ids) + 1, dtype=np.int64).reshape(-1, 1)
-    tower = ort.InferenceSession(str(folder(names.USER_TOWER) / "model.onnx"))
-    (user_embeddings,) = tower.run(["user_embedding"], {"user_index": rows})
-    index = onnx.load(str(folder(names.RECOMMEND_INDEX) / "model.onnx"))
-    matrix = next(t for t in index.graph.initializer if t.name == "item_matrix")
-    scores = user_embeddings @ numpy_helper.to_array(matrix)  # every item, [users + 1, items]
+    scores = two_tower_scores(
+        folder(names.USER_TOWER), folder(names.RECOMMEND_INDEX), len(tables.user_ids)
+    )
 
     split = dataset.split()
     contexts = split.test[split.test["event"].isin(ranker.POSITIVE_EVENTS)].reset_index(drop=True)
@@ -174,15 +158,9 @@ def ranker_auc(repo: Path, dataset, client) -> dict:
     served_scores = []
     for start in range(0, len(examples.labels), names.STAGE_MAX_BATCH):
         part = slice(start, start + names.STAGE_MAX_BATCH)
-        inputs = [
-            grpcclient.InferInput("sparse", list(examples.sparse[part].shape), "INT64"),
-            grpcclient.InferInput("dense", list(examples.dense[part].shape), "FP32"),
-        ]
-        inputs[0].set_data_from_numpy(examples.sparse[part])
-        inputs[1].set_data_from_numpy(examples.dense[part])
-        version = str(pins[names.RECOMMEND_RANKER])
-        result = client.infer(names.RECOMMEND_RANKER, inputs, model_version=version)
-        served_scores.append(result.as_numpy("score"))
+        inputs = {"sparse": examples.sparse[part], "dense": examples.dense[part]}
+        response = client.infer(names.RECOMMEND_RANKER, inputs, pins[names.RECOMMEND_RANKER])
+        served_scores.append(response.outputs["score"])
     return {
         "test_groups": len(examples.labels),
         "offline_auc": round(ranker.auc(examples.labels, offline_scores), 4),
@@ -212,14 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         ensure_repository(name, repo)
         dataset = load_dataset(name, **params)
         entry: dict = {"recommend": recommend_recall(repo)}
-        with TritonServer(repo) as server:
-            client = grpcclient.InferenceServerClient(server.grpc_url)
-            try:
-                entry["recommend_ranker"] = ranker_auc(repo, dataset, client)
-                if dataset.relevance is not None:
-                    entry["search"] = search_quality(repo, dataset, client)
-            finally:
-                client.close()
+        with TritonServer(repo) as server, Client(server.grpc_url, timeout=60.0) as client:
+            entry["recommend_ranker"] = ranker_auc(repo, dataset, client)
+            if dataset.relevance is not None:
+                entry["search"] = search_quality(repo, dataset, client)
         if dataset.relevance is not None:
             entry["int8_encoder"] = int8_overlap(repo, dataset)
         report["datasets"][name] = entry

@@ -17,6 +17,7 @@ from .dataset import (
     Split,
     leave_last_n_out,
     relevance_from_logs,
+    user_vocabulary,
 )
 from .files import DataValidationError
 from .registry import DEFAULT_DATASET, SOURCES, load_dataset
@@ -34,4 +35,5 @@ __all__ = [
     "leave_last_n_out",
     "load_dataset",
     "relevance_from_logs",
+    "user_vocabulary",
 ]

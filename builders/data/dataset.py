@@ -206,6 +206,16 @@ class Dataset:
         return self.interactions
 
 
+def user_vocabulary(dataset: Dataset) -> np.ndarray:
+    """Sorted user ids of the users table and the log: user index = position + 1."""
+    parts = [np.empty(0, dtype=np.int64)]
+    if dataset.users is not None:
+        parts.append(dataset.users["user_id"].to_numpy(np.int64))
+    if dataset.interactions is not None:
+        parts.append(dataset.interactions["user_id"].to_numpy(np.int64))
+    return np.unique(np.concatenate(parts))
+
+
 def leave_last_n_out(interactions: pd.DataFrame, n: int = 1) -> Split:
     """Hold out each user's last `n` interactions by timestamp as the test set.
 
