@@ -28,7 +28,7 @@ SWEEP_ARGS ?=
 # `make test` options, e.g. `make test PYTEST_ARGS="-k launcher -x"`
 PYTEST_ARGS ?=
 
-.PHONY: help setup apt-deps helm-tools models demo quality bench-client serve test lint format clean distclean sweep bench bench-ma
+.PHONY: help setup apt-deps helm-tools models demo quality bench-client serve test lint format clean distclean sweep bench bench-ma bench-retrieval
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -84,6 +84,9 @@ sweep: models ## Tune configs with perf_analyzer (SWEEP=perf/sweeps/<file>.yaml)
 
 bench: models ## Benchmarks (naive vs Triton default vs tuned, encoder roofline) into perf/results/
 	$(PY) -m perf.bench --repository $(REPO)
+
+bench-retrieval: setup ## Exact vs ANN retrieval at 10k/100k/1M items (perf/results/retrieval_scale.json, .png)
+	$(PY) -m perf.retrieval_scale
 
 # Model Analyzer lives in its own environment: its dependencies stay out of $(VENV).
 MA_VENV := build/model-analyzer-venv

@@ -1,10 +1,16 @@
-"""`python -m builders build ...`: write the versioned model repository."""
+"""`python -m builders build ...`: write the versioned model repository.
+
+`python -m builders update-index ...`: a new index version with items added / removed.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
 
 from builders import names, profiles
 
@@ -41,6 +47,47 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=names.TEXT_ENCODER,
         help="the encoder the search pipeline and index use",
     )
+    build.add_argument(
+        "--index",
+        choices=["auto", "exact", "ann"],
+        default="auto",
+        help="retrieval index: exact MatMul+TopK, FAISS ANN, or auto by catalog size "
+        "(ANN from 100,000 items)",
+    )
+    build.add_argument(
+        "--ann-recall-target",
+        type=float,
+        default=0.99,
+        help="recall@100 against exact search the ANN index must reach (%(default)s)",
+    )
+    update = commands.add_parser(
+        "update-index",
+        help="a new index version with items added and/or removed, without a rebuild",
+    )
+    update.add_argument("--repo", type=Path, default=Path("model_repository"), help="%(default)s")
+    update.add_argument(
+        "--model", default=names.SEARCH_INDEX, choices=[names.SEARCH_INDEX, names.RECOMMEND_INDEX]
+    )
+    update.add_argument(
+        "--add",
+        type=Path,
+        help="catalog rows of new items (CSV/Parquet: item_id, title, category), embedded "
+        "with the encoder version the index depends on (search_index)",
+    )
+    update.add_argument(
+        "--add-embeddings",
+        type=Path,
+        help="new items' embeddings as .npz with arrays item_ids [n] and embeddings [n, dim]",
+    )
+    update.add_argument("--remove", type=Path, help="item ids to remove (masked), one a line")
+    update.add_argument("--version", type=int, help="the new version (default: latest + 1)")
+    update.add_argument("--max-length", type=int, default=32, help="tokens, for --add")
+    update.add_argument(
+        "--load",
+        metavar="URL",
+        help="then load the new version into a running tritonserver (explicit model "
+        "control) over HTTP, e.g. localhost:8000",
+    )
     return parser.parse_args(argv)
 
 
@@ -59,8 +106,113 @@ def dataset_params(args: argparse.Namespace) -> dict:
     return {}
 
 
+def read_ids(path: Path) -> np.ndarray:
+    """Item ids, one a line (blank lines and `#` comments skipped)."""
+    ids = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        try:
+            ids.append(int(text))
+        except ValueError:
+            raise ValueError(f"{path}:{number}: not an item id: {text!r}") from None
+    return np.array(ids, dtype=np.int64)
+
+
+def new_item_embeddings(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    """(item ids, embeddings) of the items to add, from --add and/or --add-embeddings."""
+    ids, vectors = [np.zeros(0, np.int64)], []
+    if args.add_embeddings:
+        with np.load(args.add_embeddings) as data:
+            if not {"item_ids", "embeddings"} <= set(data.files):
+                raise ValueError(f"{args.add_embeddings} needs arrays item_ids and embeddings")
+            ids.append(data["item_ids"].astype(np.int64))
+            vectors.append(data["embeddings"].astype(np.float32))
+    if args.add:
+        ids_add, vectors_add = embed_new_items(args)
+        ids.append(ids_add)
+        vectors.append(vectors_add)
+    if not vectors:
+        return ids[0], None
+    return np.concatenate(ids), np.concatenate(vectors)
+
+
+def embed_new_items(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    import pandas as pd
+
+    from builders import text_encoder
+    from builders.build import item_texts
+    from builders.repository import model_versions, read_manifest
+
+    if args.model != names.SEARCH_INDEX:
+        raise ValueError(
+            "--add embeds titles with the text encoder (search_index); for recommend_index "
+            "give the item tower's embeddings with --add-embeddings"
+        )
+    suffix = args.add.suffix.lower()
+    catalog = pd.read_parquet(args.add) if suffix == ".parquet" else pd.read_csv(args.add)
+    missing = {"item_id", "title", "category"} - set(catalog.columns)
+    if missing:
+        raise ValueError(f"{args.add} lacks column(s) {', '.join(sorted(missing))}")
+    if catalog.empty:
+        raise ValueError(f"{args.add} holds no items")
+    versions = model_versions(args.repo, args.model)
+    if not versions:
+        raise ValueError(f"{args.model} has no version in {args.repo}")
+    depends = read_manifest(args.repo, args.model, versions[-1])["depends_on"]
+    encoder = next((m for m in (names.TEXT_ENCODER, names.TEXT_ENCODER_INT8) if m in depends), None)
+    if encoder is None:
+        raise ValueError(f"{args.model} version {versions[-1]} names no text encoder")
+    catalog = catalog.sort_values("item_id")
+    texts = item_texts(SimpleNamespace(catalog=catalog))
+    model = args.repo / encoder / str(depends[encoder]) / "model.onnx"
+    embeddings = text_encoder.embed(model, texts, max_length=args.max_length)
+    return catalog.item_id.to_numpy(dtype=np.int64), embeddings
+
+
+def update_index_main(args: argparse.Namespace) -> int:
+    from builders.ann import RecallError
+    from builders.index_stage import update_index
+    from builders.repository import RepositoryError
+
+    try:
+        add_ids, add_embeddings = new_item_embeddings(args)
+        remove_ids = read_ids(args.remove) if args.remove else None
+        result = update_index(
+            args.repo,
+            args.model,
+            add_ids=add_ids,
+            add_embeddings=add_embeddings,
+            remove_ids=remove_ids,
+            version=args.version,
+        )
+    except (ValueError, RepositoryError, RecallError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    update = result.metrics["catalog_update"]
+    print(
+        f"wrote {args.model} version {result.version}: {update['appended']} appended, "
+        f"{update['restored_or_replaced']} restored/replaced, {update['removed']} removed; "
+        f"{result.metrics['live_items']:,} live of {result.metrics['items']:,} positions"
+    )
+    if args.load:
+        import tritonclient.http as httpclient
+
+        client = httpclient.InferenceServerClient(args.load)
+        try:
+            client.load_model(args.model)
+        finally:
+            client.close()
+        print(f"loaded {args.model} into the server at {args.load}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.command == "update-index":
+        return update_index_main(args)
+    from builders.ann import RecallError
     from builders.build import BuildOptions, build
     from builders.data import DataValidationError, load_dataset
     from builders.repository import RepositoryError
@@ -75,10 +227,18 @@ def main(argv: list[str] | None = None) -> int:
             max_length=args.max_length,
             encoder=args.encoder,
             seed=args.seed,
+            index=args.index,
+            ann_recall_target=args.ann_recall_target,
         )
         dataset = load_dataset(args.dataset, **dataset_params(args))
         context = build(options, dataset)
-    except (ValueError, RepositoryError, DataValidationError, FileNotFoundError) as err:
+    except (
+        ValueError,
+        RepositoryError,
+        DataValidationError,
+        FileNotFoundError,
+        RecallError,
+    ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"built {', '.join(context.built)} as version {context.version} in {args.out}")

@@ -19,27 +19,29 @@ from pathlib import Path
 
 import numpy as np
 
-from builders import names, profiles, tensorrt
-from builders.data import Dataset, user_vocabulary
+from builders import index_stage, names, pipelines, profiles, tensorrt
+from builders.data import Dataset, ids_by_user_index, user_vocabulary
+from builders.pipelines import PIPELINE_FILE, PipelineSpec, Stage
 from builders.repository import (
+    CONFIG,
     RepositoryError,
     VersionExistsError,
     model_versions,
     next_version,
     read_manifest,
     set_served_versions,
+    write_config,
     write_version,
 )
-from builders.retrieval import check_pairing, index_graph, item_matrix, save_index
-from builders.runtime.pipeline import PipelineSpec, Stage
-from builders.specs import ModelSpec
+from builders.retrieval import check_pairing, item_matrix
+from builders.specs import EnsembleSpec, ModelSpec
 
 RUNTIME = Path(__file__).resolve().parent / "runtime"
-#: The catalog fields a pipeline version carries for display (clients, demo).
+#: The catalog fields a pipeline release carries for display (clients, demo).
 CATALOG_FILE = "catalog.parquet"
 CATALOG_DISPLAY_COLUMNS = ("item_id", "title", "category", "brand", "price")
-#: Pipeline versions kept loaded (the newest ones): enough for a canary next to stable.
-SERVED_PIPELINE_VERSIONS = 2
+#: Pipeline releases kept served (the newest ones): enough for a canary next to stable.
+SERVED_RELEASES = 2
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ class BuildOptions:
     max_length: int = 32
     encoder: str = names.TEXT_ENCODER  # or names.TEXT_ENCODER_INT8 for search
     seed: int = 0
+    index: str = "auto"  # exact, ann or auto (by catalog size: builders.index_stage)
+    ann_recall_target: float = 0.99  # recall@100 of the ANN index against exact search
 
     def __post_init__(self) -> None:
         if self.profile not in profiles.PROFILES:
@@ -65,6 +69,10 @@ class BuildOptions:
             raise ValueError(f"encoder must be {names.TEXT_ENCODER} or {names.TEXT_ENCODER_INT8}")
         if self.version is not None and self.version < 1:
             raise ValueError("versions start at 1")
+        if self.index not in index_stage.INDEX_CHOICES:
+            raise ValueError(f"index must be one of {', '.join(index_stage.INDEX_CHOICES)}")
+        if not 0 < self.ann_recall_target <= 1:
+            raise ValueError("ann_recall_target must be in (0, 1]")
 
 
 @dataclass
@@ -103,7 +111,7 @@ class BuildContext:
 
     def write(
         self,
-        spec: ModelSpec,
+        spec: ModelSpec | EnsembleSpec,
         populate: Callable[[Path], None],
         *,
         depends_on: dict[str, int] | None = None,
@@ -200,12 +208,12 @@ def build_search_index(ctx: BuildContext) -> None:
     embeddings = text_encoder.embed(
         encoder_path, item_texts(ctx.dataset), max_length=ctx.options.max_length
     )
-    candidates = min(ctx.options.num_candidates, len(embeddings))
-    ctx.write(
-        names.index_spec(names.SEARCH_INDEX, embeddings.shape[1], candidates),
-        lambda folder: save_index(index_graph(embeddings, candidates), folder),
+    index_stage.write_index(
+        ctx,
+        names.SEARCH_INDEX,
+        embeddings,
+        np.sort(ctx.dataset.catalog.item_id.to_numpy(dtype=np.int64)),
         depends_on={encoder: ctx.resolved[encoder]},
-        metrics={"items": len(embeddings), "num_candidates": candidates},
     )
 
 
@@ -238,12 +246,12 @@ def build_two_tower(ctx: BuildContext) -> None:
 
     dim = result.item_embeddings.shape[1]
     ctx.write(names.user_tower_spec(dim), populate_tower, metrics=result.metrics, parity=parity)
-    candidates = min(ctx.options.num_candidates, len(result.item_embeddings))
-    ctx.write(
-        names.index_spec(names.RECOMMEND_INDEX, dim, candidates),
-        lambda folder: save_index(index_graph(result.item_embeddings, candidates), folder),
+    index_stage.write_index(
+        ctx,
+        names.RECOMMEND_INDEX,
+        result.item_embeddings,
+        np.sort(ctx.dataset.catalog.item_id.to_numpy(dtype=np.int64)),
         depends_on={names.USER_TOWER: ctx.version},
-        metrics={"items": len(result.item_embeddings), "num_candidates": candidates},
     )
 
 
@@ -270,16 +278,15 @@ def search_retrieval_scores(ctx: BuildContext):
     return scores
 
 
-def two_tower_scores(tower_folder: Path, index_folder: Path, n_users: int) -> np.ndarray:
-    """Served two-tower scores of every (user index, item), [n_users + 1, n_items]; row 0 is
-    the unknown user. Runs the user tower and reads the index of those version folders."""
+def two_tower_scores(tower_folder: Path, index_folder: Path, user_ids: np.ndarray) -> np.ndarray:
+    """Served two-tower scores of every (user index, item), [len(user_ids) + 1, n_items]; row 0
+    is the unknown user. Runs the user tower and reads the index of those version folders."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(
         str(tower_folder / "model.onnx"), providers=["CPUExecutionProvider"]
     )
-    rows = np.arange(n_users + 1, dtype=np.int64).reshape(-1, 1)
-    (users,) = session.run(["user_embedding"], {"user_index": rows})
+    (users,) = session.run(["user_embedding"], {"user_id": ids_by_user_index(user_ids)})
     return users @ item_matrix(index_folder).T
 
 
@@ -310,7 +317,7 @@ def build_recommend_ranker(ctx: BuildContext) -> None:
     scores = two_tower_scores(
         ctx.path(names.USER_TOWER),
         ctx.path(names.RECOMMEND_INDEX),
-        len(user_vocabulary(ctx.dataset)),
+        user_vocabulary(ctx.dataset),
     )
     result = ranker.train(ctx.dataset, scores, seed=ctx.options.seed)
     parity: dict = {}
@@ -359,6 +366,16 @@ def build_ranker_plan(folder: Path, num_candidates: int) -> None:
     )
 
 
+def build_top_k(ctx: BuildContext) -> None:
+    catalog_ids = np.sort(ctx.dataset.catalog.item_id.to_numpy(dtype=np.int64))
+
+    def populate(folder: Path) -> None:
+        copy_runtime(folder, "topk", glue="topk_model")
+        np.save(folder / "item_ids.npy", catalog_ids)  # item index -> item id
+
+    ctx.write(names.top_k_spec(), populate, metrics={"items": len(catalog_ids)})
+
+
 # -- pipelines ------------------------------------------------------------------------
 def pipeline_stages(ctx: BuildContext, kind: str) -> dict[str, Stage]:
     """The stage versions a new pipeline version pins; checks the index pairing."""
@@ -375,6 +392,7 @@ def pipeline_stages(ctx: BuildContext, kind: str) -> dict[str, Stage]:
     ranker = names.SEARCH_RANKER if kind == "search" else names.RECOMMEND_RANKER
     if ctx.dataset.has_interactions:
         roles.update(features=names.RANKING_FEATURES, ranker=ranker)
+    roles["top_k"] = names.TOP_K
     stages = {}
     for role, model in roles.items():
         ctx.path(model)
@@ -388,42 +406,53 @@ def pipeline_stages(ctx: BuildContext, kind: str) -> dict[str, Stage]:
 
 
 def build_pipeline(ctx: BuildContext, kind: str) -> None:
+    """A release: its record (`pipeline.json`, the catalog) and its ensemble config."""
     stages = pipeline_stages(ctx, kind)
     check_data_fingerprints(ctx, stages)
     index_manifest = read_manifest(ctx.repo, stages["index"].model, stages["index"].version)
     spec = PipelineSpec(kind, int(index_manifest["metrics"]["num_candidates"]), stages)
-    catalog_ids = np.sort(ctx.dataset.catalog.item_id.to_numpy(dtype=np.int64))
-    user_ids = user_vocabulary(ctx.dataset)  # the user tower's and the features' rows
 
     def populate(folder: Path) -> None:
-        copy_runtime(folder, "pipeline", "features", glue="pipeline_model")
-        (folder / "pipeline.json").write_text(spec.to_json())
-        np.save(folder / "item_ids.npy", catalog_ids)
-        np.save(folder / "user_ids.npy", user_ids)
+        (folder / PIPELINE_FILE).write_text(spec.to_json())
         columns = [c for c in CATALOG_DISPLAY_COLUMNS if c in ctx.dataset.catalog]
         ctx.dataset.catalog[columns].to_parquet(folder / CATALOG_FILE, index=False)
 
-    model_spec = names.search_spec() if kind == "search" else names.recommend_spec()
     ctx.write(
-        model_spec,
+        pipelines.ensemble(spec, ctx.version, name=kind),
         populate,
         depends_on={stage.model: stage.version for stage in stages.values()},
     )
 
 
 def reconcile_served_versions(repo: Path) -> dict[str, list[int]]:
-    """Serve the newest pipeline versions and exactly the stage versions they pin."""
+    """Serve the newest releases of each pipeline and exactly the stage versions they pin.
+
+    Writes the ensembles from the release records: `<kind>` for the newest release and
+    `<kind>_v<R>` for each served release R; release ensembles no longer served are removed
+    (their records stay in `<kind>/<R>/`).
+    """
     served: dict[str, set[int]] = {}
-    for pipeline in (names.SEARCH, names.RECOMMEND):
-        versions = model_versions(repo, pipeline)[-SERVED_PIPELINE_VERSIONS:]
-        if not versions:
+    for kind in pipelines.KINDS:
+        releases = model_versions(repo, kind)[-SERVED_RELEASES:]
+        for stale in repo.glob(f"{kind}_v*"):
+            parsed = pipelines.parse_release_model(stale.name)
+            if parsed and parsed[1] not in releases:
+                shutil.rmtree(stale)
+        if not releases:
             continue
-        served[pipeline] = set(versions)
-        for version in versions:
-            for model, pinned in read_manifest(repo, pipeline, version)["depends_on"].items():
-                served.setdefault(model, set()).add(pinned)
+        for release in releases:
+            spec = PipelineSpec.load(repo / kind / str(release) / PIPELINE_FILE)
+            ensemble = pipelines.ensemble(spec, release)
+            write_config(repo / ensemble.name / CONFIG, ensemble)
+            (repo / ensemble.name / str(release)).mkdir(exist_ok=True)
+            for stage in spec.stages.values():
+                served.setdefault(stage.model, set()).add(stage.version)
+        newest = PipelineSpec.load(repo / kind / str(releases[-1]) / PIPELINE_FILE)
+        write_config(repo / kind / CONFIG, pipelines.ensemble(newest, releases[-1], name=kind))
+        served[kind] = {releases[-1]}
     for model, versions in served.items():
-        set_served_versions(repo, model, sorted(versions))
+        if model not in pipelines.KINDS:
+            set_served_versions(repo, model, sorted(versions))
     return {model: sorted(versions) for model, versions in served.items()}
 
 
@@ -437,6 +466,7 @@ STEPS: dict[str, Callable[[BuildContext], None]] = {
     names.RECOMMEND_INDEX: build_two_tower,
     names.SEARCH_RANKER: build_search_ranker,
     names.RECOMMEND_RANKER: build_recommend_ranker,
+    names.TOP_K: build_top_k,
     names.SEARCH: lambda ctx: build_pipeline(ctx, "search"),
     names.RECOMMEND: lambda ctx: build_pipeline(ctx, "recommend"),
 }

@@ -1,7 +1,9 @@
 """The models of the repository: their names and config specs (the CPU defaults).
 
 Tensor names and shapes here are the contract between the stages; the pipeline
-models (`search`, `recommend`) call the stages by these names.
+ensembles (`search`, `recommend`, `builders.pipelines`) wire the stages by these names,
+and `SEARCH_INPUTS`, `RECOMMEND_INPUTS` and `PIPELINE_OUTPUTS` are what clients send
+and get.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ SEARCH_RANKER = "search_ranker"
 USER_TOWER = "user_tower"
 RECOMMEND_INDEX = "recommend_index"
 RECOMMEND_RANKER = "recommend_ranker"
+TOP_K = "top_k"
 SEARCH = "search"
 RECOMMEND = "recommend"
 
@@ -32,6 +35,7 @@ ALL_MODELS = (
     RECOMMEND_INDEX,
     SEARCH_RANKER,
     RECOMMEND_RANKER,
+    TOP_K,
     SEARCH,
     RECOMMEND,
 )
@@ -45,9 +49,9 @@ NEED_INTERACTIONS = (
     RECOMMEND,
 )
 #: Models whose content depends on the data (their data fingerprint must match the build's).
-DATA_DEPENDENT = (SEARCH_INDEX, *NEED_INTERACTIONS, SEARCH)
+DATA_DEPENDENT = (SEARCH_INDEX, *NEED_INTERACTIONS, TOP_K, SEARCH)
 
-#: Largest batch the pipelines send to a stage (every stage accepts at least this).
+#: Largest batch a stage takes (at least the pipelines' own, so a whole batch passes).
 STAGE_MAX_BATCH = 64
 PIPELINE_MAX_BATCH = 32
 
@@ -100,6 +104,24 @@ def index_spec(name: str, dim: int, num_candidates: int) -> ModelSpec:
     )
 
 
+def ann_index_spec(name: str, dim: int, num_candidates: int) -> ModelSpec:
+    """The approximate index (FAISS IVF, a Python model): the exact index's tensor contract.
+
+    The tuned `nprobe` lives in each version's `ann.json` (versions share this config);
+    a `nprobe` parameter here would override it for every version.
+    """
+    exact = index_spec(name, dim, num_candidates)
+    return ModelSpec(
+        name=name,
+        backend="python",
+        max_batch_size=STAGE_MAX_BATCH,
+        inputs=exact.inputs,
+        outputs=exact.outputs,
+        dynamic_batching=_batching(500),
+        parameters={"omp_threads": "1", "device": "auto"},
+    )
+
+
 def ranking_features_spec() -> ModelSpec:
     return ModelSpec(
         name=RANKING_FEATURES,
@@ -137,41 +159,38 @@ def user_tower_spec(dim: int) -> ModelSpec:
         name=USER_TOWER,
         backend="onnxruntime",
         max_batch_size=STAGE_MAX_BATCH,
-        inputs=(TensorSpec("user_index", "INT64", (1,)),),
+        inputs=(TensorSpec("user_id", "INT64", (1,)),),
         outputs=(TensorSpec("user_embedding", "FP32", (dim,)),),
         dynamic_batching=_batching(500),
         parameters={"intra_op_thread_count": "1"},
     )
 
 
-_RESULTS = (
+#: The entry points' contract: what a client sends and gets back (one request per call).
+SEARCH_INPUTS = (
+    TensorSpec("query", "STRING", (1,)),
+    TensorSpec("user_id", "INT64", (1,), optional=True),
+    TensorSpec("k", "INT32", (1,)),
+)
+RECOMMEND_INPUTS = (TensorSpec("user_id", "INT64", (1,)), TensorSpec("k", "INT32", (1,)))
+PIPELINE_OUTPUTS = (
     TensorSpec("item_ids", "INT64", (-1,)),
     TensorSpec("scores", "FP32", (-1,)),
     TensorSpec("truncated", "BOOL", (1,)),
 )
 
 
-def search_spec() -> ModelSpec:
+def top_k_spec() -> ModelSpec:
+    """The last step of both pipelines: checks `k`, orders, maps indexes to item ids."""
     return ModelSpec(
-        name=SEARCH,
+        name=TOP_K,
         backend="python",
-        max_batch_size=PIPELINE_MAX_BATCH,
+        max_batch_size=STAGE_MAX_BATCH,
         inputs=(
-            TensorSpec("query", "STRING", (1,)),
-            TensorSpec("user_id", "INT64", (1,), optional=True),
+            TensorSpec("candidate_indexes", "INT64", (-1,)),
+            TensorSpec("candidate_scores", "FP32", (-1,)),
             TensorSpec("k", "INT32", (1,)),
         ),
-        outputs=_RESULTS,
-        dynamic_batching=_batching(2000),
-    )
-
-
-def recommend_spec() -> ModelSpec:
-    return ModelSpec(
-        name=RECOMMEND,
-        backend="python",
-        max_batch_size=PIPELINE_MAX_BATCH,
-        inputs=(TensorSpec("user_id", "INT64", (1,)), TensorSpec("k", "INT32", (1,))),
-        outputs=_RESULTS,
-        dynamic_batching=_batching(2000),
+        outputs=PIPELINE_OUTPUTS,
+        dynamic_batching=_batching(500),
     )

@@ -1,8 +1,8 @@
 """The pipelines run without Triton, straight from a repository's version folders.
 
-Reads a pipeline version's `pipeline.json` and runs each pinned stage with its
+Reads a release's `pipeline.json` and runs each pinned stage with its
 framework (the tokenizer module, ONNX Runtime, TensorFlow, the features
-module), then the same top-k as the served model. Served results must equal
+module), then the same top-k as the served `top_k` step. Served results must equal
 these (the end-to-end parity tests), and the quality benchmark scores them.
 """
 
@@ -12,19 +12,22 @@ from pathlib import Path
 
 import numpy as np
 
-from builders.runtime.features import FeatureTables, lookup_user_indexes, ranker_inputs
-from builders.runtime.pipeline import NO_USER, PipelineSpec, top_k
+from builders.pipelines import PIPELINE_FILE, PipelineSpec
+from builders.runtime.features import FeatureTables, ranker_inputs
 from builders.runtime.tokenization import QueryTokenizer
+from builders.runtime.topk import top_k
 from builders.specs import parse_pbtxt
+
+#: Stands for "no user given"; never a real user id.
+NO_USER = -1
 
 
 class OfflinePipeline:
     def __init__(self, repo: Path, kind: str, version: int) -> None:
         self.repo = Path(repo)
         self.folder = self.repo / kind / str(version)
-        self.spec = PipelineSpec.load(self.folder / "pipeline.json")
-        self.item_ids = np.load(self.folder / "item_ids.npy")
-        self.known_users = np.load(self.folder / "user_ids.npy")
+        self.spec = PipelineSpec.load(self.folder / PIPELINE_FILE)
+        self.item_ids = np.load(self._stage_folder("top_k") / "item_ids.npy")
         self._sessions: dict[str, object] = {}
 
     def _stage_folder(self, role: str) -> Path:
@@ -62,6 +65,8 @@ class OfflinePipeline:
         return self._onnx("encoder", {"input_ids": ids, "attention_mask": mask}, ["embedding"])[0]
 
     def _users(self, queries: list[str] | None, user_ids: list | None) -> np.ndarray:
+        """User ids int64 [n]; a query without a user gets NO_USER (an unknown user, as the
+        served features step treats a request without `user_id`)."""
         count = len(queries) if self.spec.kind == "search" else len(user_ids)
         users = user_ids if user_ids is not None else [None] * count
         return np.array([NO_USER if u is None else u for u in users], dtype=np.int64)
@@ -73,8 +78,8 @@ class OfflinePipeline:
         if self.spec.kind == "search":
             embedding = self.embed_queries(queries)
         else:
-            rows = lookup_user_indexes(self.known_users, self._users(queries, user_ids)[:, None])
-            (embedding,) = self._onnx("user_tower", {"user_index": rows}, ["user_embedding"])
+            users = self._users(queries, user_ids)[:, None]
+            (embedding,) = self._onnx("user_tower", {"user_id": users}, ["user_embedding"])
         candidates, scores = self._onnx(
             "index", {"query_embedding": embedding}, ["candidate_indexes", "candidate_scores"]
         )

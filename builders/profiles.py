@@ -17,15 +17,16 @@ from __future__ import annotations
 import dataclasses
 
 from builders import names
-from builders.specs import ModelSpec
+from builders.specs import EnsembleSpec, ModelSpec
 
 PROFILES = ("cpu", "gpu")
 #: Models served as TensorRT plans in the gpu profile.
 TENSORRT_MODELS = (names.TEXT_ENCODER, names.SEARCH_RANKER)
 
 
-def adapt(spec: ModelSpec, profile: str) -> ModelSpec:
-    if profile == "cpu" or spec.backend == "python":
+def adapt(spec: ModelSpec | EnsembleSpec, profile: str) -> ModelSpec | EnsembleSpec:
+    """The spec as `profile` serves it; ensembles and Python models are the same in all."""
+    if profile == "cpu" or isinstance(spec, EnsembleSpec) or spec.backend == "python":
         return spec
     if spec.name in TENSORRT_MODELS:
         return dataclasses.replace(

@@ -3,8 +3,14 @@
 The item-embedding matrix is a constant of the graph, so the index is an
 ordinary versioned model; its manifest records the encoder (or user tower)
 version whose embeddings it holds, and `check_pairing` refuses to pin an index
-next to any other version. Exact search is fine to about a million items; the
-matrix goes to `model.onnx.data` (ONNX external data) when it is large.
+next to any other version. The matrix goes to `model.onnx.data` (ONNX external
+data) when it is large. Exact search costs time, memory and file size linear in
+the catalog; from `builders.index_stage.ANN_MIN_ITEMS` items the builder writes
+an approximate FAISS index instead (`builders.ann`), with the same tensor contract.
+
+A catalog update (`builders.index_stage.update_index`) writes an exact index
+over the live items only, with a `positions` constant mapping its rows back to
+catalog positions (removed items are left out, so they are never returned).
 """
 
 from __future__ import annotations
@@ -23,29 +29,63 @@ class PairingError(ValueError):
     """An index pinned next to an encoder version that did not produce it."""
 
 
-def index_graph(item_embeddings: np.ndarray, num_candidates: int) -> onnx.ModelProto:
+#: Padding of an updated exact index with fewer live items than candidates (as FAISS pads).
+PAD_INDEX = -1
+PAD_SCORE = float(np.finfo(np.float32).min)
+
+
+def index_graph(
+    item_embeddings: np.ndarray, num_candidates: int, positions: np.ndarray | None = None
+) -> onnx.ModelProto:
     """`query_embedding` [batch, dim] -> top `num_candidates` by inner product.
 
     Outputs `candidate_indexes` (INT64, rows of `item_embeddings`) and
     `candidate_scores` (FP32), best first. With L2-normalised embeddings on
-    both sides the score is the cosine similarity.
+    both sides the score is the cosine similarity. With `positions` (int64, one
+    per row) the outputs are those positions instead of row numbers, and when
+    fewer rows than `num_candidates` exist the rest is padding (-1, PAD_SCORE).
     """
     items, dim = item_embeddings.shape
-    if not 0 < num_candidates <= items:
+    if items == 0:
+        raise ValueError("the catalog is empty: an index needs at least one item")
+    if positions is None and not 0 < num_candidates <= items:
         raise ValueError(f"num_candidates must be in 1..{items}, got {num_candidates}")
+    if num_candidates < 1:
+        raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
     matrix = np.ascontiguousarray(item_embeddings.T.astype(np.float32))
+    k = min(num_candidates, items)
+    nodes = [helper.make_node("MatMul", ["query_embedding", "item_matrix"], ["all_scores"])]
+    extra = []
+    if positions is None:
+        top = ["candidate_scores", "candidate_indexes"]
+    else:
+        positions = np.asarray(positions, dtype=np.int64)
+        if positions.shape != (items,):
+            raise ValueError(f"positions must hold one int64 per item ({items})")
+        top = ["top_scores", "top_rows"]
+        padded = k < num_candidates
+        gathered = "gathered" if padded else "candidate_indexes"
+        nodes.append(helper.make_node("Gather", ["positions", "top_rows"], [gathered], axis=0))
+        extra.append(numpy_helper.from_array(positions, "positions"))
+        if padded:
+            pads = np.array([0, 0, 0, num_candidates - k], dtype=np.int64)
+            extra += [
+                numpy_helper.from_array(pads, "pads"),
+                numpy_helper.from_array(np.array(PAD_INDEX, np.int64), "pad_index"),
+                numpy_helper.from_array(np.array(PAD_SCORE, np.float32), "pad_score"),
+            ]
+            nodes += [
+                helper.make_node("Pad", [gathered, "pads", "pad_index"], ["candidate_indexes"]),
+                helper.make_node("Pad", ["top_scores", "pads", "pad_score"], ["candidate_scores"]),
+            ]
+        else:
+            nodes.append(helper.make_node("Identity", ["top_scores"], ["candidate_scores"]))
+    nodes.insert(
+        1,
+        helper.make_node("TopK", ["all_scores", "k"], top, axis=1, largest=1, sorted=1),
+    )
     graph = helper.make_graph(
-        nodes=[
-            helper.make_node("MatMul", ["query_embedding", "item_matrix"], ["all_scores"]),
-            helper.make_node(
-                "TopK",
-                ["all_scores", "k"],
-                ["candidate_scores", "candidate_indexes"],
-                axis=1,
-                largest=1,
-                sorted=1,
-            ),
-        ],
+        nodes=nodes,
         name="retrieval_index",
         inputs=[
             helper.make_tensor_value_info("query_embedding", TensorProto.FLOAT, ["batch", dim])
@@ -60,7 +100,8 @@ def index_graph(item_embeddings: np.ndarray, num_candidates: int) -> onnx.ModelP
         ],
         initializer=[
             numpy_helper.from_array(matrix, "item_matrix"),
-            numpy_helper.from_array(np.array([num_candidates], dtype=np.int64), "k"),
+            numpy_helper.from_array(np.array([k], dtype=np.int64), "k"),
+            *extra,
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -76,11 +117,36 @@ def save_index(model: onnx.ModelProto, folder: Path) -> Path:
     return path
 
 
+def index_items(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(catalog positions int64 [live], embeddings float32 [live, dim]) an index version
+    holds, exact (`model.onnx`) or ANN (`index.faiss`); removed items are not in it."""
+    folder = Path(folder)
+    if (folder / "index.faiss").exists():
+        from builders import ann
+
+        return ann.index_items(folder / "index.faiss")
+    model = onnx.load(str(folder / "model.onnx"))
+    constants = {t.name: t for t in model.graph.initializer}
+    matrix = numpy_helper.to_array(constants["item_matrix"]).T
+    if "positions" in constants:
+        positions = numpy_helper.to_array(constants["positions"]).astype(np.int64)
+    else:
+        positions = np.arange(len(matrix), dtype=np.int64)
+    return positions, np.ascontiguousarray(matrix)
+
+
 def item_matrix(folder: Path) -> np.ndarray:
-    """The item embeddings an index version holds, [n_items, dim]."""
-    model = onnx.load(str(Path(folder) / "model.onnx"))
-    matrix = next(t for t in model.graph.initializer if t.name == "item_matrix")
-    return numpy_helper.to_array(matrix).T
+    """The item embeddings an index version holds, [n_items, dim], by catalog position
+    (zero rows for items an update removed)."""
+    folder = Path(folder)
+    positions, vectors = index_items(folder)
+    ids_file = folder / "item_ids.npy"
+    n_items = len(np.load(ids_file)) if ids_file.exists() else int(positions.max()) + 1
+    if len(positions) == n_items and (positions == np.arange(n_items)).all():
+        return vectors
+    full = np.zeros((n_items, vectors.shape[1]), dtype=np.float32)
+    full[positions] = vectors
+    return full
 
 
 def exact_top_k(

@@ -212,3 +212,98 @@ def parse_pbtxt(text: str) -> dict:
     """config.pbtxt text back to the dict form (field names as in the proto)."""
     message = text_format.Parse(text, model_config_pb2.ModelConfig())
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+@dataclass(frozen=True)
+class EnsembleStep:
+    """One step of an ensemble: a composing model at one version and its tensor maps.
+
+    `input_map` maps the model's input names to ensemble tensors, `output_map` the
+    model's output names to ensemble tensors (Triton's `ensemble_scheduling.step`).
+    """
+
+    model: str
+    version: int
+    input_map: Mapping[str, str]
+    output_map: Mapping[str, str]
+
+    def __post_init__(self) -> None:
+        if not NAME.match(self.model):
+            raise SpecError(f"model name {self.model!r} is not a valid Triton name")
+        if self.version < 1:
+            raise SpecError(f"step {self.model!r}: pin a version >= 1, got {self.version}")
+        if not self.input_map or not self.output_map:
+            raise SpecError(f"step {self.model!r} needs inputs and outputs")
+
+    def to_config(self) -> dict:
+        return {
+            "model_name": self.model,
+            "model_version": self.version,
+            "input_map": dict(self.input_map),
+            "output_map": dict(self.output_map),
+        }
+
+
+@dataclass(frozen=True)
+class EnsembleSpec:
+    """A Triton ensemble (`platform: "ensemble"`): steps run by Triton's C++ scheduler.
+
+    Checked on construction the way Triton checks it at load time: every step reads
+    ensemble inputs or earlier steps' outputs, every ensemble tensor is written once,
+    and every ensemble output is written by some step.
+    """
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    steps: tuple[EnsembleStep, ...]
+    max_batch_size: int = 0
+    version_policy: VersionPolicy = field(default_factory=VersionPolicy)
+    parameters: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not NAME.match(self.name):
+            raise SpecError(f"model name {self.name!r} is not a valid Triton name")
+        if not self.steps:
+            raise SpecError(f"ensemble {self.name!r} needs at least one step")
+        if self.max_batch_size < 0:
+            raise SpecError(f"ensemble {self.name!r}: max_batch_size must be >= 0")
+        available = {t.name for t in self.inputs}
+        for step in self.steps:
+            missing = sorted(set(step.input_map.values()) - available)
+            if missing:
+                raise SpecError(
+                    f"ensemble {self.name!r}: step {step.model!r} reads {', '.join(missing)}, "
+                    "which no ensemble input or earlier step provides"
+                )
+            written = sorted(set(step.output_map.values()) & available)
+            if written:
+                raise SpecError(
+                    f"ensemble {self.name!r}: step {step.model!r} writes {', '.join(written)} "
+                    "again; each ensemble tensor is written once"
+                )
+            available |= set(step.output_map.values())
+        unwritten = sorted({t.name for t in self.outputs} - available)
+        if unwritten:
+            raise SpecError(
+                f"ensemble {self.name!r}: no step writes output(s) {', '.join(unwritten)}"
+            )
+
+    def to_config(self) -> dict:
+        config: dict = {
+            "name": self.name,
+            "platform": "ensemble",
+            "max_batch_size": self.max_batch_size,
+            "input": [t.to_config() for t in self.inputs],
+            "output": [t.to_config() for t in self.outputs],
+            "ensemble_scheduling": {"step": [step.to_config() for step in self.steps]},
+            "version_policy": self.version_policy.to_config(),
+        }
+        if self.parameters:
+            config["parameters"] = {
+                key: {"string_value": str(value)} for key, value in sorted(self.parameters.items())
+            }
+        return config
+
+    def to_pbtxt(self) -> str:
+        return render_pbtxt(self.to_config())

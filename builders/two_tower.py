@@ -8,8 +8,10 @@ correction so that popular items are not over-penalised as in-batch negatives. A
 training users is replaced by user 0, which so learns an embedding for cold-start users close
 to what is popular overall.
 
-The user tower is exported to ONNX (`user_index` INT64 [batch, 1] -> `user_embedding` FP32
-[batch, dim]); the item embeddings feed the retrieval index.
+The user tower is exported to ONNX (`user_id` INT64 [batch, 1] -> `user_embedding` FP32
+[batch, dim]): the graph starts with a lookup of the user id in the training vocabulary
+(ONNX-ML `LabelEncoder`, unknown ids give 0), so the served pipeline needs no Python step
+for it. The item embeddings feed the retrieval index.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pandas as pd
 import torch
 from torch import nn
 
-from builders.data import EVENT_WEIGHTS, Dataset
+from builders.data import EVENT_WEIGHTS, Dataset, ids_by_user_index
 from builders.ranker import (
     ONNX_OPSET,
     TRAINING_THREADS,
@@ -246,7 +249,8 @@ def top_items(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 def export_user_tower(result: TwoTowerResult, path: str | Path) -> dict:
-    """Write the user tower as ONNX and check every user's embedding against PyTorch."""
+    """Write the user tower, with its user-id lookup, as ONNX and check every user's
+    embedding (and an unknown user's) against PyTorch."""
     model = UserTowerExport(result.user_tower).eval()
     all_users = torch.arange(len(result.user_embeddings)).reshape(-1, 1)
     torch.onnx.export(
@@ -259,14 +263,38 @@ def export_user_tower(result: TwoTowerResult, path: str | Path) -> dict:
         opset_version=ONNX_OPSET,
         dynamo=False,
     )
+    onnx.save(with_user_lookup(onnx.load(str(path)), result.user_ids), str(path))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (exported,) = session.run(["user_embedding"], {"user_index": all_users.numpy()})
+    (exported,) = session.run(["user_embedding"], {"user_id": ids_by_user_index(result.user_ids)})
     with torch.no_grad():
         expected = model(all_users).numpy()
     parity = check_parity(
         "ONNX user tower vs PyTorch", float(np.abs(exported - expected).max()), ONNX_ATOL
     )
     return {**parity, "users": len(all_users)}
+
+
+def with_user_lookup(tower: onnx.ModelProto, user_ids: np.ndarray) -> onnx.ModelProto:
+    """The tower graph with input `user_id` instead of `user_index`: user id i of the sorted
+    `user_ids` becomes index i + 1, any other id 0 (the cold-start user)."""
+    graph = tower.graph
+    (index_input,) = graph.input
+    user_id = onnx.helper.make_tensor_value_info("user_id", onnx.TensorProto.INT64, ["batch", 1])
+    lookup = onnx.helper.make_node(
+        "LabelEncoder",
+        ["user_id"],
+        [index_input.name],
+        domain="ai.onnx.ml",
+        keys_int64s=[int(u) for u in user_ids],
+        values_int64s=list(range(1, len(user_ids) + 1)),
+        default_int64=0,
+    )
+    graph.node.insert(0, lookup)
+    graph.input.remove(index_input)
+    graph.input.append(user_id)
+    tower.opset_import.append(onnx.helper.make_opsetid("ai.onnx.ml", 2))
+    onnx.checker.check_model(tower)
+    return tower
 
 
 def _log(enabled: bool, message: str) -> None:

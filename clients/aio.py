@@ -183,8 +183,8 @@ class AsyncClient(ClientConfig):
         timeout: float | None = None,
     ) -> Result:
         inputs = contract.search_inputs(query, user_id, k)
-        chosen = self.version_for(names.SEARCH, user_id, version)
-        return self.result(await self.infer(names.SEARCH, inputs, chosen, timeout=timeout))
+        model = self.pipeline_model(names.SEARCH, user_id, version)
+        return self.result(names.SEARCH, await self.infer(model, inputs, timeout=timeout))
 
     async def recommend(
         self,
@@ -195,8 +195,8 @@ class AsyncClient(ClientConfig):
         timeout: float | None = None,
     ) -> Result:
         inputs = contract.recommend_inputs(user_id, k)
-        chosen = self.version_for(names.RECOMMEND, user_id, version)
-        return self.result(await self.infer(names.RECOMMEND, inputs, chosen, timeout=timeout))
+        model = self.pipeline_model(names.RECOMMEND, user_id, version)
+        return self.result(names.RECOMMEND, await self.infer(model, inputs, timeout=timeout))
 
     async def health(self, timeout: float | None = None) -> list[dict]:
         rows = []
@@ -218,12 +218,14 @@ class AsyncClient(ClientConfig):
         versions, down = {}, []
         for transport in self.transports:
             try:
+                index = await transport.models(timeout or self.timeout)
                 for model in models:
                     try:
                         served = await transport.metadata(model, timeout or self.timeout)
                     except NotFoundError as error:
                         raise not_served(model, error) from None
-                    versions[model] = self.check(transport.url, model, served)
+                    releases = contract.served_releases(model, index)
+                    versions[model] = self.check(transport.url, model, served, releases)
             except (UnavailableError, DeadlineExceededError) as error:
                 down.append(error)
         if len(down) == len(self.transports):

@@ -41,12 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     routed = argparse.ArgumentParser(add_help=False)
     routed.add_argument("-k", type=int, default=10, help="number of items (default 10)")
-    routed.add_argument("--model-version", type=int, help="ask this version of the pipeline")
+    routed.add_argument("--model-version", type=int, help="ask this release of the pipeline")
     routed.add_argument(
-        "--split", help="canary split between versions, VERSION:WEIGHT,... (e.g. 1:90,2:10)"
+        "--split", help="canary split between releases, RELEASE:WEIGHT,... (e.g. 1:90,2:10)"
     )
     routed.add_argument(
-        "--sticky", action="store_true", help="with --split: one version per user id"
+        "--sticky", action="store_true", help="with --split: one release per user id"
     )
     routed.add_argument(
         "--catalog", help="catalog file (CSV or Parquet, e.g. <repo>/search/<v>/catalog.parquet)"

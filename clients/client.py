@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from builders import names
+from builders.pipelines import release_model
 from clients import contract
 from clients.errors import (
     ClientError,
@@ -101,22 +102,33 @@ class ClientConfig:
         route = self.routes.get(model)
         return route.choose(user_id, self.rng) if route else None
 
+    def pipeline_model(self, kind: str, user_id: int | None, release: int | None) -> str:
+        """The ensemble a pipeline call goes to: `kind` itself (the newest release) unless
+        `release` or the route picks one, then that release's `<kind>_v<R>`."""
+        chosen = self.version_for(kind, user_id, release)
+        return kind if chosen is None else release_model(kind, chosen)
+
     def attempts(self, what: str, timeout: float | None) -> Attempts:
         return Attempts(what, timeout or self.timeout, self.retry, self.budget, self.rng)
 
-    def result(self, response: Response) -> Result:
-        return make_result(response, self.catalog)
+    def result(self, kind: str, response: Response) -> Result:
+        """A pipeline's answer; `model` is the pipeline and `version` the release."""
+        return make_result(dataclasses.replace(response, model=kind), self.catalog)
 
-    def check(self, endpoint: str, model: str, served: contract.ModelMetadata) -> tuple[int, ...]:
-        """The loaded versions of `model`; `ContractError` when `served` is not what the
-        client expects (tensors, or the versions its route names)."""
+    def check(
+        self, endpoint: str, model: str, served: contract.ModelMetadata, releases: tuple[int, ...]
+    ) -> tuple[int, ...]:
+        """The served releases of pipeline `model`; `ContractError` when `served` is not
+        what the client expects (tensors, or releases its route names)."""
         route = self.routes.get(model)
         problems = contract.contract_problems(
-            contract.EXPECTED[model], served, route.versions if route else ()
+            contract.EXPECTED[model],
+            dataclasses.replace(served, versions=releases),
+            route.versions if route else (),
         )
         if problems:
             raise ContractError(f"model {model!r}: " + "; ".join(problems), endpoint)
-        return served.versions
+        return releases
 
 
 class Client(ClientConfig):
@@ -178,8 +190,8 @@ class Client(ClientConfig):
     ) -> Result:
         """Top `k` items for a query (and the user, when given), best first."""
         inputs = contract.search_inputs(query, user_id, k)
-        chosen = self.version_for(names.SEARCH, user_id, version)
-        return self.result(self.infer(names.SEARCH, inputs, chosen, timeout=timeout))
+        model = self.pipeline_model(names.SEARCH, user_id, version)
+        return self.result(names.SEARCH, self.infer(model, inputs, timeout=timeout))
 
     def recommend(
         self,
@@ -191,8 +203,8 @@ class Client(ClientConfig):
     ) -> Result:
         """Top `k` items for a user, best first (unknown users get popular items)."""
         inputs = contract.recommend_inputs(user_id, k)
-        chosen = self.version_for(names.RECOMMEND, user_id, version)
-        return self.result(self.infer(names.RECOMMEND, inputs, chosen, timeout=timeout))
+        model = self.pipeline_model(names.RECOMMEND, user_id, version)
+        return self.result(names.RECOMMEND, self.infer(model, inputs, timeout=timeout))
 
     def health(self, timeout: float | None = None) -> list[dict]:
         """Liveness and readiness of every endpoint (one attempt each, no retries)."""
@@ -213,18 +225,20 @@ class Client(ClientConfig):
     def verify(
         self, models: Sequence[str] = contract.PIPELINES, timeout: float | None = None
     ) -> dict[str, tuple[int, ...]]:
-        """Check that the endpoints serve `models` with the expected inputs and outputs,
-        and the versions the routes name; return each model's loaded versions. Call it at
-        start-up. Endpoints that do not answer are skipped, unless none does."""
+        """Check that the endpoints serve the pipelines `models` with the expected inputs and
+        outputs, and the releases the routes name; return each pipeline's served releases.
+        Call it at start-up. Endpoints that do not answer are skipped, unless none does."""
         versions, down = {}, []
         for transport in self.transports:
             try:
+                index = transport.models(timeout or self.timeout)
                 for model in models:
                     try:
                         served = transport.metadata(model, timeout or self.timeout)
                     except NotFoundError as error:
                         raise not_served(model, error) from None
-                    versions[model] = self.check(transport.url, model, served)
+                    releases = contract.served_releases(model, index)
+                    versions[model] = self.check(transport.url, model, served, releases)
             except (UnavailableError, DeadlineExceededError) as error:
                 down.append(error)
         if len(down) == len(self.transports):

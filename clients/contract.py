@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from builders import names
-from builders.specs import ModelSpec
+from builders.pipelines import parse_release_model
+from builders.specs import TensorSpec
 from clients.errors import InvalidArgumentError
 
 PIPELINES = (names.SEARCH, names.RECOMMEND)
@@ -38,6 +39,7 @@ class ModelMetadata:
     versions: tuple[int, ...]
     inputs: tuple[Tensor, ...]
     outputs: tuple[Tensor, ...]
+    optional: frozenset[str] = frozenset()  # inputs a model may leave out
 
 
 def _tensors(entries: list[Mapping]) -> tuple[Tensor, ...]:
@@ -56,23 +58,39 @@ def parse_metadata(metadata: Mapping) -> ModelMetadata:
     )
 
 
-def expected_metadata(spec: ModelSpec) -> ModelMetadata:
-    """The metadata a server reports for `spec` (STRING is BYTES on the wire)."""
+def expected_metadata(
+    name: str, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]
+) -> ModelMetadata:
+    """The metadata a server reports for a batching model with these tensors (STRING is
+    BYTES on the wire)."""
 
     def tensors(specs):
-        batch = (-1,) if spec.max_batch_size > 0 else ()
         return tuple(
-            Tensor(t.name, "BYTES" if t.data_type == "STRING" else t.data_type, batch + t.dims)
+            Tensor(t.name, "BYTES" if t.data_type == "STRING" else t.data_type, (-1, *t.dims))
             for t in specs
         )
 
-    return ModelMetadata(spec.name, (), tensors(spec.inputs), tensors(spec.outputs))
+    optional = frozenset(t.name for t in inputs if t.optional)
+    return ModelMetadata(name, (), tensors(inputs), tensors(outputs), optional)
 
 
 EXPECTED = {
-    names.SEARCH: expected_metadata(names.search_spec()),
-    names.RECOMMEND: expected_metadata(names.recommend_spec()),
+    names.SEARCH: expected_metadata(names.SEARCH, names.SEARCH_INPUTS, names.PIPELINE_OUTPUTS),
+    names.RECOMMEND: expected_metadata(
+        names.RECOMMEND, names.RECOMMEND_INPUTS, names.PIPELINE_OUTPUTS
+    ),
 }
+
+
+def served_releases(kind: str, index_rows: list[Mapping]) -> tuple[int, ...]:
+    """The releases of a pipeline a server has ready: its `<kind>_v<R>` ensembles in the
+    repository index (rows of name, version, state)."""
+    releases = set()
+    for row in index_rows:
+        parsed = parse_release_model(str(row.get("name", "")))
+        if parsed and parsed[0] == kind and row.get("state") == "READY":
+            releases.add(parsed[1])
+    return tuple(sorted(releases))
 
 
 def contract_problems(
@@ -88,7 +106,8 @@ def contract_problems(
         for tensor in want:
             other = served_by_name.pop(tensor.name, None)
             if other is None:
-                problems.append(f"{kind} {tensor.name!r} is missing (expected {tensor})")
+                if tensor.name not in expected.optional:
+                    problems.append(f"{kind} {tensor.name!r} is missing (expected {tensor})")
             elif other != tensor:
                 problems.append(f"{kind} {tensor.name!r} is served as {other}, expected {tensor}")
         problems += [f"unexpected {kind} {t}" for t in served_by_name.values()]

@@ -55,7 +55,7 @@ def result_table(result: Result) -> str:
         for rank, item in enumerate(result.items, 1)
     ]
     heading = (
-        f"{result.model}: {len(result.items)} items from version {result.version} "
+        f"{result.model}: {len(result.items)} items from release {result.version} "
         f"at {result.endpoint}"
     )
     if result.truncated:

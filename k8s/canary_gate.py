@@ -436,17 +436,18 @@ def _load_values(path: Path) -> dict:
     return values
 
 
-def _with_load(urls: list[str], model: str, k: int, queries: list[str], stop: threading.Event):
-    """Background traffic to each URL (used with --load): the same queries, round robin."""
+def _with_load(targets: list[tuple[str, str]], k: int, queries: list[str], stop: threading.Event):
+    """Background traffic to each (URL, model) (used with --load): the same queries, round
+    robin."""
 
-    def run(url: str) -> None:
+    def run(url: str, model: str) -> None:
         client = SearchClient(url, model, k)
         index = 0
         while not stop.is_set():
             client.item_ids(queries[index % len(queries)])
             index += 1
 
-    threads = [threading.Thread(target=run, args=(url,), daemon=True) for url in urls]
+    threads = [threading.Thread(target=run, args=target, daemon=True) for target in targets]
     for thread in threads:
         thread.start()
     return threads
@@ -459,6 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", required=True, help="model to compare, e.g. search")
+    parser.add_argument(
+        "--canary-model",
+        help="the canary's model when it differs from --model: a release next to stable on "
+        "one server, e.g. --model search_v1 --canary-model search_v2",
+    )
     source = parser.add_argument_group("metrics source (one of)")
     source.add_argument("--stable-metrics", help="stable's Triton /metrics URL")
     source.add_argument("--canary-metrics", help="canary's Triton /metrics URL")
@@ -526,8 +532,9 @@ def run(args: argparse.Namespace) -> dict:
     default_track = args.prometheus is not None
     stable_match = parse_matchers(args.stable_match or ('track="stable"' if default_track else ""))
     canary_match = parse_matchers(args.canary_match or ('track="canary"' if default_track else ""))
+    canary_model = args.canary_model or args.model
+    stable_match["model"], canary_match["model"] = args.model, canary_model
     for match in (stable_match, canary_match):
-        match["model"] = args.model
         if args.prometheus and args.namespace:
             match["namespace"] = args.namespace
 
@@ -541,7 +548,12 @@ def run(args: argparse.Namespace) -> dict:
 
     stop = threading.Event()
     threads = (
-        _with_load([args.stable_infer, args.canary_infer], args.model, args.k, queries, stop)
+        _with_load(
+            [(args.stable_infer, args.model), (args.canary_infer, canary_model)],
+            args.k,
+            queries,
+            stop,
+        )
         if args.load
         else []
     )
@@ -563,7 +575,7 @@ def run(args: argparse.Namespace) -> dict:
     if queries:
         overlap = measure_overlap(
             SearchClient(args.stable_infer, args.model, args.k),
-            SearchClient(args.canary_infer, args.model, args.k),
+            SearchClient(args.canary_infer, canary_model, args.k),
             queries,
         )
     thresholds = Thresholds(

@@ -144,7 +144,7 @@ def ranker_auc(repo: Path, dataset, client) -> dict:
 
     tables = FeatureTables.load(folder(names.RANKING_FEATURES) / "tables.npz")
     scores = two_tower_scores(
-        folder(names.USER_TOWER), folder(names.RECOMMEND_INDEX), len(tables.user_ids)
+        folder(names.USER_TOWER), folder(names.RECOMMEND_INDEX), tables.user_ids
     )
 
     split = dataset.split()

@@ -216,6 +216,13 @@ def user_vocabulary(dataset: Dataset) -> np.ndarray:
     return np.unique(np.concatenate(parts))
 
 
+def ids_by_user_index(user_ids: np.ndarray) -> np.ndarray:
+    """User ids [n + 1, 1] in user-index order for sorted `user_ids`: row 0 is an id not
+    among them (the unknown user's row), row i + 1 is `user_ids[i]`."""
+    unknown = int(user_ids.max(initial=0)) + 1
+    return np.concatenate([[unknown], user_ids]).astype(np.int64).reshape(-1, 1)
+
+
 def leave_last_n_out(interactions: pd.DataFrame, n: int = 1) -> Split:
     """Hold out each user's last `n` interactions by timestamp as the test set.
 

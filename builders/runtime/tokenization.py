@@ -25,11 +25,13 @@ _MIN_MAX_LENGTH = 3
 
 
 class EmptyQueryError(ValueError):
-    """A query with nothing to tokenise: empty, or only whitespace, control characters or
-    invalid UTF-8 (normalisation drops the replacement character)."""
+    """A query with nothing to search for: no token with a letter or digit. Empty queries,
+    whitespace, control characters, invalid UTF-8 (normalisation drops the replacement
+    character), punctuation and symbols alone, or only characters outside the vocabulary
+    (emoji: `[UNK]`)."""
 
     def __init__(self, index: int) -> None:
-        super().__init__(f"empty query: query {index} has no text to tokenise")
+        super().__init__(f"empty query: query {index} has no letters or digits to search for")
         self.index = index
 
 
@@ -52,6 +54,7 @@ class QueryTokenizer:
             raise ValueError(f"max_length must be at least {_MIN_MAX_LENGTH}, got {max_length}")
         self.max_length = max_length
         self._tokenizer = Tokenizer.from_file(str(tokenizer_json))
+        self._unknown = getattr(self._tokenizer.model, "unk_token", None)
         padding = self._tokenizer.padding or {"pad_id": 0, "pad_token": "[PAD]"}
         self._tokenizer.enable_truncation(max_length)
         self._tokenizer.enable_padding(
@@ -62,10 +65,16 @@ class QueryTokenizer:
         """Tokenise a batch; raises EmptyQueryError naming the first empty query."""
         encodings = self._tokenizer.encode_batch([decode_query(text) for text in texts])
         for index, encoding in enumerate(encodings):
-            # Special tokens ([CLS], [SEP], padding) are marked 1: all 1 means no text.
-            if 0 not in encoding.special_tokens_mask:
+            if not self._searchable(encoding):
                 raise EmptyQueryError(index)
         shape = (len(encodings), self.max_length)
         input_ids = np.array([e.ids for e in encodings], dtype=np.int64).reshape(shape)
         attention_mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
         return input_ids, attention_mask.reshape(shape)
+
+    def _searchable(self, encoding) -> bool:
+        """Whether a token other than [CLS], [SEP], padding and [UNK] has a letter or digit."""
+        return any(
+            not special and token != self._unknown and any(c.isalnum() for c in token)
+            for token, special in zip(encoding.tokens, encoding.special_tokens_mask)
+        )

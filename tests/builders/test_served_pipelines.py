@@ -1,4 +1,7 @@
-"""A built repository served by the real tritonserver: parity, bad input, pinned versions."""
+"""A built repository served by the real tritonserver: parity, bad input, pinned releases.
+
+`search` and `recommend` are the ensembles of the newest release; `search_v<R>` serves
+release R (`builders.pipelines`)."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from builders import names
 from builders.build import BuildOptions, build
 from builders.data import load_dataset
 from builders.offline import OfflinePipeline
+from builders.pipelines import release_model
 from builders.repository import VersionExistsError, model_versions, read_manifest, verify_version
 from builders.specs import parse_pbtxt
 from server import TritonServer
@@ -59,14 +63,17 @@ def _input(name, value, datatype):
     return tensor
 
 
-def call(client, model, k, query=None, user_id=None, version=""):
+def call(client, model, k, query=None, user_id=None, version=None):
+    """One request to pipeline `model`, or to its release `version`."""
+    if version is not None:
+        model = release_model(model, version)
     inputs = [_input("k", np.array([[k]], np.int32), "INT32")]
     if query is not None:
         raw = query if isinstance(query, bytes) else query.encode()
         inputs.append(_input("query", np.array([[raw]], dtype=object), "BYTES"))
     if user_id is not None:
         inputs.append(_input("user_id", np.array([[user_id]], np.int64), "INT64"))
-    result = client.infer(model, inputs, model_version=str(version))
+    result = client.infer(model, inputs)
     return (
         result.as_numpy("item_ids")[0],
         result.as_numpy("scores")[0],
@@ -86,6 +93,25 @@ def test_every_version_is_intact_and_pinned(repo):
     assert ranker["metrics"]["auc"] > 0.6 and ranker["parity"]
     policy = parse_pbtxt((repo / names.SEARCH_RANKER / "config.pbtxt").read_text())
     assert policy["version_policy"] == {"specific": {"versions": ["1", "2"]}}
+
+
+def test_the_entry_points_are_ensembles_of_their_releases(repo):
+    def config(model):
+        return parse_pbtxt((repo / model / "config.pbtxt").read_text())
+
+    for model in (names.SEARCH, "search_v1", "search_v2", names.RECOMMEND, "recommend_v1"):
+        assert config(model)["platform"] == "ensemble", model
+    rankers = {
+        model: next(
+            s["model_version"]
+            for s in config(model)["ensemble_scheduling"]["step"]
+            if s["model_name"] == names.SEARCH_RANKER
+        )
+        for model in (names.SEARCH, "search_v1", "search_v2")
+    }
+    assert rankers == {names.SEARCH: "2", "search_v1": "1", "search_v2": "2"}
+    assert config(names.SEARCH)["version_policy"] == {"specific": {"versions": ["2"]}}
+    assert (repo / "search_v2" / "2").is_dir() and not (repo / "recommend_v2").exists()
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -128,8 +154,11 @@ def test_unknown_user_gets_popular_items(client, dataset):
 @pytest.mark.parametrize(
     ("query", "k", "message"),
     [
-        ("", 5, "'query' is empty"),
-        ("   ", 5, "'query' is empty"),
+        ("", 5, "empty query"),
+        ("   ", 5, "empty query"),
+        ("\x00\x01\x02", 5, "empty query"),
+        ("\U0001f600\U0001f44d", 5, "empty query"),
+        ("?!...", 5, "empty query"),
         ("shoes", 0, "'k' must be at least 1, got 0"),
         ("shoes", -4, "'k' must be at least 1, got -4"),
     ],
@@ -143,7 +172,8 @@ def test_bad_search_input_is_a_clear_error(server, client, query, k, message):
 
 
 def test_odd_queries_still_answer(client):
-    for query in (b"x" * 100_000, b"caf\xe9 \xff\xfe shoes", "🙂 running shoes".encode()):
+    huge = b"red running shoes " * 6_000  # 108 KB, cut to 4,096 characters
+    for query in (huge, b"caf\xe9 \xff\xfe shoes", "🙂 running shoes".encode()):
         ids, scores, _ = call(client, "search", 5, query)
         assert len(ids) == 5 and np.isfinite(scores).all()
 
@@ -208,11 +238,13 @@ def test_catalog_only_search_falls_back_to_retrieval_order(tmp_path, dataset):
     context = build(BuildOptions(repo=repo, num_candidates=20), only_catalog)
     assert names.RECOMMEND not in context.built and names.SEARCH_RANKER not in context.built
     stages = json.loads((repo / "search" / "1" / "pipeline.json").read_text())["stages"]
-    assert set(stages) == {"tokenizer", "encoder", "index"}
+    assert set(stages) == {"tokenizer", "encoder", "index", "top_k"}
     with TritonServer(repo, exit_timeout_secs=5) as triton:
         local = grpcclient.InferenceServerClient(triton.grpc_url)
         try:
             ids, scores, _ = call(local, "search", 5, "running shoes")
+            with pytest.raises(InferenceServerException, match="expected 2 inputs but got 3"):
+                call(local, "search", 5, "running shoes", user_id=3)  # no stage personalises
         finally:
             local.close()
     expected_ids, expected_scores = OfflinePipeline(repo, "search", 1).run(
@@ -222,28 +254,17 @@ def test_catalog_only_search_falls_back_to_retrieval_order(tmp_path, dataset):
     assert (np.diff(scores) <= 1e-6).all()  # retrieval order: cosine, best first
 
 
-def _failures(server, model):
-    import urllib.request
-
-    text = urllib.request.urlopen(server.metrics_url).read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("nv_inference_request_failure{") and f'model="{model}"' in line
-    )
-
-
-def test_a_missing_stage_is_named_and_counted_as_a_failure(server, client):
-    before = _failures(server, names.SEARCH)
+def test_a_missing_stage_takes_out_only_the_pipelines_that_use_it(server, client):
     server.unload_model(names.SEARCH_RANKER)
     try:
-        with pytest.raises(InferenceServerException) as caught:
-            call(client, "search", 5, "running shoes", version=1)
-        assert "stage ranker (search_ranker version 1) failed" in str(caught.value)
-        assert _failures(server, names.SEARCH) > before
+        for release in (None, 1, 2):
+            with pytest.raises(InferenceServerException, match="has no available versions"):
+                call(client, "search", 5, "running shoes", version=release)
         assert server.is_ready()
         # recommend does not use the search ranker and keeps answering
         assert len(call(client, "recommend", 5, user_id=UNKNOWN_USER)[0]) == 5
     finally:
         server.load_model(names.SEARCH_RANKER)
-    assert len(call(client, "search", 5, "running shoes", version=1)[0]) == 5
+    # loading the stage brings back the ensembles that depend on it
+    for release in (None, 1, 2):
+        assert len(call(client, "search", 5, "running shoes", version=release)[0]) == 5

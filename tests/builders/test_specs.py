@@ -4,6 +4,8 @@ import pytest
 
 from builders.specs import (
     DynamicBatching,
+    EnsembleSpec,
+    EnsembleStep,
     ModelSpec,
     SpecError,
     TensorSpec,
@@ -96,3 +98,48 @@ def test_version_policy_is_one_or_the_other():
 def test_render_rejects_unknown_fields():
     with pytest.raises(SpecError, match="not a valid Triton model config"):
         render_pbtxt({"name": "x", "max_batchsize": 4})
+
+
+def _step(model, inputs, outputs):
+    return EnsembleStep(model, 1, {name: name for name in inputs}, {n: n for n in outputs})
+
+
+def test_ensemble_round_trips_through_the_proto():
+    spec = EnsembleSpec(
+        name="pipe",
+        inputs=(TensorSpec("a", "FP32", (4,)),),
+        outputs=(TensorSpec("c", "FP32", (4,)),),
+        steps=(_step("first", ["a"], ["b"]), _step("second", ["b"], ["c"])),
+        max_batch_size=8,
+    )
+    config = parse_pbtxt(spec.to_pbtxt())
+    assert config["platform"] == "ensemble" and config["max_batch_size"] == 8
+    steps = config["ensemble_scheduling"]["step"]
+    assert [(s["model_name"], s["input_map"], s["output_map"]) for s in steps] == [
+        ("first", {"a": "a"}, {"b": "b"}),
+        ("second", {"b": "b"}, {"c": "c"}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        ((), "needs at least one step"),
+        ((_step("first", ["x"], ["c"]),), "reads x, which no ensemble input"),
+        ((_step("first", ["a"], ["a"]),), "writes a again"),
+        ((_step("first", ["a"], ["b"]),), "no step writes output"),
+    ],
+)
+def test_invalid_ensembles_are_refused(steps, message):
+    with pytest.raises(SpecError, match=message):
+        EnsembleSpec(
+            name="pipe",
+            inputs=(TensorSpec("a", "FP32", (4,)),),
+            outputs=(TensorSpec("c", "FP32", (4,)),),
+            steps=steps,
+        )
+
+
+def test_a_step_pins_a_version():
+    with pytest.raises(SpecError, match="pin a version >= 1"):
+        EnsembleStep("first", 0, {"a": "a"}, {"b": "b"})

@@ -80,11 +80,24 @@ def test_invalid_utf8_is_replaced_not_raised(tokenizer, raw):
     np.testing.assert_array_equal(input_ids, expected)
 
 
-@pytest.mark.parametrize("query", ["", "   ", "\t\n", b"", b" \x00 ", "\u200b", b"\x80\xff"])
-def test_empty_query_is_a_clear_error(tokenizer, query):
-    """Nothing left after normalisation, which drops invalid bytes' replacement characters."""
+@pytest.mark.parametrize(
+    "query",
+    [
+        *("", "   ", "\t\n", b"", b" \x00 ", "\u200b", b"\x80\xff", "\x00\x01\x02"),
+        *("\U0001f600\U0001f600", "!!!", "$ % & ?", "\U0001f45f ..."),
+    ],
+)
+def test_a_query_without_letters_or_digits_is_a_clear_error(tokenizer, query):
+    """Nothing left after normalisation (which drops control characters and invalid bytes'
+    replacement characters), or only punctuation, symbols and out-of-vocabulary emoji."""
     with pytest.raises(ValueError, match="empty query"):
         tokenizer.encode([query])
+
+
+@pytest.mark.parametrize("query", ["caf\u00e9 \U0001f45f", "$$$ 42", "red shoes!", "x"])
+def test_a_letter_or_digit_among_symbols_is_searchable(tokenizer, query):
+    input_ids, _ = tokenizer.encode([query])
+    assert input_ids.shape == (1, DEFAULT_MAX_LENGTH)
 
 
 def test_empty_query_error_names_its_index(tokenizer):

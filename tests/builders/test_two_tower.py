@@ -81,13 +81,15 @@ def test_user_tower_onnx_matches_torch_for_any_batch(result, tmp_path):
     assert parity["users"] == len(result.user_embeddings)
 
     graph = onnx.load(str(path)).graph
-    (user_index,), (user_embedding,) = graph.input, graph.output
-    assert (user_index.name, user_embedding.name) == ("user_index", "user_embedding")
-    assert user_index.type.tensor_type.elem_type == onnx.TensorProto.INT64
+    (user_id,), (user_embedding,) = graph.input, graph.output
+    assert (user_id.name, user_embedding.name) == ("user_id", "user_embedding")
+    assert user_id.type.tensor_type.elem_type == onnx.TensorProto.INT64
     assert user_embedding.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
 
+    # The graph looks the id up: user index i + 1 is result.user_ids[i], others are row 0.
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for rows in ([0], [3, 1, 0, 7]):
-        (embedding,) = session.run(None, {"user_index": np.array(rows, np.int64).reshape(-1, 1)})
+    unknown = int(result.user_ids.max()) + 1
+    for ids, rows in (([unknown], [0]), ([result.user_ids[2], result.user_ids[0], -5], [3, 1, 0])):
+        (embedding,) = session.run(None, {"user_id": np.array(ids, np.int64).reshape(-1, 1)})
         assert embedding.shape == (len(rows), DIM)
         np.testing.assert_allclose(embedding, result.user_embeddings[rows], atol=ONNX_ATOL)

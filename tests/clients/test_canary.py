@@ -1,11 +1,15 @@
 """Canary routing, the start-up contract check and a server restart, on a server of our own:
-a copy of the small repository with `recommend` at versions 1 and 2, on fixed ports."""
+a copy of the small repository with release 2 of both pipelines next to release 1 (search
+release 2 with a retrained ranker), on fixed ports."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import glob
+import io
+import json
 import os
 import shutil
 import signal
@@ -27,6 +31,7 @@ from clients import (
     Route,
 )
 from clients.batch import score_lines
+from k8s import canary_gate
 from server import TritonServer
 from server.launcher import free_port
 
@@ -39,12 +44,18 @@ CALLS = 2_000
 def canary(tmp_path_factory, small_repository, small_dataset):
     repo = tmp_path_factory.mktemp("canary") / "repository"
     shutil.copytree(small_repository, repo)
-    build(BuildOptions(repo=repo, only=(names.RECOMMEND,)), small_dataset)
+    only = (names.SEARCH_RANKER, names.SEARCH, names.RECOMMEND)
+    build(BuildOptions(repo=repo, only=only, seed=7), small_dataset)
     ports = {}
     while len(set(ports.values())) < 3:  # fixed ports, so a restart comes back on them
         ports = {name: free_port() for name in ("http_port", "grpc_port", "metrics_port")}
     with TritonServer(
-        repo, model_control="explicit", load_models=["*"], exit_timeout_secs=5, **ports
+        repo,
+        model_control="explicit",
+        load_models=["*"],
+        exit_timeout_secs=5,
+        extra_args=("--metrics-config=summary_latencies=true",),  # p99 for the canary gate
+        **ports,
     ) as server:
         yield server
 
@@ -84,6 +95,62 @@ def test_a_90_10_split_lands_within_3_points(canary):
     assert abs(counts[2] / CALLS - 0.10) <= 0.03, counts
 
 
+def search_releases(server, route, calls=CALLS):
+    """Search with logged queries (32 calls in flight); the release that answered each."""
+    records = []
+
+    async def main():
+        async with AsyncClient(server.grpc_url, routes={names.SEARCH: route}, seed=3) as client:
+            await client.verify([names.SEARCH])
+            lines = [f"running shoes {i % 50}" for i in range(calls)]
+            await score_lines(client, "search", lines, records.append, k=5, concurrency=32)
+
+    asyncio.run(main())
+    assert all("error" not in r for r in records)
+    return [r["version"] for r in records]
+
+
+def test_a_search_canary_with_a_new_ranker_answers_next_to_stable(canary):
+    with Client(canary.grpc_url) as client:
+        stable = client.search("wool winter coat", k=10, version=1)
+        candidate = client.search("wool winter coat", k=10, version=2)
+        assert (stable.version, candidate.version) == (1, 2)
+        assert client.search("wool winter coat", k=10) == candidate  # the newest release
+    assert [i.score for i in stable.items] != [i.score for i in candidate.items]
+    counts = Counter(search_releases(canary, Route.split({1: 90, 2: 10})))
+    assert set(counts) == {1, 2} and sum(counts.values()) == CALLS
+    assert abs(counts[2] / CALLS - 0.10) <= 0.03, counts
+
+
+def run_gate(canary, tmp_path, *limits: str) -> tuple[int, dict]:
+    """The canary gate on release 1 (stable) against release 2 of `search`, one server."""
+    queries = tmp_path / "queries.txt"
+    queries.write_text("\n".join(f"{c} {i}" for c in ("red", "wool") for i in ("shoes", "coat")))
+    argv = [
+        "--model", "search_v1", "--canary-model", "search_v2", "--window", "3", "--json",
+        "--stable-metrics", canary.metrics_url, "--canary-metrics", canary.metrics_url,
+        "--stable-infer", canary.http_url, "--canary-infer", canary.http_url,
+        "--queries", str(queries), "--k", "5", "--load", "--min-requests", "5",
+        "--max-p99-ratio", "3", "--max-p99-delta-ms", "100", *limits,
+    ]  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        code = canary_gate.main(argv)
+    return code, json.loads(out.getvalue())
+
+
+def test_the_gate_judges_the_search_canary_on_real_metrics(canary, tmp_path):
+    code, result = run_gate(canary, tmp_path, "--min-overlap", "0")
+    assert (code, result["decision"]) == (0, "promote"), result
+    assert result["stable"]["requests"] >= 5 and result["canary"]["requests"] >= 5
+    assert result["stable"]["failures"] == result["canary"]["failures"] == 0
+    overlap = result["overlap"]["mean"]
+    assert 0 < overlap < 1  # a retrained ranker reorders the same candidates
+    # the same canary, held to an overlap above what it reaches, is rolled back
+    code, result = run_gate(canary, tmp_path, "--min-overlap", str(min(overlap + 0.1, 1.0)))
+    assert (code, result["decision"]) == (4, "rollback"), result
+    assert result["reasons"][0].startswith("top-5 overlap")
+
+
 def test_sticky_split_gives_each_user_one_version(canary):
     users = [u for u in range(400) for _ in range(5)]  # 2,000 calls, each user 5 times
     route = Route.split({1: 90, 2: 10}, sticky=True)
@@ -103,21 +170,23 @@ def test_a_contract_change_is_a_clear_error_at_start_up(canary):
     original = client.get_model_config("recommend", as_json=True)["config"]
     client.close()
     changed = copy.deepcopy(original)
-    for tensor in changed["input"]:
-        if tensor["name"] == "k":
-            tensor["data_type"] = "TYPE_INT64"
+    for tensor in changed["output"]:
+        if tensor["name"] == "truncated":
+            tensor["dims"] = ["-1"]
     canary.load_model("recommend", config=changed)
     try:
         with Client(canary.grpc_url) as client, pytest.raises(ContractError) as caught:
             client.verify()
         assert str(caught.value) == (
-            f"{canary.grpc_url}: model 'recommend': input 'k' is served as k INT64 [-1, 1], "
-            "expected k INT32 [-1, 1]"
+            f"{canary.grpc_url}: model 'recommend': output 'truncated' is served as "
+            "truncated BOOL [-1, -1], expected truncated BOOL [-1, 1]"
         )
     finally:
         canary.load_model("recommend", config=original)
     with Client(canary.grpc_url) as client:
-        assert client.verify() == {"search": (1,), "recommend": (1, 2)}
+        assert client.verify() == {"search": (1, 2), "recommend": (1, 2)}
+        with pytest.raises(ContractError, match=r"version\(s\) 3 not loaded \(loaded: 1, 2\)"):
+            Client(canary.grpc_url, routes={"search": Route.pinned(3)}).verify(["search"])
 
 
 def served_successes(server, model: str) -> int:
@@ -180,7 +249,7 @@ def test_retries_carry_every_call_through_a_server_restart(canary):
     # Exactly one answered request per call on the new server: the calls that started after
     # the kill or retried across it. No call was answered twice.
     on_new_server = sum(1 for _, _, started, r in calls if started >= killed_at or r.attempts > 1)
-    assert served_successes(canary, "recommend") == on_new_server
+    assert served_successes(canary, "recommend_v1") == on_new_server
 
     # an invalid argument fails on its first attempt, no retries
     with (

@@ -41,7 +41,7 @@ def test_search_prints_a_table_with_catalog_fields(small_server, catalog_path):
     )
     assert result.returncode == 0, result.stderr
     heading, header, rule, *rows = result.stdout.splitlines()
-    assert heading == f"search: 4 items from version 1 at {small_server.grpc_url}"
+    assert heading == f"search: 4 items from release 1 at {small_server.grpc_url}"
     assert header.split() == ["#", "item_id", "title", "category", "brand", "price", "score"]
     assert set(rule.replace(" ", "")) == {"-"} and len(rows) == 4
     assert [row.split()[0] for row in rows] == ["1", "2", "3", "4"]
@@ -89,7 +89,7 @@ def test_health_and_models(small_server, refused_url):
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["search", "   "], 2, "'query' is empty"),
+        (["search", "   "], 2, "empty query"),
         (["recommend", "--user", "1", "-k", "0"], 2, "'k' must be at least 1, got 0"),
         (["search", "shoes", "--model-version", "3"], 5, "version(s) 3 not loaded (loaded: 1)"),
         (["search", "shoes", "--timeout", "0.001"], 4, "no answer within"),

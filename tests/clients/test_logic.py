@@ -259,8 +259,7 @@ def test_contract_problems_name_each_difference():
         contract.Tensor("extra", "FP32", (-1, 4)),
     )
     problems = contract.contract_problems(expected, served_search(inputs=inputs), versions=(3,))
-    assert problems == [
-        "input 'user_id' is missing (expected user_id INT64 [-1, 1])",
+    assert problems == [  # user_id is optional: a catalog-only search does not take it
         "input 'k' is served as k INT64 [-1, 1], expected k INT32 [-1, 1]",
         "unexpected input extra FP32 [-1, 4]",
         "version(s) 3 not loaded (loaded: 1, 2)",
@@ -287,7 +286,30 @@ def test_check_raises_a_contract_error(tmp_path):
 
     config = ClientConfig("h:1", routes={"search": Route.pinned(3)})
     with pytest.raises(ContractError, match=r"h:1: model 'search': version\(s\) 3 not loaded"):
-        config.check("h:1", "search", served_search())
+        config.check("h:1", "search", served_search(), releases=(1, 2))
+    assert config.check("h:1", "search", served_search(), releases=(2, 3)) == (2, 3)
+
+
+def test_served_releases_come_from_ready_release_ensembles():
+    rows = [
+        {"name": "search", "version": "2", "state": "READY"},
+        {"name": "search_v1", "version": "1", "state": "READY"},
+        {"name": "search_v2", "version": "2", "state": "READY"},
+        {"name": "search_v3", "version": "3", "state": "UNAVAILABLE"},
+        {"name": "recommend_v1", "version": "1", "state": "READY"},
+        {"name": "search_ranker", "version": "1", "state": "READY"},
+    ]
+    assert contract.served_releases("search", rows) == (1, 2)
+    assert contract.served_releases("recommend", rows) == (1,)
+
+
+def test_calls_go_to_the_newest_release_or_the_routed_one():
+    from clients.client import ClientConfig
+
+    config = ClientConfig("h:1", routes={"recommend": Route.pinned(1)})
+    assert config.pipeline_model("search", None, None) == "search"
+    assert config.pipeline_model("search", None, 2) == "search_v2"
+    assert config.pipeline_model("recommend", 5, None) == "recommend_v1"
 
 
 def test_requests_are_batches_of_one():
@@ -380,7 +402,7 @@ def test_result_table_shows_version_catalog_fields_and_truncation(tmp_path):
     lines = formatting.result_table(result).splitlines()
     assert (
         lines[0]
-        == "search: 2 items from version 2 at h:1 (truncated: fewer items exist than asked for)"
+        == "search: 2 items from release 2 at h:1 (truncated: fewer items exist than asked for)"
     )
     assert lines[1].split() == ["#", "item_id", "title", "category", "brand", "price", "score"]
     assert lines[3].split() == ["1", "5", "Red", "shoe", "Shoes", "Acme", "49.50", "0.9123"]

@@ -122,9 +122,9 @@ def test_bad_input_fails_fast_with_the_servers_message(small_server, protocol, u
     empty, zero, version, user = run_calls(
         url_of(small_server, protocol), protocol, use_async, calls
     )
-    assert isinstance(empty, InvalidArgumentError) and "'query' is empty" in str(empty)
+    assert isinstance(empty, InvalidArgumentError) and "empty query" in str(empty)
     assert isinstance(zero, InvalidArgumentError) and "'k' must be at least 1, got 0" in str(zero)
-    assert isinstance(version, NotFoundError) and "'recommend' version 9" in str(version)
+    assert isinstance(version, NotFoundError) and "'recommend_v9'" in str(version)
     assert isinstance(user, InvalidArgumentError) and "'user_id' must be an integer" in str(user)
     assert empty.attempts == zero.attempts == version.attempts == 1
     assert empty.exit_code == 2 and "\n" not in str(empty)
@@ -201,7 +201,9 @@ def test_verify_names_what_differs_from_the_contract(small_server):
     finally:
         transport.close()
     with pytest.raises(ContractError) as caught:
-        ClientConfig(small_server.grpc_url).check(small_server.grpc_url, "search", served_recommend)
+        ClientConfig(small_server.grpc_url).check(
+            small_server.grpc_url, "search", served_recommend, releases=(1,)
+        )
     assert "input 'query' is missing (expected query BYTES [-1, 1])" in str(caught.value)
     assert caught.value.exit_code == 5
 
@@ -233,8 +235,7 @@ def test_batch_scores_a_file_in_order_and_keeps_errors(small_server, tmp_path, c
     assert records[0]["items"][0]["title"] and records[0]["version"] == 1
     assert records[1]["user_id"] == 7 and "error" not in records[1]
     assert (
-        records[2]["error_type"] == "InvalidArgumentError"
-        and "'query' is empty" in records[2]["error"]
+        records[2]["error_type"] == "InvalidArgumentError" and "empty query" in records[2]["error"]
     )
     assert records[3]["error"] == "not a user id after the tab: 'not-a-user'"
     assert reports[-1].done == 12 and len(reports) >= 2

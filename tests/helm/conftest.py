@@ -4,13 +4,12 @@ Rendering uses the real helm binary (`python -m k8s.tools` fetches it), custom
 resources are checked with validators compiled from the published CRD schemas
 (npm packages installed by the same command), and the real-server tests run the
 local tritonserver 2.51 on a tiny Python-backend `search` model with the search
-pipeline's contract, `builders.names.search_spec()` (query BYTES, optional user_id
-INT64, k INT32 -> item_ids INT64, scores FP32, truncated BOOL).
+pipeline's contract, `builders.names.SEARCH_INPUTS` and `PIPELINE_OUTPUTS` (query BYTES,
+optional user_id INT64, k INT32 -> item_ids INT64, scores FP32, truncated BOOL).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ import pytest
 import yaml
 
 from builders import names
+from builders.specs import ModelSpec
 from k8s import tools
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -85,9 +85,12 @@ SEARCH_MODEL_PY = textwrap.dedent(
 
 def search_config(delay_ms: int = 0, fail: bool = False, salt: str = "") -> str:
     """The stand-in's config.pbtxt: the search pipeline's tensors, no dynamic batching."""
-    spec = dataclasses.replace(
-        names.search_spec(),
-        dynamic_batching=None,
+    spec = ModelSpec(
+        name=names.SEARCH,
+        backend="python",
+        inputs=names.SEARCH_INPUTS,
+        outputs=names.PIPELINE_OUTPUTS,
+        max_batch_size=names.PIPELINE_MAX_BATCH,
         parameters={"delay_ms": str(delay_ms), "fail": str(fail).lower(), "salt": salt},
     )
     return spec.to_pbtxt()

@@ -199,7 +199,7 @@ def test_dashboard_has_a_per_stage_latency_panel(render, select):
     assert set(stage["query"].split("|")) == stages
     assert stage["current"]["value"] == stage["query"]
     pipeline_query = variables["model"]["query"]["query"]
-    assert 'model=~"search|recommend"' in pipeline_query
+    assert 'model=~"(search|recommend)(_v[0-9]+)?"' in pipeline_query
     pipeline_exprs = [
         t["expr"] for p in dashboard["panels"] if p not in stage_panels for t in p["targets"]
     ]
@@ -315,22 +315,21 @@ def test_helm_test_pod_calls_search(render, select):
 
 
 def test_helm_test_pod_matches_the_search_pipeline_contract(render, select):
-    """The test call sends what builders.names.search_spec() takes and asks for all it returns."""
-    spec = names.search_spec()
+    """The test call sends what `search` takes (builders.names.SEARCH_INPUTS) and asks for
+    all it returns."""
     (pod,) = select(render("cpu"), "Pod")
     (container,) = pod["spec"]["containers"]
     body = json.loads(container["env"][0]["value"])
-    assert f"/v2/models/{spec.name}/infer" in container["args"][0]
-    inputs = {tensor.name: tensor for tensor in spec.inputs}
+    assert f"/v2/models/{names.SEARCH}/infer" in container["args"][0]
+    inputs = {tensor.name: tensor for tensor in names.SEARCH_INPUTS}
     for sent in body["inputs"]:
         tensor = inputs[sent["name"]]
         datatype = "BYTES" if tensor.data_type == "STRING" else tensor.data_type
         assert sent["datatype"] == datatype
-        # max_batch_size > 0: one request of batch 1 ahead of the model's dims.
-        assert spec.max_batch_size > 0
+        # The pipelines batch: one request of batch 1 ahead of the model's dims.
         assert sent["shape"] == [1, *tensor.dims]
-    required = {tensor.name for tensor in spec.inputs if not tensor.optional}
+    required = {tensor.name for tensor in names.SEARCH_INPUTS if not tensor.optional}
     assert required <= {sent["name"] for sent in body["inputs"]}
-    assert [o["name"] for o in body["outputs"]] == [tensor.name for tensor in spec.outputs]
-    for tensor in spec.outputs:
+    assert [o["name"] for o in body["outputs"]] == [t.name for t in names.PIPELINE_OUTPUTS]
+    for tensor in names.PIPELINE_OUTPUTS:
         assert f'"name":"{tensor.name}"' in container["args"][0]

@@ -9,17 +9,28 @@ import pytest
 import yaml
 
 from builders import names
+from builders.pipelines import PipelineSpec, Stage, ensemble
 from builders.specs import parse_pbtxt
 from perf import report, spec
 from perf.analyzer import Breakdown, Measurement
 from perf.sweep import SweepResult, Trial, apply_tunables, valid_point
+
+FULL_SEARCH = {
+    role: Stage(model, 1)
+    for role, model in [
+        ("tokenizer", names.QUERY_TOKENIZER),
+        ("encoder", names.TEXT_ENCODER),
+        ("index", names.SEARCH_INDEX),
+        ("top_k", names.TOP_K),
+    ]
+}
 
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """Configs of the search pipeline and its stages, plus the pipeline's pins."""
     models = {
-        names.SEARCH: names.search_spec(),
+        names.SEARCH: ensemble(PipelineSpec(names.SEARCH, 50, FULL_SEARCH), 1, names.SEARCH),
         names.QUERY_TOKENIZER: names.query_tokenizer_spec(32),
         names.TEXT_ENCODER: names.text_encoder_spec(names.TEXT_ENCODER),
         names.SEARCH_RANKER: names.ranker_spec(names.SEARCH_RANKER, "onnxruntime"),

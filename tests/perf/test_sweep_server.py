@@ -29,6 +29,7 @@ SEARCH_MODELS = [
     names.SEARCH_INDEX,
     names.RANKING_FEATURES,
     names.SEARCH_RANKER,
+    names.TOP_K,
 ]
 # Short windows and a wide stability band: the tests check the mechanics, not the numbers.
 QUICK = {"interval_ms": 500, "stability_percentage": 300, "max_trials": 6}

@@ -1,0 +1,42 @@
+"""The builder's index choice on a real build: `--index ann` on the small dataset."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from builders import names
+from builders.ann import RecallError
+from builders.build import BuildOptions, build
+from builders.repository import model_versions, read_manifest, verify_version
+from builders.retrieval import item_matrix
+from builders.specs import parse_pbtxt
+
+
+@pytest.mark.slow
+def test_build_writes_a_tuned_ann_index_and_auto_keeps_the_kind(
+    tmp_path, small_repository, small_dataset
+):
+    repo = tmp_path / "repo"
+    shutil.copytree(small_repository / names.TEXT_ENCODER, repo / names.TEXT_ENCODER)
+    options = dict(repo=repo, only=(names.SEARCH_INDEX,), num_candidates=50)
+    # 1,500 items are too few for IVF to pay: the build fails with the figures, writes nothing
+    with pytest.raises(RecallError, match=r"1,500 items reaches recall@100 0\.\d+ at best"):
+        build(BuildOptions(**options, index="ann"), small_dataset)
+    assert model_versions(repo, names.SEARCH_INDEX) == []
+
+    build(BuildOptions(**options, index="ann", ann_recall_target=0.9), small_dataset)
+    config = parse_pbtxt((repo / names.SEARCH_INDEX / "config.pbtxt").read_text())
+    assert config["backend"] == "python"
+    manifest = read_manifest(repo, names.SEARCH_INDEX, 2)
+    metrics = manifest["metrics"]
+    assert metrics["index"] == "ann" and metrics["items"] == len(small_dataset.catalog)
+    assert metrics["recall_at_100"] >= 0.9 and metrics["ann"]["nprobe"] >= 1
+    assert metrics["recall"]["recall_target"] == 0.9
+    assert manifest["depends_on"] == {names.TEXT_ENCODER: 1}
+    assert verify_version(repo, names.SEARCH_INDEX, 2) == []
+    exact = item_matrix(small_repository / names.SEARCH_INDEX / "1")
+    np.testing.assert_allclose(item_matrix(repo / names.SEARCH_INDEX / "2"), exact, atol=1e-6)
+    # auto would pick exact for 1,500 items, but the model's versions share one config
+    build(BuildOptions(**options, ann_recall_target=0.9), small_dataset)
+    assert read_manifest(repo, names.SEARCH_INDEX, 3)["metrics"]["index"] == "ann"

@@ -1,0 +1,120 @@
+"""Pure logic of the pipelines: release records, their ensembles and the top-k step."""
+
+import numpy as np
+import pytest
+
+from builders import names
+from builders.pipelines import (
+    PipelineSpec,
+    Stage,
+    ensemble,
+    parse_release_model,
+    release_model,
+)
+from builders.runtime.topk import RequestError, parse_k, results, top_k
+from builders.specs import parse_pbtxt
+
+SEARCH_STAGES = {
+    "tokenizer": Stage(names.QUERY_TOKENIZER, 1),
+    "encoder": Stage(names.TEXT_ENCODER, 1),
+    "index": Stage(names.SEARCH_INDEX, 1),
+    "features": Stage(names.RANKING_FEATURES, 1),
+    "ranker": Stage(names.SEARCH_RANKER, 2),
+    "top_k": Stage(names.TOP_K, 1),
+}
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (None, "'k' is required"),
+        (np.array([[0]], np.int32), "at least 1, got 0"),
+        (np.array([[-3]], np.int32), "at least 1, got -3"),
+        (np.array([[1, 2]], np.int32), "must hold one value"),
+    ],
+)
+def test_bad_k(value, message):
+    with pytest.raises(RequestError, match=message):
+        parse_k(value)
+
+
+def test_large_k_is_kept_for_the_truncation_signal():
+    assert parse_k(np.array([[10**6]], np.int64)) == 10**6
+
+
+def test_top_k_orders_by_score_and_drops_padding():
+    indexes, scores = top_k(
+        np.array([5, 9, -1, 2, 7]), np.array([0.1, 0.9, 0.99, 0.5, 0.9], np.float32), 3
+    )
+    np.testing.assert_array_equal(indexes, [9, 7, 2])
+    assert scores.dtype == np.float32
+    assert len(top_k(np.array([1, -1]), np.array([0.3, 0.4]), 10)[0]) == 1
+
+
+def test_results_map_indexes_to_item_ids_and_flag_truncation():
+    item_ids = np.array([100, 101, 102, 103])
+    ids, scores, truncated = results(item_ids, np.array([[3, 0, -1]]), np.array([[0.2, 0.5, 0]]), 2)
+    np.testing.assert_array_equal(ids, [100, 103])
+    np.testing.assert_allclose(scores, [0.5, 0.2])
+    assert not truncated
+    assert results(item_ids, np.array([3, 0, -1]), np.array([0.2, 0.5, 0.0]), 3)[2]
+
+
+def test_results_refuse_mismatched_or_foreign_candidates():
+    with pytest.raises(RequestError, match="3 candidates but 2 scores"):
+        results(np.arange(4), np.array([1, 2, 3]), np.array([0.1, 0.2]), 1)
+    with pytest.raises(RequestError, match="item index 9 is outside 0..3"):
+        results(np.arange(4), np.array([9]), np.array([0.1]), 1)
+
+
+def test_spec_json_round_trip(tmp_path):
+    spec = PipelineSpec("search", 100, {"encoder": Stage("text_encoder", 2)})
+    (tmp_path / "pipeline.json").write_text(spec.to_json())
+    assert PipelineSpec.load(tmp_path / "pipeline.json") == spec
+
+
+def test_release_model_names_round_trip():
+    assert release_model("search", 2) == "search_v2"
+    assert parse_release_model("recommend_v12") == ("recommend", 12)
+    for other in ("search", "search_v0", "search_ranker", "search_v2x", "foo_v1"):
+        assert parse_release_model(other) is None
+    with pytest.raises(ValueError, match="releases start at 1"):
+        release_model("search", 0)
+
+
+def test_search_ensemble_pins_every_stage_and_serves_its_release():
+    config = parse_pbtxt(ensemble(PipelineSpec("search", 50, SEARCH_STAGES), 3).to_pbtxt())
+    assert config["name"] == "search_v3" and config["platform"] == "ensemble"
+    assert config["version_policy"] == {"specific": {"versions": ["3"]}}
+    steps = config["ensemble_scheduling"]["step"]
+    assert [(s["model_name"], s["model_version"]) for s in steps] == [
+        (names.QUERY_TOKENIZER, "1"),
+        (names.TEXT_ENCODER, "1"),
+        (names.SEARCH_INDEX, "1"),
+        (names.RANKING_FEATURES, "1"),
+        (names.SEARCH_RANKER, "2"),
+        (names.TOP_K, "1"),
+    ]
+    assert steps[-1]["input_map"]["candidate_scores"] == "ranker_scores"
+    assert [t["name"] for t in config["input"]] == ["query", "user_id", "k"]
+
+
+def test_without_a_ranker_search_orders_by_retrieval_and_takes_no_user():
+    stages = {r: s for r, s in SEARCH_STAGES.items() if r not in ("features", "ranker")}
+    spec = ensemble(PipelineSpec("search", 50, stages), 1, name="search")
+    assert spec.name == "search"
+    assert spec.steps[-1].input_map["candidate_scores"] == "retrieval_scores"
+    assert [t.name for t in spec.inputs] == ["query", "k"]
+
+
+def test_recommend_ensemble_starts_at_the_user_tower():
+    stages = {
+        "user_tower": Stage(names.USER_TOWER, 4),
+        "index": Stage(names.RECOMMEND_INDEX, 4),
+        "features": Stage(names.RANKING_FEATURES, 1),
+        "ranker": Stage(names.RECOMMEND_RANKER, 1),
+        "top_k": Stage(names.TOP_K, 1),
+    }
+    spec = ensemble(PipelineSpec("recommend", 100, stages), 4)
+    assert spec.steps[0].input_map == {"user_id": "user_id"}
+    assert [t.name for t in spec.inputs] == ["user_id", "k"]
