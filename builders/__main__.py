@@ -42,6 +42,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     build.add_argument("--num-candidates", type=int, default=100)
     build.add_argument("--max-length", type=int, default=32, help="query tokens")
     build.add_argument(
+        "--length-buckets",
+        default="8,16",
+        help="widths the query tokenizer pads to below --max-length, e.g. 8,16 "
+        "(default %(default)s; empty: always pad to --max-length)",
+    )
+    build.add_argument(
         "--encoder",
         choices=[names.TEXT_ENCODER, names.TEXT_ENCODER_INT8],
         default=names.TEXT_ENCODER,
@@ -216,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     from builders.build import BuildOptions, build
     from builders.data import DataValidationError, load_dataset
     from builders.repository import RepositoryError
+    from builders.runtime.tokenization import parse_buckets
 
     try:
         options = BuildOptions(
@@ -225,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             only=tuple(m.strip() for m in args.only.split(",") if m.strip()),
             num_candidates=args.num_candidates,
             max_length=args.max_length,
+            length_buckets=parse_buckets(args.length_buckets),
             encoder=args.encoder,
             seed=args.seed,
             index=args.index,

@@ -34,6 +34,7 @@ from builders.repository import (
     write_version,
 )
 from builders.retrieval import check_pairing, item_matrix
+from builders.runtime.tokenization import check_buckets
 from builders.specs import EnsembleSpec, ModelSpec
 
 RUNTIME = Path(__file__).resolve().parent / "runtime"
@@ -52,6 +53,8 @@ class BuildOptions:
     only: tuple[str, ...] = ()  # empty: every model the dataset supports
     num_candidates: int = 100
     max_length: int = 32
+    #: Widths the query tokenizer pads to (max_length is always the last); () pads to max_length.
+    length_buckets: tuple[int, ...] = (8, 16)
     encoder: str = names.TEXT_ENCODER  # or names.TEXT_ENCODER_INT8 for search
     seed: int = 0
     index: str = "auto"  # exact, ann or auto (by catalog size: builders.index_stage)
@@ -73,6 +76,18 @@ class BuildOptions:
             raise ValueError(f"index must be one of {', '.join(index_stage.INDEX_CHOICES)}")
         if not 0 < self.ann_recall_target <= 1:
             raise ValueError("ann_recall_target must be in (0, 1]")
+        check_buckets(self.length_buckets, self.max_length)
+
+    @property
+    def buckets(self) -> tuple[int, ...]:
+        """The tokenizer's padded widths, ascending, ending at max_length."""
+        return check_buckets(self.length_buckets, self.max_length)
+
+    def encoder_plan_shapes(self) -> tuple[tuple[int, int], ...]:
+        """The TensorRT profile (min, opt, max) of the encoder's inputs: batch 1 at the
+        narrowest width, 16 at the middle one, the stages' largest batch at max_length."""
+        widths = self.buckets
+        return ((1, widths[0]), (16, widths[len(widths) // 2]), (names.STAGE_MAX_BATCH, widths[-1]))
 
 
 @dataclass
@@ -153,7 +168,7 @@ def build_query_tokenizer(ctx: BuildContext) -> None:
         copy_runtime(folder, "tokenization", glue="tokenizer_model")
         shutil.copy2(text_encoder.tokenizer_json(), folder / "tokenizer.json")
 
-    ctx.write(names.query_tokenizer_spec(ctx.options.max_length), populate)
+    ctx.write(names.query_tokenizer_spec(ctx.options.max_length, ctx.options.buckets), populate)
 
 
 def build_text_encoder(ctx: BuildContext) -> None:
@@ -164,8 +179,7 @@ def build_text_encoder(ctx: BuildContext) -> None:
     def populate(folder: Path) -> None:
         progress("exporting the text encoder to ONNX")
         parity.update(text_encoder.export_onnx(folder / "model.onnx"))
-        length = ctx.options.max_length
-        shapes = ((1, length), (16, length), (64, length))
+        shapes = ctx.options.encoder_plan_shapes()
         tensorrt.build_plan(
             folder / "model.onnx",
             folder / "model.plan",

@@ -60,7 +60,7 @@ def _batching(delay_us: int = 1000) -> DynamicBatching:
     return DynamicBatching(max_queue_delay_microseconds=delay_us)
 
 
-def query_tokenizer_spec(max_length: int) -> ModelSpec:
+def query_tokenizer_spec(max_length: int, buckets: tuple[int, ...] = ()) -> ModelSpec:
     return ModelSpec(
         name=QUERY_TOKENIZER,
         backend="python",
@@ -71,7 +71,10 @@ def query_tokenizer_spec(max_length: int) -> ModelSpec:
             TensorSpec("attention_mask", "INT64", (-1,)),
         ),
         dynamic_batching=_batching(500),
-        parameters={"max_length": str(max_length)},
+        parameters={
+            "max_length": str(max_length),
+            "length_buckets": ",".join(str(width) for width in buckets),
+        },
     )
 
 
@@ -86,6 +89,9 @@ def text_encoder_spec(name: str) -> ModelSpec:
         ),
         outputs=(TensorSpec("embedding", "FP32", (384,)),),
         dynamic_batching=_batching(),
+        # The embedding depends on the query alone, so a repeated query (personalised or
+        # not) is answered from the cache; a user's results still get their own ranking.
+        response_cache=True,
     )
 
 

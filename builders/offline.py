@@ -59,8 +59,9 @@ class OfflinePipeline:
         if "tokenizer" not in self._sessions:
             folder = self._stage_folder("tokenizer")
             config = parse_pbtxt((folder.parent / "config.pbtxt").read_text())
-            max_length = int(config["parameters"]["max_length"]["string_value"])
-            self._sessions["tokenizer"] = QueryTokenizer(folder / "tokenizer.json", max_length)
+            self._sessions["tokenizer"] = QueryTokenizer.from_parameters(
+                folder / "tokenizer.json", config.get("parameters", {})
+            )
         ids, mask = self._sessions["tokenizer"].encode(queries)
         return self._onnx("encoder", {"input_ids": ids, "attention_mask": mask}, ["embedding"])[0]
 

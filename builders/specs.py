@@ -130,6 +130,8 @@ class ModelSpec:
     parameters: Mapping[str, str] = field(default_factory=dict)
     version_policy: VersionPolicy = field(default_factory=VersionPolicy)
     gpu_accelerator_fp16: bool = False
+    #: Answer repeated requests from Triton's response cache (when the server has one).
+    response_cache: bool = False
 
     def __post_init__(self) -> None:
         if not NAME.match(self.name):
@@ -185,6 +187,8 @@ class ModelSpec:
             config["parameters"] = {
                 key: {"string_value": str(value)} for key, value in sorted(self.parameters.items())
             }
+        if self.response_cache:
+            config["response_cache"] = {"enable": True}
         if self.gpu_accelerator_fp16:
             config["optimization"] = {
                 "execution_accelerators": {

@@ -218,7 +218,8 @@ def embed(
     With `progress`, a line on stderr at every tenth of the texts, with the rate.
     """
     texts = list(texts)
-    tokenizer = QueryTokenizer(tokenizer_json(), max_length)
+    # Widths 3..max_length: each batch is padded to its longest text, not to max_length.
+    tokenizer = QueryTokenizer(tokenizer_json(), max_length, tuple(range(3, max_length + 1)))
     session = _session(onnx_path)
     embeddings = np.empty((len(texts), EMBEDDING_DIM), dtype=np.float32)
     report_every = max(1, len(texts) // 10)
@@ -226,7 +227,8 @@ def embed(
     started = time.perf_counter()
     for start in range(0, len(texts), batch_size):
         try:
-            input_ids, attention_mask = tokenizer.encode(texts[start : start + batch_size])
+            batch = texts[start : start + batch_size]
+            input_ids, attention_mask = tokenizer.encode(batch, searchable=False)
         except EmptyQueryError as err:
             raise ValueError(f"text {start + err.index} is empty: nothing to embed") from err
         done = start + len(input_ids)

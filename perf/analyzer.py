@@ -202,6 +202,16 @@ STAGE_LATENCY = re.compile(
     r"Avg request latency: (\d+) usec \(overhead (\d+) usec \+ queue (\d+) usec \+ "
     r"compute input (\d+) usec \+ compute infer (\d+) usec \+ compute output (\d+) usec\)"
 )
+# A stage with `response_cache` on reports its queue on one line and its compute (on cache
+# misses) on the next.
+CACHED_STAGE_LATENCY = re.compile(
+    r"Avg request latency: (\d+) usec \(overhead (\d+) usec \+ queue (\d+) usec \+ "
+    r"cache hit/miss (\d+) usec\)"
+)
+CACHE_MISS_LATENCY = re.compile(
+    r"Average Cache Miss Latency: (\d+) usec \(cache lookup/insertion (\d+) usec \+ "
+    r"compute input (\d+) usec \+ compute infer (\d+) usec \+ compute output (\d+) usec\)"
+)
 
 
 def parse_composing_models(output: str) -> dict[str, Breakdown]:
@@ -212,15 +222,23 @@ def parse_composing_models(output: str) -> dict[str, Breakdown]:
         return {}
     last = with_stages[-1]
     stages: dict[str, Breakdown] = {}
-    name = None
+    name, cached = None, None
     for line in last.split("Composing models:", 1)[1].splitlines():
         header = STAGE_HEADER.match(line)
         if header:
-            name = header.group(1)
+            name, cached = header.group(1), None
+            continue
+        if name is None:
             continue
         latency = STAGE_LATENCY.search(line)
-        if latency and name:
+        if latency:
             total, _, queue, c_in, c_infer, c_out = (float(v) for v in latency.groups())
             stages[name] = Breakdown(queue, c_in, c_infer, c_out, total)
+            name = None
+        elif match := CACHED_STAGE_LATENCY.search(line):
+            cached = (float(match.group(1)), float(match.group(3)))
+        elif (miss := CACHE_MISS_LATENCY.search(line)) and cached:
+            _, _, c_in, c_infer, c_out = (float(v) for v in miss.groups())
+            stages[name] = Breakdown(cached[1], c_in, c_infer, c_out, cached[0])
             name = None
     return stages

@@ -1,15 +1,21 @@
 """`make bench`: the numbers behind perf/README.md, measured side by side in one run.
 
-1. Three ways to serve search, the same closed-loop HTTP/JSON load from
-   `perf.loadgen` for all three: naive (FastAPI + PyTorch eager, one request per
-   call), Triton with the builders' default configs, Triton with the configs a
-   sweep (`perf/sweeps/bench_search.yaml`, run here on the same server) chose.
-   Reported: throughput at the p99 SLO and the ratios against naive.
+1. Five ways to serve `search` and `recommend`, the same closed-loop HTTP/JSON load
+   from `perf.loadgen` for all: naive (`perf.naive`: FastAPI + PyTorch, one request per
+   call), Ray Serve with `@serve.batch` (`perf.ray_serve`, in its own environment),
+   Triton with the builders' default configs, Triton with the configs the sweeps
+   (`perf/sweeps/bench_*.yaml`, run first on the same server) chose, and those tuned
+   configs with the encoders' response cache on. The Triton arms run on one server
+   (its cache configured; the cache-off arms load the encoders without
+   `response_cache`). Each arm is measured `--repetitions` times, the arms interleaved
+   within every repetition; an arm's figure is its best throughput at p99 <= the SLO
+   over the concurrency levels.
 2. Encoder roofline: the machine's GEMM peak (the best of torch and ONNX Runtime
    on a 2048 x 2048 matmul, fp32 and int8) and the encoders' achieved FLOP/s in
    ONNX Runtime at batch 32.
 
-Writes `perf/results/bench/bench.json` and `bench.md`.
+Writes `perf/results/bench/summary.json` (one throughput per repetition and arm),
+`bench.json` (every level) and `bench.md`.
 """
 
 from __future__ import annotations
@@ -37,8 +43,15 @@ from server.launcher import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "perf" / "results" / "bench"
-SWEEP_FILE = ROOT / "perf" / "sweeps" / "bench_search.yaml"
-LEVELS = (1, 2, 4, 8, 16)
+SWEEP_FILES = {
+    names.SEARCH: ROOT / "perf" / "sweeps" / "bench_search.yaml",
+    names.RECOMMEND: ROOT / "perf" / "sweeps" / "bench_recommend.yaml",
+}
+#: The Ray Serve baseline's environment (`make ray-env`): its pins differ from ours.
+RAY_VENV = ROOT / "build" / "ray-venv"
+ARMS = ("naive", "ray_serve", "triton_default", "triton_tuned", "triton_tuned_cache")
+LEVELS = (1, 2, 4, 8, 16, 32, 64)
+CACHE_MB = 256
 BATCH = 32
 
 
@@ -176,7 +189,7 @@ def ramp(host: str, port: int, path: str, bodies: list[bytes], slo_ms: float, se
         result = loadgen.closed_loop(host, port, path, bodies, concurrency, seconds)
         levels.append(result.__dict__)
         print(
-            f"  concurrency {concurrency}: {result.throughput:.1f}/s p99 {result.p99_ms:.1f} ms "
+            f"    concurrency {concurrency}: {result.throughput:.1f}/s p99 {result.p99_ms:.1f} ms "
             f"({result.errors} errors)",
             flush=True,
         )
@@ -184,139 +197,237 @@ def ramp(host: str, port: int, path: str, bodies: list[bytes], slo_ms: float, se
             break
     within = [lv for lv in levels if lv["p99_ms"] <= slo_ms and lv["errors"] == 0]
     best = max(within, key=lambda lv: lv["throughput"], default=None)
-    lowest = min(levels, key=lambda lv: lv["p99_ms"])
-    return {
-        "levels": levels,
-        "throughput_at_slo": best["throughput"] if best else 0.0,
-        "lowest_p99_ms": lowest["p99_ms"],
-    }
+    return {"throughput_at_slo": best["throughput"] if best else 0.0, "levels": levels}
 
 
-def triton_bodies(requests: list[dict]) -> list[bytes]:
-    def tensor(name, datatype, value):
-        return {"name": name, "shape": [1, 1], "datatype": datatype, "data": [value]}
-
-    return [
-        json.dumps(
-            {
-                "inputs": [
-                    tensor("query", "BYTES", r["query"][0]),
-                    tensor("user_id", "INT64", r["user_id"][0]),
-                    tensor("k", "INT32", r["k"][0]),
-                ],
-                "outputs": [{"name": "item_ids"}, {"name": "scores"}],
-            }
-        ).encode()
-        for r in requests
-    ]
+def _tensor(name: str, datatype: str, value) -> dict:
+    return {"name": name, "shape": [1, 1], "datatype": datatype, "data": [value]}
 
 
-def naive_bodies(requests: list[dict]) -> list[bytes]:
-    return [
-        json.dumps({"query": r["query"][0], "user_id": r["user_id"][0], "k": r["k"][0]}).encode()
-        for r in requests
-    ]
+def triton_bodies(kind: str, requests: list[dict]) -> list[bytes]:
+    """KServe v2 JSON bodies of the pipeline's requests (one request of batch 1 each)."""
+    bodies = []
+    for r in requests:
+        tensors = [_tensor("user_id", "INT64", r["user_id"][0]), _tensor("k", "INT32", r["k"][0])]
+        if kind == names.SEARCH:
+            tensors.insert(0, _tensor("query", "BYTES", r["query"][0]))
+        outputs = [{"name": "item_ids"}, {"name": "scores"}]
+        bodies.append(json.dumps({"inputs": tensors, "outputs": outputs}).encode())
+    return bodies
 
 
-def wait_http(port: int, path: str, timeout: float = 180) -> None:
+def plain_bodies(kind: str, requests: list[dict]) -> list[bytes]:
+    """The baselines' JSON bodies (`perf.naive`, `perf.ray_serve`)."""
+    fields = ("query", "user_id", "k") if kind == names.SEARCH else ("user_id", "k")
+    return [json.dumps({f: r[f][0] for f in fields}).encode() for r in requests]
+
+
+def wait_http(port: int, path: str, process: subprocess.Popen, timeout: float = 300) -> None:
     import http.client
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[:3]} exited with code {process.returncode}")
         try:
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             connection.request("GET", path)
             if connection.getresponse().status == 200:
                 return
         except OSError:
-            time.sleep(0.5)
+            pass
+        time.sleep(0.5)
     raise RuntimeError(f"nothing answered on port {port} after {timeout:g} s")
 
 
-def serving(repo: Path, slo_ms: float, seconds: float, work: Path) -> dict:
-    dataset = inputs.dataset_of(repo, names.SEARCH)
-    requests = inputs.input_data(names.SEARCH, dataset, repo, 512, seed=7)["data"]
-    arms = {}
-
-    print("naive: FastAPI + PyTorch eager", flush=True)
-    port = free_port()
-    naive = subprocess.Popen(
-        [sys.executable, "-m", "perf.naive", "--repository", str(repo), "--port", str(port)],
-        cwd=ROOT,
+def baseline_commands(repo: Path) -> dict[str, list[str] | str]:
+    """argv (without the port) of each baseline server, or why it cannot run here."""
+    commands: dict[str, list[str] | str] = {
+        "naive": [sys.executable, "-m", "perf.naive", "--repository", str(repo)]
+    }
+    ray_python = RAY_VENV / "bin" / "python"
+    commands["ray_serve"] = (
+        [str(ray_python), "-m", "perf.ray_serve", "--repository", str(repo)]
+        if ray_python.exists()
+        else f"no Ray environment at {RAY_VENV} (make ray-env)"
     )
+    return commands
+
+
+def without_cache(config: dict) -> dict:
+    config = dict(config)
+    config.pop("response_cache", None)
+    return config
+
+
+def arm_configs(originals: dict[str, dict], tuned: dict[str, dict]) -> dict[str, dict]:
+    """Per Triton arm, the configs to load: the builder's defaults and the sweep's choice,
+    both with the response cache off, and the tuned configs with the encoders' cache on."""
+    return {
+        "triton_default": {m: without_cache(c) for m, c in originals.items()},
+        "triton_tuned": {m: without_cache({**originals, **tuned}[m]) for m in originals},
+        "triton_tuned_cache": {m: {**originals, **tuned}[m] for m in originals},
+    }
+
+
+def load_configs(server: TritonServer, configs: dict[str, dict]) -> None:
+    for model, config in configs.items():
+        server.load_model(model, config=config)
+
+
+def serving(repo: Path, slo_ms: float, seconds: float, repetitions: int, work: Path) -> dict:
+    """Every arm, both pipelines, `repetitions` times interleaved; see the module doc."""
+    requests = {}
+    for kind in (names.SEARCH, names.RECOMMEND):
+        dataset = inputs.dataset_of(repo, kind)
+        requests[kind] = inputs.input_data(kind, dataset, repo, 512, seed=7)["data"]
+    results: dict = {kind: {arm: [] for arm in ARMS} for kind in requests}
+    skipped: dict[str, str] = {}
+    baselines: dict[str, int] = {}
+    processes: list[subprocess.Popen] = []
+    stages = sorted({m for kind in requests for m in spec.pipeline_stages(repo, kind)})
     try:
-        wait_http(port, "/health")
-        arms["naive"] = ramp("127.0.0.1", port, "/search", naive_bodies(requests), slo_ms, seconds)
+        for arm, command in baseline_commands(repo).items():
+            if isinstance(command, str):
+                skipped[arm] = command
+                continue
+            baselines[arm] = free_port()
+            processes.append(subprocess.Popen([*command, "--port", str(baselines[arm])], cwd=ROOT))
+            wait_http(baselines[arm], "/health", processes[-1])
+        originals = {m: spec.model_config(repo, m) for m in stages}
+        tuned: dict[str, dict] = {}
+        sweeps = {}
+        # The sweeps tune the cache-off configs, so they run on a server without a cache.
+        with TritonServer(
+            repo, model_control="explicit", load_models=[*requests, *stages], exit_timeout_secs=5
+        ) as server:
+            for kind, sweep_file in SWEEP_FILES.items():
+                print(f"sweep {sweep_file.name} (smart)", flush=True)
+                result = Sweep(spec.load(sweep_file, repo), server, work / kind).run()
+                summary = report.write(result, work / kind)
+                tuned.update(result.chosen_configs())
+                sweeps[kind] = {
+                    "config": result.best.config if result.best else None,
+                    **{k: summary[k] for k in ("configs_tried", "measurements", "wall_s")},
+                }
+        with TritonServer(
+            repo,
+            model_control="explicit",
+            load_models=[*requests, *stages],
+            exit_timeout_secs=5,
+            response_cache_mb=CACHE_MB,
+        ) as server:
+            host, port = server.http_url.split(":")
+            configs = arm_configs(originals, tuned)
+            for repetition in range(repetitions):
+                for arm in (a for a in ARMS if a not in skipped):
+                    if arm in configs:
+                        load_configs(server, configs[arm])
+                    for kind in requests:
+                        print(
+                            f"repetition {repetition + 1}/{repetitions}: {arm}, {kind}", flush=True
+                        )
+                        if arm in configs:
+                            target = (host, int(port), f"/v2/models/{kind}/infer")
+                            bodies = triton_bodies(kind, requests[kind])
+                        else:
+                            target = ("127.0.0.1", baselines[arm], f"/{kind}")
+                            bodies = plain_bodies(kind, requests[kind])
+                        results[kind][arm].append(ramp(*target, bodies, slo_ms, seconds))
     finally:
-        naive.terminate()
-        naive.wait(timeout=30)
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=60)
+    return {"arms": results, "skipped": skipped, "sweeps": sweeps}
 
-    search_models = [names.SEARCH, *spec.pipeline_stages(repo, names.SEARCH)]
-    bodies = triton_bodies(requests)
-    with TritonServer(
-        repo, model_control="explicit", load_models=search_models, exit_timeout_secs=5
-    ) as server:
-        host, port = server.http_url.split(":")
-        print("triton, default configs", flush=True)
-        path = f"/v2/models/{names.SEARCH}/infer"
-        arms["triton_default"] = ramp(host, int(port), path, bodies, slo_ms, seconds)
 
-        print(f"sweep {SWEEP_FILE.name} (smart) on the same server", flush=True)
-        sweep_spec = spec.load(SWEEP_FILE, repo)
-        result = Sweep(sweep_spec, server, work / "sweep").run()
-        summary = report.write(result, work / "sweep")
-        for model, config in result.chosen_configs().items():
-            server.load_model(model, config=config)
-        print(f"triton, tuned configs {result.best.config}", flush=True)
-        arms["triton_tuned"] = ramp(host, int(port), path, bodies, slo_ms, seconds)
-        arms["triton_tuned"]["config"] = result.best.config
-        arms["triton_tuned"]["sweep"] = {
-            k: summary[k] for k in ("configs_tried", "measurements", "wall_s", "feasible")
+def median(values: list[float]) -> float:
+    return float(np.median(values)) if values else 0.0
+
+
+def summarise(serving_results: dict, slo_ms: float, repetitions: int) -> dict:
+    """summary.json: per pipeline and arm, the throughput at the SLO of each repetition,
+    and the ratios the targets are stated in (medians; tuned vs default per repetition)."""
+    summary: dict = {
+        "date": time.strftime("%Y-%m-%d"),
+        "slo_p99_ms": slo_ms,
+        "repetitions": repetitions,
+        "skipped": serving_results["skipped"],
+    }
+    for kind, arms in serving_results["arms"].items():
+        figures = {arm: [r["throughput_at_slo"] for r in runs] for arm, runs in arms.items()}
+        summary[kind] = {arm: values for arm, values in figures.items() if values}
+        default, tuned = figures["triton_default"], figures["triton_tuned"]
+        per_run = [t / d if d else None for t, d in zip(tuned, default)]
+        naive = median(figures["naive"])
+        summary[f"{kind}_ratios"] = {
+            "tuned_vs_naive_median": median(tuned) / naive if naive else None,
+            "tuned_vs_default_each_repetition": per_run,
+            "tuned_beats_default_every_repetition": all(r is not None and r > 1 for r in per_run),
         }
-    base = arms["naive"]["throughput_at_slo"]
-    for arm in arms.values():
-        arm["ratio_vs_naive"] = arm["throughput_at_slo"] / base if base else None
-    return arms
+    return summary
 
 
-def markdown(results: dict) -> str:
-    lines = [f"# Benchmarks ({results['machine']})", ""]
-    serving_results = results.get("serving")
-    if serving_results:
+def readme_table(summary: dict) -> str:
+    """The table README.md and perf/README.md quote, from summary.json (a test checks
+    that they quote the committed copy, docs/results/bench_summary.json)."""
+    lines = [
+        f"| pipeline | arm | req/s at p99 ≤ {summary['slo_p99_ms']:g} ms, each repetition "
+        "| median |",
+        "|---|---|---|---|",
+    ]
+    for kind in (names.SEARCH, names.RECOMMEND):
+        for arm, values in summary.get(kind, {}).items():
+            each = ", ".join(f"{v:,.0f}" for v in values)
+            lines.append(f"| {kind} | {arm} | {each} | {median(values):,.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def markdown(results: dict, summary: dict) -> str:
+    lines = [f"# Benchmarks ({results['machine']}, {summary['date']})", ""]
+    for kind in (names.SEARCH, names.RECOMMEND):
+        if kind not in summary:
+            continue
         lines += [
-            f"## Serving search: throughput at p99 <= {results['slo_ms']:g} ms",
+            f"## {kind}: throughput (req/s) at p99 <= {summary['slo_p99_ms']:g} ms",
             "",
-            f"Load generator: `perf.loadgen` (closed loop, HTTP/JSON, keep-alive, "
-            f"concurrency {list(LEVELS)}, {results['seconds']:g} s per level), the same for "
-            "every arm.",
+            f"Closed loop, HTTP/JSON (`perf.loadgen`), concurrency {list(LEVELS)}, "
+            f"{results['seconds']:g} s a level, {summary['repetitions']} repetitions.",
             "",
-            "| arm | throughput at SLO (req/s) | vs naive | lowest p99 (ms) |",
-            "|---|---|---|---|",
+            "| arm | each repetition | median |",
+            "|---|---|---|",
         ]
-        for name, arm in serving_results.items():
-            ratio = arm["ratio_vs_naive"]
-            lines.append(
-                f"| {name} | {arm['throughput_at_slo']:.1f} | "
-                f"{'-' if ratio is None else f'{ratio:.2f}x'} | {arm['lowest_p99_ms']:.1f} |"
-            )
-        lines += ["", "A throughput of 0 means the arm's p99 broke the SLO even at concurrency 1."]
-        if "triton_tuned" in serving_results:
-            lines.append(f"Tuned config: `{serving_results['triton_tuned']['config']}`.")
-        lines.append("")
+        for arm, values in summary[kind].items():
+            each = ", ".join(f"{v:.0f}" for v in values)
+            lines.append(f"| {arm} | {each} | {median(values):.0f} |")
+        ratios = summary[f"{kind}_ratios"]
+        each = ", ".join(
+            "-" if r is None else f"{r:.2f}x" for r in ratios["tuned_vs_default_each_repetition"]
+        )
+        verdict = (
+            "beats the defaults every time"
+            if ratios["tuned_beats_default_every_repetition"]
+            else "does NOT beat the defaults every time"
+        )
+        lines += ["", f"Tuned vs default in each repetition: {each} ({verdict}).", ""]
+    for arm, why in summary["skipped"].items():
+        lines.append(f"Skipped {arm}: {why}.")
     roof = results["roofline"]
     lines += [
+        "",
         f"## Encoder roofline ({roof['threads']} threads)",
         "",
         "GEMM peak: "
         + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in roof["gemm_peak_gflops"].items()),
         "",
-        "| model | precision | sequences/s (batch 32) | achieved GFLOP/s | fraction of peak |",
-        "|---|---|---|---|---|",
+        "| model | precision | tokens | sequences/s (batch 32) | GFLOP/s | of peak |",
+        "|---|---|---|---|---|---|",
     ]
     for name, row in roof["encoders"].items():
         lines.append(
-            f"| {name} | {row['precision']} | {row['sequences_per_s']:.0f} | "
-            f"{row['achieved_gflops']:.1f} | {row['fraction_of_peak']:.0%} |"
+            f"| {name} | {row['precision']} | {row['sequence_length']} | "
+            f"{row['sequences_per_s']:.0f} | {row['achieved_gflops']:.1f} | "
+            f"{row['fraction_of_peak']:.0%} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -324,8 +435,9 @@ def markdown(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m perf.bench", description=__doc__)
     parser.add_argument("--repository", default="model_repository")
-    parser.add_argument("--slo-ms", type=float, default=150.0)
-    parser.add_argument("--seconds", type=float, default=5.0, help="per load level")
+    parser.add_argument("--slo-ms", type=float, default=100.0)
+    parser.add_argument("--seconds", type=float, default=4.0, help="per load level")
+    parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--skip-serving", action="store_true", help="only the roofline")
     args = parser.parse_args(argv)
     repo = Path(args.repository).resolve()
@@ -339,13 +451,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     print("roofline", flush=True)
     results["roofline"] = roofline(repo)
+    summary: dict = {"date": time.strftime("%Y-%m-%d"), "skipped": {}}
     if not args.skip_serving:
         work = OUT / "work"
         shutil.rmtree(work, ignore_errors=True)
-        results["serving"] = serving(repo, args.slo_ms, args.seconds, work)
+        results["serving"] = serving(repo, args.slo_ms, args.seconds, args.repetitions, work)
+        summary = summarise(results["serving"], args.slo_ms, args.repetitions)
+        (OUT / "summary.json").write_text(json.dumps(summary, indent=1))
     results["wall_s"] = time.monotonic() - started
     (OUT / "bench.json").write_text(json.dumps(results, indent=1))
-    (OUT / "bench.md").write_text(markdown(results))
+    (OUT / "bench.md").write_text(markdown(results, summary))
     print((OUT / "bench.md").read_text())
     return 0
 

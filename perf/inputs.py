@@ -50,9 +50,10 @@ def _number(value: object) -> object:
 def _tokenizer(repo: Path) -> QueryTokenizer:
     folder = repo / names.QUERY_TOKENIZER
     config = parse_pbtxt((folder / "config.pbtxt").read_text())
-    max_length = int(config["parameters"]["max_length"]["string_value"])
     version = max(model_versions(repo, names.QUERY_TOKENIZER))
-    return QueryTokenizer(folder / str(version) / "tokenizer.json", max_length)
+    return QueryTokenizer.from_parameters(
+        folder / str(version) / "tokenizer.json", config.get("parameters", {})
+    )
 
 
 def input_data(model: str, dataset: Dataset, repo: Path, n: int = 256, seed: int = 0) -> dict:

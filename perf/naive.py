@@ -1,9 +1,11 @@
-"""The naive way to serve search: FastAPI, one request per model call, the query
-encoder in PyTorch eager (the same all-MiniLM weights), no batching.
+"""The naive way to serve search and recommendations: FastAPI + uvicorn, one request per
+model call (no batching across requests), the query encoder in PyTorch eager.
 
-Retrieval, features and ranking run in-process from the repository's own files
-(the same code path as the offline pipeline), so the answers match the served
-pipeline's and only the serving differs.
+What a user would write: the same all-MiniLM weights in PyTorch, sentence-transformers-style
+dynamic padding (each call's batch padded to its longest query, not to the tokenizer's
+`max_length`), torch's default thread count. Tokenizer, retrieval, features, ranker and
+top-k run in-process from the repository's own files (builders.offline, the newest release's
+pinned stages), so the answers match the served pipeline's and only the serving differs.
 
 `python -m perf.naive --repository model_repository --port 8090`
 """
@@ -11,35 +13,74 @@ pipeline's and only the serving differs.
 from __future__ import annotations
 
 import argparse
+import threading
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
 import uvicorn
-from fastapi import FastAPI
-from pydantic import BaseModel
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from builders import text_encoder
 from builders.offline import OfflinePipeline
 from builders.repository import model_versions
+from builders.runtime.tokenization import QueryTokenizer
+from builders.specs import parse_pbtxt
 
 
-class EagerPipeline(OfflinePipeline):
-    """The offline search pipeline with the query encoder in PyTorch eager."""
+class Pipeline(OfflinePipeline):
+    """The offline pipeline with ONNX Runtime's idle threads sleeping instead of spinning.
 
-    def __init__(self, repo: Path) -> None:
+    By default each session's threads spin for a while after every run; on 2 cores the
+    index's and ranker's spinning starved the next request's encoder: a batch-1 search took
+    45-50 ms in process instead of 9 ms. A fair baseline should not pay for that.
+    """
+
+    def _onnx(self, role: str, inputs: dict, outputs: list[str]) -> list[np.ndarray]:
+        if role not in self._sessions:
+            options = ort.SessionOptions()
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            self._sessions[role] = ort.InferenceSession(
+                str(self._stage_folder(role) / "model.onnx"),
+                options,
+                providers=["CPUExecutionProvider"],
+            )
+        return super()._onnx(role, inputs, outputs)
+
+
+def newest(repo: Path, kind: str) -> Pipeline:
+    return Pipeline(repo, kind, max(model_versions(repo, kind)))
+
+
+def warm_up(search: OfflinePipeline, recommend: OfflinePipeline) -> None:
+    """Load every stage's session now, so /health answers once the first request is fast."""
+    search.run(1, queries=["warm up"], user_ids=[None])
+    recommend.run(1, user_ids=[0])
+
+
+class EagerPipeline(Pipeline):
+    """The newest search release with the query encoder in PyTorch eager (or, with
+    `encoder="onnx"`, the release's own ONNX encoder), both dynamically padded."""
+
+    def __init__(self, repo: Path, encoder: str = "torch") -> None:
         super().__init__(repo, "search", max(model_versions(repo, "search")))
-        # One request at a time gains nothing from two threads; on 2 shared cores
-        # their spin-waits made each call about ten times slower.
-        torch.set_num_threads(1)
-        self.encoder = text_encoder.load_reference()
+        folder = self._stage_folder("tokenizer")
+        config = parse_pbtxt((folder.parent / "config.pbtxt").read_text())
+        max_length = int(config["parameters"]["max_length"]["string_value"])
+        self.tokenizer = QueryTokenizer(folder / "tokenizer.json", max_length)
+        self.encoder = text_encoder.load_reference() if encoder == "torch" else None
 
     def embed_queries(self, queries: list[str]) -> np.ndarray:
-        tokenizer = self._sessions.get("tokenizer")
-        if tokenizer is None:
-            super().embed_queries(queries)  # loads the tokenizer
-            tokenizer = self._sessions["tokenizer"]
-        ids, mask = tokenizer.encode(queries)
+        ids, mask = self.tokenizer.encode(queries)
+        # Padding is on the right: cutting to the longest query is exact.
+        width = int(mask.sum(axis=1).max())
+        ids, mask = ids[:, :width], mask[:, :width]
+        if self.encoder is None:
+            inputs = {"input_ids": ids, "attention_mask": mask}
+            return self._onnx("encoder", inputs, ["embedding"])[0]
         with torch.inference_mode():
             return self.encoder(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
 
@@ -47,22 +88,49 @@ class EagerPipeline(OfflinePipeline):
 class SearchRequest(BaseModel):
     query: str
     user_id: int | None = None
-    k: int = 10
+    k: int = Field(10, ge=1)
+
+
+class RecommendRequest(BaseModel):
+    user_id: int
+    k: int = Field(10, ge=1)
+
+
+def answer(result: tuple[np.ndarray, np.ndarray]) -> dict:
+    items, scores = result
+    return {"item_ids": items.tolist(), "scores": scores.tolist()}
+
+
+async def bad_request(_: Request, error: ValueError) -> JSONResponse:
+    """A query with nothing to search for (and other bad input the stages refuse): 400."""
+    return JSONResponse({"error": str(error)}, status_code=400)
 
 
 def create_app(repo: Path) -> FastAPI:
-    pipeline = EagerPipeline(repo)
+    search_pipeline = EagerPipeline(repo)
+    recommend_pipeline = newest(repo, "recommend")
+    warm_up(search_pipeline, recommend_pipeline)
+    # One request at a time: FastAPI runs `def` endpoints on a thread pool, and concurrent
+    # calls oversubscribe torch's threads (one per core by default): 49.5 vs 60.6 req/s
+    # at concurrency 8 on 2 cores.
+    lock = threading.Lock()
     app = FastAPI()
+    app.add_exception_handler(ValueError, bad_request)
 
     @app.post("/search")
     def search(request: SearchRequest) -> dict:
-        users = None if request.user_id is None else [request.user_id]
-        items, scores = pipeline.run(request.k, queries=[request.query], user_ids=users)[0]
-        return {"item_ids": items.tolist(), "scores": scores.tolist()}
+        query, user = [request.query], [request.user_id]
+        with lock:
+            return answer(search_pipeline.run(request.k, queries=query, user_ids=user)[0])
+
+    @app.post("/recommend")
+    def recommend(request: RecommendRequest) -> dict:
+        with lock:
+            return answer(recommend_pipeline.run(request.k, user_ids=[request.user_id])[0])
 
     @app.get("/health")
     def health() -> dict:
-        return {"ok": True}
+        return {"ok": True, "torch_threads": torch.get_num_threads()}
 
     return app
 

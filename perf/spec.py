@@ -200,7 +200,11 @@ def parse(document: object, source: str = "sweep file", base: Path = ROOT) -> Sw
             name == model or name in stages,
             f"space: {name!r} is neither {model!r} nor one of its stages {list(stages)}",
         )
-        model_config(repository, name)
+        _require(
+            model_config(repository, name).get("platform") != "ensemble",
+            f"space.{name}: {name!r} is an ensemble, which has no batcher or instances of "
+            "its own; tune its stages",
+        )
         _require(isinstance(tunables, dict) and tunables, f"space.{name} must map tunables")
         bad = sorted(set(tunables) - set(TUNABLES))
         _require(not bad, f"space.{name}: unknown tunables {bad}; valid: {list(TUNABLES)}")

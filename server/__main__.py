@@ -34,6 +34,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--startup-timeout", type=float, default=300.0, help="seconds")
     parser.add_argument("--log-verbose", type=int, default=0)
     parser.add_argument(
+        "--response-cache-mb",
+        type=int,
+        default=0,
+        help="Triton's local response cache, for models whose config enables it (0: none)",
+    )
+    parser.add_argument(
         "extra_args", nargs="*", metavar="-- TRITON_ARG", help="passed on to tritonserver"
     )
     return parser.parse_args(argv)
@@ -54,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         load_models=args.load_model,
         startup_timeout=args.startup_timeout,
         log_verbose=args.log_verbose,
+        response_cache_mb=args.response_cache_mb,
         extra_args=args.extra_args,
     )
     signal.signal(signal.SIGTERM, _raise_interrupt)

@@ -57,6 +57,9 @@ class ServerOptions:
     strict_readiness: bool = True
     log_verbose: int = 0
     shm_region_prefix: str = field(default_factory=lambda: f"tpb_{uuid.uuid4().hex[:12]}_")
+    #: Size of Triton's local response cache, for models whose config enables
+    #: `response_cache`; 0 runs without a cache (those models then compute every request).
+    response_cache_mb: int = 0
     extra_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -73,10 +76,17 @@ class ServerOptions:
                 raise ValueError(f"{name} must be in 1..65535, got {port}")
         if len({self.http_port, self.grpc_port, self.metrics_port}) != 3:
             raise ValueError("the HTTP, gRPC and metrics ports must differ")
+        if self.response_cache_mb < 0:
+            raise ValueError(f"response_cache_mb must be >= 0, got {self.response_cache_mb}")
 
 
-def build_command(options: ServerOptions, server: Path, backend_directory: Path) -> list[str]:
-    """The `tritonserver` argv for `options`."""
+def build_command(
+    options: ServerOptions,
+    server: Path,
+    backend_directory: Path,
+    cache_directory: Path | None = None,
+) -> list[str]:
+    """The `tritonserver` argv for `options` (`cache_directory` holds the cache libraries)."""
     argv = [
         str(server),
         f"--model-repository={Path(options.model_repository).resolve()}",
@@ -98,6 +108,11 @@ def build_command(options: ServerOptions, server: Path, backend_directory: Path)
     if options.model_control == "poll":
         argv.append(f"--repository-poll-secs={options.repository_poll_secs}")
     argv += [f"--load-model={name}" for name in options.load_models]
+    if options.response_cache_mb:
+        argv += [
+            f"--cache-directory={cache_directory}",
+            f"--cache-config=local,size={options.response_cache_mb * 2**20}",
+        ]
     argv += list(options.extra_args)
     return argv
 
@@ -166,6 +181,7 @@ class TritonServer:
         strict_readiness: bool | None = None,
         log_verbose: int = 0,
         log_path: str | Path | None = None,
+        response_cache_mb: int = 0,
         extra_args: tuple[str, ...] | list[str] = (),
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
@@ -179,6 +195,7 @@ class TritonServer:
             model_control == "none" if strict_readiness is None else strict_readiness
         )
         self.log_verbose = log_verbose
+        self.response_cache_mb = response_cache_mb
         self.extra_args = tuple(extra_args)
         self.log_path = Path(log_path) if log_path else None
         self.options: ServerOptions | None = None
@@ -238,10 +255,14 @@ class TritonServer:
             exit_timeout_secs=self.exit_timeout_secs,
             strict_readiness=self.strict_readiness,
             log_verbose=self.log_verbose,
+            response_cache_mb=self.response_cache_mb,
             extra_args=self.extra_args,
         )
         argv = build_command(
-            self.options, binaries.tritonserver_path(), binaries.backend_directory()
+            self.options,
+            binaries.tritonserver_path(),
+            binaries.backend_directory(),
+            binaries.cache_directory(),
         )
         if self.log_path is None:
             self.log_path = Path(tempfile.mkdtemp(prefix="tritonserver-")) / "server.log"

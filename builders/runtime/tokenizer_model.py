@@ -2,8 +2,9 @@
 
 Copied as `model.py` into a version folder next to `tokenization.py` and `tokenizer.json`.
 Config: `max_batch_size` > 0 with dynamic batching; input `query` TYPE_STRING dims [1];
-outputs `input_ids` and `attention_mask` TYPE_INT64 dims [-1], always `max_length` wide;
-optional parameter `max_length` (default 32). A request with an empty query gets an
+outputs `input_ids` and `attention_mask` TYPE_INT64 dims [-1], as wide as the smallest of
+the parameter `length_buckets` (e.g. "8,16,32") that holds the request's longest query, or
+`max_length` (parameter, default 32) without buckets. A request with an empty query gets an
 INVALID_ARG error response of its own; the other requests of the batch are answered.
 """
 
@@ -16,14 +17,13 @@ import triton_python_backend_utils as pb_utils
 VERSION_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(VERSION_DIR))
 
-from tokenization import DEFAULT_MAX_LENGTH, EmptyQueryError, QueryTokenizer  # noqa: E402
+from tokenization import EmptyQueryError, QueryTokenizer  # noqa: E402
 
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         parameters = json.loads(args["model_config"]).get("parameters", {})
-        max_length = parameters.get("max_length", {}).get("string_value", DEFAULT_MAX_LENGTH)
-        self.tokenizer = QueryTokenizer(VERSION_DIR / "tokenizer.json", int(max_length))
+        self.tokenizer = QueryTokenizer.from_parameters(VERSION_DIR / "tokenizer.json", parameters)
 
     def execute(self, requests: list) -> list:
         return [self._respond(request) for request in requests]

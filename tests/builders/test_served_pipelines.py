@@ -268,3 +268,27 @@ def test_a_missing_stage_takes_out_only_the_pipelines_that_use_it(server, client
     # loading the stage brings back the ensembles that depend on it
     for release in (None, 1, 2):
         assert len(call(client, "search", 5, "running shoes", version=release)[0]) == 5
+
+
+def test_the_response_cache_answers_repeated_queries_at_the_encoder(repo, client):
+    """With a cache, a repeated query (with any user) skips the encoder; same answers."""
+    query, users = "wool winter coat", [None, 3, UNKNOWN_USER]
+    expected = [call(client, "search", 5, query, user) for user in users]
+    with TritonServer(
+        repo, model_control="explicit", load_models=["*"], exit_timeout_secs=5,
+        response_cache_mb=16,
+    ) as cached:  # fmt: skip
+        local = grpcclient.InferenceServerClient(cached.grpc_url)
+        try:
+            for _ in range(2):
+                for user, (ids, scores, _) in zip(users, expected):
+                    served_ids, served_scores, _ = call(local, "search", 5, query, user)
+                    np.testing.assert_array_equal(served_ids, ids)
+                    np.testing.assert_allclose(served_scores, scores, atol=1e-5)
+            stats = local.get_inference_statistics(names.TEXT_ENCODER, as_json=True)
+        finally:
+            local.close()
+    (encoder,) = [s for s in stats["model_stats"] if s["version"] == "1"]
+    hits = int(encoder["inference_stats"].get("cache_hit", {}).get("count", 0))
+    computed = int(encoder["inference_stats"].get("cache_miss", {}).get("count", 0))
+    assert (hits, computed) == (5, 1)

@@ -56,6 +56,50 @@ def test_mixed_lengths_share_one_shape(tokenizer):
     assert attention_mask.sum(axis=1).tolist() == [3, DEFAULT_MAX_LENGTH, 6, 3]
 
 
+def test_buckets_pad_a_batch_to_the_smallest_width_that_holds_it():
+    bucketed = QueryTokenizer(tokenizer_json(), 32, buckets=(8, 16))
+    assert bucketed.buckets == (8, 16, 32)
+    plain_ids, _ = QueryTokenizer(tokenizer_json(), 32).encode(["tv", "stainless steel saucepan"])
+    for texts, width in (
+        (["tv"], 8),
+        (["tv", "stainless steel saucepan"], 8),
+        (["waterproof hiking boots for men size ten and a half wide"], 16),
+        (["a " * 100], 32),
+    ):
+        input_ids, attention_mask = bucketed.encode(texts)
+        assert input_ids.shape == attention_mask.shape == (len(texts), width)
+    input_ids, attention_mask = bucketed.encode(["tv", "stainless steel saucepan"])
+    np.testing.assert_array_equal(input_ids, plain_ids[:, :8])  # the same tokens, cut
+
+
+@pytest.mark.parametrize(
+    ("buckets", "message"), [((2,), "in 3..32"), ((8, 64), "in 3..32"), ((0,), "in 3..32")]
+)
+def test_bad_buckets_are_refused(buckets, message):
+    with pytest.raises(ValueError, match=message):
+        QueryTokenizer(tokenizer_json(), 32, buckets=buckets)
+
+
+def test_buckets_come_from_the_model_config():
+    parameters = {
+        "max_length": {"string_value": "16"},
+        "length_buckets": {"string_value": "8,16"},
+    }
+    tokenizer = QueryTokenizer.from_parameters(tokenizer_json(), parameters)
+    assert (tokenizer.max_length, tokenizer.buckets) == (16, (8, 16))
+    assert QueryTokenizer.from_parameters(tokenizer_json(), {}).buckets == (DEFAULT_MAX_LENGTH,)
+    with pytest.raises(ValueError, match="integers like"):
+        QueryTokenizer.from_parameters(tokenizer_json(), {"length_buckets": {"string_value": "x"}})
+
+
+def test_titles_need_a_token_not_a_letter():
+    tokenizer = QueryTokenizer(tokenizer_json())
+    input_ids, _ = tokenizer.encode(["\U0001f45f", "!!!"], searchable=False)
+    assert input_ids.shape[0] == 2
+    with pytest.raises(EmptyQueryError):
+        tokenizer.encode([" "], searchable=False)
+
+
 def test_empty_batch(tokenizer):
     input_ids, attention_mask = tokenizer.encode([])
     assert input_ids.shape == attention_mask.shape == (0, DEFAULT_MAX_LENGTH)
@@ -155,7 +199,10 @@ def write_tokenizer_model(repository: Path, name: str) -> None:
             ],
             "dynamic_batching": {"max_queue_delay_microseconds": 50_000},
             "instance_group": [{"count": 1, "kind": "KIND_CPU"}],
-            "parameters": {"max_length": {"string_value": str(SERVED_MAX_LENGTH)}},
+            "parameters": {
+                "max_length": {"string_value": str(SERVED_MAX_LENGTH)},
+                "length_buckets": {"string_value": "8,16"},
+            },
         },
     )
 
@@ -186,10 +233,9 @@ def tokenize_served(server, queries: list[bytes], protocol: str = "grpc"):
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_served_tokens_equal_offline(served, protocol):
     input_ids, attention_mask = tokenize_served(served, SERVED_QUERIES, protocol)
-    expected_ids, expected_mask = QueryTokenizer(tokenizer_json(), SERVED_MAX_LENGTH).encode(
-        SERVED_QUERIES
-    )
-    assert input_ids.shape == (len(SERVED_QUERIES), SERVED_MAX_LENGTH)
+    offline = QueryTokenizer(tokenizer_json(), SERVED_MAX_LENGTH, buckets=(8, 16))
+    expected_ids, expected_mask = offline.encode(SERVED_QUERIES)
+    assert input_ids.shape == (len(SERVED_QUERIES), offline.width(int(expected_mask.sum(1).max())))
     assert input_ids.dtype == np.int64
     np.testing.assert_array_equal(input_ids, expected_ids)
     np.testing.assert_array_equal(attention_mask, expected_mask)
@@ -213,5 +259,5 @@ def test_served_empty_query_fails_alone(served):
     assert "INVALID_ARG" in str(results[1].status())
     for index in (0, 2, 3):
         input_ids, _ = results[index]
-        assert input_ids.shape == (len(requests[index]), SERVED_MAX_LENGTH)
+        assert input_ids.shape == (len(requests[index]), 8)  # short queries: the 8 bucket
     assert served.is_model_ready("query_tokenizer")

@@ -83,7 +83,6 @@ def test_shipped_plans_match_what_the_builder_serves_as_plans(build_plans):
     """Model names, input names and shapes are the builder's (default build options)."""
     plans = {p["model"]: p for p in build_plans.load_plans((BUILD / "plans.json").read_text())}
     defaults = BuildOptions(repo=Path("unused"))
-    batches = (1, 16, names.STAGE_MAX_BATCH)
 
     def dims(batch: int, *rest: int) -> str:
         return "x".join(str(d) for d in (batch, *rest))
@@ -92,7 +91,8 @@ def test_shipped_plans_match_what_the_builder_serves_as_plans(build_plans):
     encoder_inputs = [t.name for t in names.text_encoder_spec(names.TEXT_ENCODER).inputs]
     assert list(encoder["shapes"]) == encoder_inputs == ["input_ids", "attention_mask"]
     for shapes in encoder["shapes"].values():
-        assert shapes == [dims(b, defaults.max_length) for b in batches]
+        # narrowest length bucket to max_length (the tokenizer's widths)
+        assert shapes == [dims(*shape) for shape in defaults.encoder_plan_shapes()]
     ranker = plans[names.SEARCH_RANKER]
     ranker_inputs = [t.name for t in names.ranker_spec(names.SEARCH_RANKER, "tensorrt").inputs]
     assert list(ranker["shapes"]) == ranker_inputs == ["sparse", "dense"]

@@ -88,3 +88,25 @@ def test_no_composing_models():
 def test_error_message_keeps_the_cause():
     output = "*** Measurement Settings ***\nerror: failed to get model metadata: unknown model\n"
     assert analyzer.error_message(output) == "error: failed to get model metadata: unknown model"
+
+
+CACHED_REPORT = """Request concurrency: 2
+  Composing models:
+  text_encoder, version: 1
+      Inference count: 381
+      Cache hit count: 120
+      Cache miss count: 261
+      Avg request latency: 8340 usec (overhead 4 usec + queue 1587 usec + cache hit/miss 6749 usec)
+          Average Cache Hit Latency: 12 usec
+          Average Cache Miss Latency: 6749 usec (cache lookup/insertion 3 usec + compute input 24 usec + compute infer 6626 usec + compute output 98 usec)
+
+  top_k, version: 1
+      Avg request latency: 960 usec (overhead 1 usec + queue 588 usec + compute input 9 usec + compute infer 278 usec + compute output 82 usec)
+"""  # noqa: E501
+
+
+def test_composing_models_with_a_response_cache():
+    """perf_analyzer 2.51 reports a cache-enabled stage's compute on its cache-miss line."""
+    stages = analyzer.parse_composing_models(CACHED_REPORT)
+    assert stages["text_encoder"] == analyzer.Breakdown(1587, 24, 6626, 98, 8340)
+    assert stages["top_k"].compute_infer_us == 278

@@ -82,6 +82,7 @@ def test_valid_file(repo, tmp_path):
         ({"search": "genetic"}, "search must be one of"),
         ({"space": {"user_tower": {"instance_count": [1]}}}, "neither 'search' nor one of"),
         ({"space": {"text_encoder": {"batch": [1]}}}, "unknown tunables"),
+        ({"space": {"search": {"instance_count": [1]}}}, "'search' is an ensemble"),
         ({"space": {"text_encoder": {"instance_count": []}}}, "non-empty list"),
         ({"space": {"text_encoder": {"max_batch_size": [8, 64]}}}, r"max_batch_size >= 32"),
         ({"space": {"text_encoder": {"preferred_batch_size": [4]}}}, "list of positive integers"),

@@ -56,6 +56,15 @@ def test_build_command_poll_mode_and_extra_args():
     assert "--repository-poll-secs=5" in argv and argv[-1] == "--log-info=false"
 
 
+def test_response_cache_flags():
+    argv = build_command(options(response_cache_mb=64), Path("/t"), Path("/b"), Path("/caches"))
+    assert "--cache-directory=/caches" in argv
+    assert f"--cache-config=local,size={64 * 2**20}" in argv
+    assert not any("cache" in a for a in build_command(options(), Path("/t"), Path("/b")))
+    with pytest.raises(ValueError, match="response_cache_mb"):
+        options(response_cache_mb=-1)
+
+
 def test_strict_readiness_flag():
     argv = build_command(options(strict_readiness=False), Path("/t"), Path("/b"))
     assert "--strict-readiness=false" in argv

@@ -38,6 +38,10 @@ class TritonPythonModel(BatchedModel):
         options.inter_op_num_threads = thread_count(spec, "inter_op_thread_count")
         if spec.int_parameter("execution_mode", 0) == 1:
             options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+        # Idle intra-op threads spin by default; every stage is a process of its own, and on
+        # a CPU they share, spinning threads take the cores the next stage needs.
+        spinning = str(spec.int_parameter("allow_spinning", 0))
+        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
         self.session = ort.InferenceSession(
             str(model_path), options, providers=["CPUExecutionProvider"]
         )

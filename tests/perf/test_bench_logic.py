@@ -1,0 +1,66 @@
+"""The benchmark's pure parts: request bodies, per-arm configs and the summary."""
+
+import json
+
+from perf import bench
+
+
+def test_bodies_carry_each_pipelines_inputs():
+    requests = [{"query": ["red shoes"], "user_id": [7], "k": [10]}]
+    (search,) = bench.triton_bodies("search", requests)
+    assert [t["name"] for t in json.loads(search)["inputs"]] == ["query", "user_id", "k"]
+    (recommend,) = bench.triton_bodies("recommend", [{"user_id": [7], "k": [10]}])
+    assert [t["name"] for t in json.loads(recommend)["inputs"]] == ["user_id", "k"]
+    assert json.loads(bench.plain_bodies("search", requests)[0]) == {
+        "query": "red shoes",
+        "user_id": 7,
+        "k": 10,
+    }
+
+
+def test_only_the_cache_arm_keeps_the_response_cache():
+    originals = {
+        "text_encoder": {"name": "text_encoder", "response_cache": {"enable": True}},
+        "search_ranker": {"name": "search_ranker", "max_batch_size": 64},
+    }
+    tuned = {"text_encoder": {**originals["text_encoder"], "instance_group": [{"count": 2}]}}
+    configs = bench.arm_configs(originals, tuned)
+    assert "response_cache" not in configs["triton_default"]["text_encoder"]
+    assert "response_cache" not in configs["triton_tuned"]["text_encoder"]
+    assert configs["triton_tuned"]["text_encoder"]["instance_group"] == [{"count": 2}]
+    assert configs["triton_tuned_cache"]["text_encoder"]["response_cache"] == {"enable": True}
+    assert configs["triton_tuned"]["search_ranker"] == originals["search_ranker"]
+
+
+def run(*throughputs):
+    return [{"throughput_at_slo": t, "levels": []} for t in throughputs]
+
+
+def test_summary_lists_each_repetition_and_says_whether_tuning_won():
+    serving = {
+        "skipped": {"ray_serve": "no Ray environment"},
+        "arms": {
+            "search": {
+                "naive": run(50, 60, 55),
+                "ray_serve": [],
+                "triton_default": run(300, 310, 290),
+                "triton_tuned": run(400, 300, 350),
+                "triton_tuned_cache": run(900, 950, 920),
+            }
+        },
+    }
+    summary = bench.summarise(serving, 100, 3)
+    assert summary["slo_p99_ms"] == 100 and summary["repetitions"] == 3
+    assert summary["search"]["triton_tuned"] == [400, 300, 350]
+    assert "ray_serve" not in summary["search"]
+    ratios = summary["search_ratios"]
+    assert ratios["tuned_vs_naive_median"] == 350 / 55
+    assert ratios["tuned_beats_default_every_repetition"] is False
+    assert "does NOT beat the defaults" in bench.markdown(
+        {
+            "machine": "m",
+            "seconds": 4,
+            "roofline": {"threads": 2, "gemm_peak_gflops": {}, "encoders": {}},
+        },
+        summary,
+    )

@@ -1,0 +1,33 @@
+"""The figures the READMEs quote are the ones in the committed results files (docs/results/,
+copies of what `make bench` and the BLS comparison wrote under perf/results/)."""
+
+import json
+from pathlib import Path
+
+from perf import bench
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "docs" / "results"
+
+
+def test_the_bench_table_is_the_one_in_the_summary():
+    summary = json.loads((RESULTS / "bench_summary.json").read_text())
+    table = bench.readme_table(summary)
+    assert len(table.splitlines()) > 2
+    for readme in ("README.md", "perf/README.md"):
+        text = (ROOT / readme).read_text()
+        assert table in text, f"{readme} does not quote docs/results/bench_summary.json"
+        assert summary["date"] in text
+
+
+def test_the_bls_vs_ensemble_table_is_the_one_in_its_results():
+    results = json.loads((RESULTS / "bls_vs_ensemble.json").read_text())
+    text = (ROOT / "perf" / "README.md").read_text()
+    for concurrency in (8, 16):
+        for arm, label in (("bls", "BLS"), ("ensemble", "ensemble")):
+            rows = [
+                r for r in results["rows"] if r["arm"] == arm and r["concurrency"] == concurrency
+            ]
+            each = ", ".join(f"{r['throughput']:.1f}" for r in rows)
+            p99 = ", ".join(f"{r['p99_ms']:.0f}" for r in rows)
+            assert f"| {concurrency} | {label} | {each} | {p99} |" in text
