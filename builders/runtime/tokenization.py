@@ -70,6 +70,12 @@ def check_buckets(buckets: Sequence[int], max_length: int) -> tuple[int, ...]:
     return tuple(w for w in widths if w < max_length) + (max_length,)
 
 
+def longest_padding(max_length: int) -> tuple[int, ...]:
+    """Buckets of every width: each batch is padded to its own longest text (offline
+    embedding and batch-free servers, where no batcher needs equal shapes)."""
+    return tuple(range(_MIN_MAX_LENGTH, max_length + 1))
+
+
 class QueryTokenizer:
     """Texts to the encoder's `input_ids` and `attention_mask`, int64 [n, width]: width is
     `max_length`, or the smallest of `buckets` that holds the longest of the n texts."""
