@@ -14,7 +14,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ from builders.repository import (
     write_version,
 )
 from builders.retrieval import check_pairing, item_matrix
+from builders.runtime.fusion import FusionSettings
 from builders.runtime.tokenization import check_buckets
 from builders.specs import EnsembleSpec, ModelSpec
 
@@ -59,6 +60,7 @@ class BuildOptions:
     seed: int = 0
     index: str = "auto"  # exact, ann or auto (by catalog size: builders.index_stage)
     ann_recall_target: float = 0.99  # recall@100 of the ANN index against exact search
+    fusion: FusionSettings = FusionSettings()  # how search fuses dense and BM25 candidates
 
     def __post_init__(self) -> None:
         if self.profile not in profiles.PROFILES:
@@ -231,6 +233,44 @@ def build_search_index(ctx: BuildContext) -> None:
     )
 
 
+def build_lexical_index(ctx: BuildContext) -> None:
+    from builders.runtime.lexical import LexicalIndex
+
+    progress(f"indexing {len(ctx.dataset.catalog):,} item texts for BM25")
+    index = LexicalIndex.build(item_texts(ctx.dataset))
+
+    def populate(folder: Path) -> None:
+        copy_runtime(folder, "lexical", "tokenization", glue="lexical_model")
+        index.save(folder)
+
+    ctx.write(
+        names.lexical_index_spec(ctx.options.num_candidates),
+        populate,
+        metrics={"items": index.n_items, "num_candidates": ctx.options.num_candidates},
+    )
+
+
+def build_hybrid_fusion(ctx: BuildContext) -> None:
+    """The fusion step, with a copy of the search index's item embeddings (it scores the
+    lexical candidates the dense list lacks), so it is paired with that index version."""
+    from builders.runtime.fusion import EMBEDDINGS_FILE
+
+    settings = ctx.options.fusion
+    embeddings = item_matrix(ctx.path(names.SEARCH_INDEX))
+
+    def populate(folder: Path) -> None:
+        copy_runtime(folder, "fusion", glue="fusion_model")
+        settings.save(folder)
+        np.save(folder / EMBEDDINGS_FILE, embeddings)
+
+    ctx.write(
+        names.hybrid_fusion_spec(ctx.options.num_candidates, embeddings.shape[1]),
+        populate,
+        depends_on={names.SEARCH_INDEX: ctx.resolved[names.SEARCH_INDEX]},
+        metrics={"num_candidates": ctx.options.num_candidates, **asdict(settings)},
+    )
+
+
 # -- recommendation side and rankers --------------------------------------------------
 def build_ranking_features(ctx: BuildContext) -> None:
     from builders import ranker
@@ -269,25 +309,21 @@ def build_two_tower(ctx: BuildContext) -> None:
     )
 
 
-def search_retrieval_scores(ctx: BuildContext):
-    """Query-item cosine over the search index for each logged event (0 without a query)."""
-    from builders import text_encoder
+def search_scores(ctx: BuildContext):
+    """Score items for the logged queries as this build's search stages do (the encoder and
+    search index, BM25): a `ranker.SearchScores` for a list of queries."""
+    from builders import ranker, text_encoder
+    from builders.runtime.lexical import LexicalIndex
 
-    encoder = ctx.options.encoder
     items = item_matrix(ctx.path(names.SEARCH_INDEX))
-    queries = ctx.dataset.interactions["query"].dropna().unique().tolist()
-    progress(f"embedding {len(queries):,} logged queries for the search ranker")
-    embedded = text_encoder.embed(
-        ctx.path(encoder) / "model.onnx", queries, max_length=ctx.options.max_length
-    )
-    row_of = {query: row for row, query in enumerate(queries)}
+    lexical = LexicalIndex.load(ctx.path(names.LEXICAL_INDEX))
 
-    def scores(contexts):
-        rows = np.array([row_of.get(q, -1) for q in contexts["query"]], dtype=np.int64)
-        result = np.zeros((len(contexts), len(items)), dtype=np.float32)
-        asked = rows >= 0
-        result[asked] = embedded[rows[asked]] @ items.T
-        return result
+    def scores(queries: list[str]) -> ranker.SearchScores:
+        progress(f"embedding {len(queries):,} logged queries for the search ranker")
+        embedded = text_encoder.embed(
+            ctx.path(ctx.options.encoder) / "model.onnx", queries, max_length=ctx.options.max_length
+        )
+        return ranker.SearchScores(queries, embedded, items, lexical.scores)
 
     return scores
 
@@ -307,7 +343,7 @@ def two_tower_scores(tower_folder: Path, index_folder: Path, user_ids: np.ndarra
 def build_search_ranker(ctx: BuildContext) -> None:
     from builders import ranker
 
-    result = ranker.train(ctx.dataset, search_retrieval_scores(ctx), seed=ctx.options.seed)
+    result = ranker.train_search(ctx.dataset, search_scores(ctx), seed=ctx.options.seed)
     index = read_manifest(ctx.repo, names.SEARCH_INDEX, ctx.resolved[names.SEARCH_INDEX])
     candidates = int(index["metrics"]["num_candidates"])
     parity: dict = {}
@@ -319,7 +355,9 @@ def build_search_ranker(ctx: BuildContext) -> None:
     ctx.write(
         names.ranker_spec(names.SEARCH_RANKER, "onnxruntime"),
         populate,
-        depends_on=_retrieval_dependencies(ctx, names.SEARCH_INDEX, ctx.options.encoder),
+        depends_on=_retrieval_dependencies(
+            ctx, names.SEARCH_INDEX, ctx.options.encoder, names.LEXICAL_INDEX, names.HYBRID_FUSION
+        ),
         metrics={"auc": result.metrics["torch_auc"], **result.metrics},
         parity=parity,
     )
@@ -348,9 +386,9 @@ def build_recommend_ranker(ctx: BuildContext) -> None:
     )
 
 
-def _retrieval_dependencies(ctx: BuildContext, index: str, producer: str) -> dict[str, int]:
+def _retrieval_dependencies(ctx: BuildContext, *retrieval: str) -> dict[str, int]:
     """The versions a ranker was trained against: its retrieval and feature stages."""
-    models = (index, producer, names.RANKING_FEATURES)
+    models = (*retrieval, names.RANKING_FEATURES)
     for model in models:
         ctx.path(model)  # resolves the version when not built in this run
     return {model: ctx.resolved[model] for model in models}
@@ -398,6 +436,8 @@ def pipeline_stages(ctx: BuildContext, kind: str) -> dict[str, Stage]:
             "tokenizer": names.QUERY_TOKENIZER,
             "encoder": ctx.options.encoder,
             "index": names.SEARCH_INDEX,
+            "lexical": names.LEXICAL_INDEX,
+            "fusion": names.HYBRID_FUSION,
         }
         producer_role = "encoder"
     else:
@@ -416,6 +456,11 @@ def pipeline_stages(ctx: BuildContext, kind: str) -> dict[str, Stage]:
     check_pairing(
         read_manifest(ctx.repo, index.model, index.version), producer.model, producer.version
     )
+    if "fusion" in stages:  # it holds a copy of the index's item embeddings
+        fusion = stages["fusion"]
+        check_pairing(
+            read_manifest(ctx.repo, fusion.model, fusion.version), index.model, index.version
+        )
     return stages
 
 
@@ -475,6 +520,8 @@ STEPS: dict[str, Callable[[BuildContext], None]] = {
     names.TEXT_ENCODER: build_text_encoder,
     names.TEXT_ENCODER_INT8: build_text_encoder_int8,
     names.SEARCH_INDEX: build_search_index,
+    names.LEXICAL_INDEX: build_lexical_index,
+    names.HYBRID_FUSION: build_hybrid_fusion,
     names.RANKING_FEATURES: build_ranking_features,
     names.USER_TOWER: build_two_tower,
     names.RECOMMEND_INDEX: build_two_tower,

@@ -15,6 +15,8 @@ QUERY_TOKENIZER = "query_tokenizer"
 TEXT_ENCODER = "text_encoder"
 TEXT_ENCODER_INT8 = "text_encoder_int8"
 SEARCH_INDEX = "search_index"
+LEXICAL_INDEX = "lexical_index"
+HYBRID_FUSION = "hybrid_fusion"
 RANKING_FEATURES = "ranking_features"
 SEARCH_RANKER = "search_ranker"
 USER_TOWER = "user_tower"
@@ -30,6 +32,8 @@ ALL_MODELS = (
     TEXT_ENCODER,
     TEXT_ENCODER_INT8,
     SEARCH_INDEX,
+    LEXICAL_INDEX,
+    HYBRID_FUSION,
     RANKING_FEATURES,
     USER_TOWER,
     RECOMMEND_INDEX,
@@ -49,7 +53,7 @@ NEED_INTERACTIONS = (
     RECOMMEND,
 )
 #: Models whose content depends on the data (their data fingerprint must match the build's).
-DATA_DEPENDENT = (SEARCH_INDEX, *NEED_INTERACTIONS, TOP_K, SEARCH)
+DATA_DEPENDENT = (SEARCH_INDEX, LEXICAL_INDEX, *NEED_INTERACTIONS, TOP_K, SEARCH)
 
 #: Largest batch a stage takes (at least the pipelines' own, so a whole batch passes).
 STAGE_MAX_BATCH = 64
@@ -128,6 +132,51 @@ def ann_index_spec(name: str, dim: int, num_candidates: int) -> ModelSpec:
     )
 
 
+def lexical_index_spec(num_candidates: int) -> ModelSpec:
+    """BM25 over the item texts (a Python model): the query's best `num_candidates` items,
+    and the BM25 of the dense candidates (which the fusion passes on to the ranker)."""
+    return ModelSpec(
+        name=LEXICAL_INDEX,
+        backend="python",
+        max_batch_size=STAGE_MAX_BATCH,
+        inputs=(
+            TensorSpec("query", "STRING", (1,)),
+            TensorSpec("dense_indexes", "INT64", (-1,)),
+        ),
+        outputs=(
+            TensorSpec("candidate_indexes", "INT64", (num_candidates,)),
+            TensorSpec("candidate_scores", "FP32", (num_candidates,)),
+            TensorSpec("bm25_of_dense", "FP32", (-1,)),
+        ),
+        dynamic_batching=_batching(500),
+    )
+
+
+def hybrid_fusion_spec(num_candidates: int, dim: int) -> ModelSpec:
+    """Reciprocal rank fusion of the dense and lexical candidates (`runtime.fusion`; each
+    version's settings are in its `fusion.json`)."""
+    return ModelSpec(
+        name=HYBRID_FUSION,
+        backend="python",
+        max_batch_size=STAGE_MAX_BATCH,
+        inputs=(
+            TensorSpec("dense_indexes", "INT64", (-1,)),
+            TensorSpec("dense_scores", "FP32", (-1,)),
+            TensorSpec("lexical_indexes", "INT64", (-1,)),
+            TensorSpec("lexical_scores", "FP32", (-1,)),
+            TensorSpec("bm25_of_dense", "FP32", (-1,)),
+            TensorSpec("query_embedding", "FP32", (dim,)),
+        ),
+        outputs=(
+            TensorSpec("candidate_indexes", "INT64", (num_candidates,)),
+            TensorSpec("candidate_scores", "FP32", (num_candidates,)),
+            TensorSpec("candidate_dense_scores", "FP32", (num_candidates,)),
+            TensorSpec("candidate_lexical_scores", "FP32", (num_candidates,)),
+        ),
+        dynamic_batching=_batching(500),
+    )
+
+
 def ranking_features_spec() -> ModelSpec:
     return ModelSpec(
         name=RANKING_FEATURES,
@@ -137,6 +186,7 @@ def ranking_features_spec() -> ModelSpec:
             TensorSpec("user_id", "INT64", (1,), optional=True),
             TensorSpec("candidate_ids", "INT64", (-1,)),
             TensorSpec("candidate_scores", "FP32", (-1,)),
+            TensorSpec("lexical_scores", "FP32", (-1,), optional=True),
         ),
         outputs=(
             TensorSpec("sparse", "INT64", (-1, features.NUM_SPARSE)),

@@ -1,25 +1,40 @@
 """The pipelines run without Triton, straight from a repository's version folders.
 
 Reads a release's `pipeline.json` and runs each pinned stage with its
-framework (the tokenizer module, ONNX Runtime, TensorFlow, the features
-module), then the same top-k as the served `top_k` step. Served results must equal
-these (the end-to-end parity tests), and the quality benchmark scores them.
+framework (the tokenizer module, ONNX Runtime, the BM25 and fusion modules,
+TensorFlow, the features module), then the same top-k as the served `top_k`
+step. Served results must equal these (the end-to-end parity tests), and the
+quality benchmark scores them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from builders.pipelines import PIPELINE_FILE, PipelineSpec
 from builders.runtime.features import FeatureTables, ranker_inputs
+from builders.runtime.fusion import EMBEDDINGS_FILE, FusionSettings, dense_scores_of, fuse
+from builders.runtime.lexical import LexicalIndex
 from builders.runtime.tokenization import QueryTokenizer
 from builders.runtime.topk import top_k
 from builders.specs import parse_pbtxt
 
 #: Stands for "no user given"; never a real user id.
 NO_USER = -1
+
+
+class Candidates(NamedTuple):
+    """Retrieved candidates [requests, N], in retrieval order: `scores` order them without a
+    ranker (fused or dense); `dense_scores` and `lexical_scores` (None without a lexical
+    stage) are what the ranker's features read."""
+
+    indexes: np.ndarray
+    scores: np.ndarray
+    dense_scores: np.ndarray
+    lexical_scores: np.ndarray | None
 
 
 class OfflinePipeline:
@@ -79,36 +94,80 @@ class OfflinePipeline:
         users = user_ids if user_ids is not None else [None] * count
         return np.array([NO_USER if u is None else u for u in users], dtype=np.int64)
 
-    def retrieve(
+    def dense(
         self, queries: list[str] | None = None, user_ids: list[int | None] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The index stage: candidate item indexes and scores [requests, N], best first."""
+        """The dense index stage: candidate item indexes and scores [requests, N], best first."""
         if self.spec.kind == "search":
             embedding = self.embed_queries(queries)
         else:
             users = self._users(queries, user_ids)[:, None]
             (embedding,) = self._onnx("user_tower", {"user_id": users}, ["user_embedding"])
+        return self._dense_index(embedding)
+
+    def _dense_index(self, embedding: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         candidates, scores = self._onnx(
             "index", {"query_embedding": embedding}, ["candidate_indexes", "candidate_scores"]
         )
         return candidates, scores
+
+    def lexical(
+        self, queries: list[str], also: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The lexical (BM25) stage: candidate item indexes and BM25 scores [requests, N],
+        and the BM25 of the items `also` names (the dense candidates)."""
+        if "lexical" not in self._sessions:
+            self._sessions["lexical"] = LexicalIndex.load(self._stage_folder("lexical"))
+        return self._sessions["lexical"].search(queries, self.spec.num_candidates, also)
+
+    def candidates(
+        self, queries: list[str] | None = None, user_ids: list[int | None] | None = None
+    ) -> Candidates:
+        """What the retrieval stages hand to the ranker (or, without one, to top-k)."""
+        if "lexical" not in self.spec.stages:
+            indexes, scores = self.dense(queries, user_ids)
+            return Candidates(indexes, scores, scores, None)
+        embeddings = self.embed_queries(queries)
+        dense_indexes, dense_scores = self._dense_index(embeddings)
+        lexical_indexes, lexical_scores, bm25_of_dense = self.lexical(queries, dense_indexes)
+        folder = self._stage_folder("fusion")
+        if "fusion" not in self._sessions:
+            self._sessions["fusion"] = np.load(folder / EMBEDDINGS_FILE)
+        dense_of_lexical = dense_scores_of(self._sessions["fusion"], embeddings, lexical_indexes)
+        fused = fuse(
+            dense_indexes,
+            dense_scores,
+            lexical_indexes,
+            lexical_scores,
+            bm25_of_dense,
+            dense_of_lexical,
+            self.spec.num_candidates,
+            FusionSettings.load(folder),
+        )
+        return Candidates(*fused)
 
     def run(
         self, k: int, queries: list[str] | None = None, user_ids: list[int | None] | None = None
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """(item ids, scores) per request, as the served pipeline answers them."""
         users = self._users(queries, user_ids)
-        candidates, scores = self.retrieve(queries, user_ids)
-        ranked = scores
+        found = self.candidates(queries, user_ids)
+        ranked = found.scores
         if "ranker" in self.spec.stages:
             if "features" not in self._sessions:
                 self._sessions["features"] = FeatureTables.load(
                     self._stage_folder("features") / "tables.npz"
                 )
-            sparse, dense = ranker_inputs(self._sessions["features"], users, candidates, scores)
+            sparse, dense = ranker_inputs(
+                self._sessions["features"],
+                users,
+                found.indexes,
+                found.dense_scores,
+                found.lexical_scores,
+            )
             ranked = self._ranker(sparse, dense)
         results = []
-        for row in range(len(candidates)):
-            indexes, best = top_k(candidates[row], ranked[row], k)
+        for row in range(len(found.indexes)):
+            indexes, best = top_k(found.indexes[row], ranked[row], k)
             results.append((self.item_ids[indexes], best))
         return results

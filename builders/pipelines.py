@@ -102,25 +102,64 @@ def ensemble_steps(spec: PipelineSpec) -> tuple[EnsembleStep, ...]:
                 {"user_embedding": "query_embedding"},
             )
         ]
-    steps.append(
-        _step(
-            stages["index"],
-            {"query_embedding": "query_embedding"},
-            {"candidate_indexes": "candidate_indexes", "candidate_scores": "retrieval_scores"},
-        )
-    )
     final_scores = "retrieval_scores"  # without a ranker: retrieval order
-    if "ranker" in stages:
+    features_map = {
+        "user_id": "user_id",
+        "candidate_ids": "candidate_indexes",
+        "candidate_scores": "retrieval_scores",
+    }
+    if "lexical" in stages:  # hybrid retrieval: dense and BM25 candidates, fused
         steps += [
             _step(
-                stages["features"],
-                {
-                    "user_id": "user_id",
-                    "candidate_ids": "candidate_indexes",
-                    "candidate_scores": "retrieval_scores",
-                },
-                {"sparse": "sparse", "dense": "dense"},
+                stages["index"],
+                {"query_embedding": "query_embedding"},
+                {"candidate_indexes": "dense_indexes", "candidate_scores": "dense_scores"},
             ),
+            _step(
+                stages["lexical"],
+                {"query": "query", "dense_indexes": "dense_indexes"},
+                {
+                    "candidate_indexes": "lexical_indexes",
+                    "candidate_scores": "bm25_scores",
+                    "bm25_of_dense": "bm25_of_dense",
+                },
+            ),
+            _step(
+                stages["fusion"],
+                {
+                    "dense_indexes": "dense_indexes",
+                    "dense_scores": "dense_scores",
+                    "lexical_indexes": "lexical_indexes",
+                    "lexical_scores": "bm25_scores",
+                    "bm25_of_dense": "bm25_of_dense",
+                    "query_embedding": "query_embedding",
+                },
+                # Triton refuses a tensor no step reads: the ranker reads the two scores,
+                # top-k without a ranker the fused one.
+                {"candidate_indexes": "candidate_indexes"}
+                | (
+                    {
+                        "candidate_dense_scores": "retrieval_scores",
+                        "candidate_lexical_scores": "lexical_scores",
+                    }
+                    if "ranker" in stages
+                    else {"candidate_scores": "fused_scores"}
+                ),
+            ),
+        ]
+        final_scores = "fused_scores"
+        features_map["lexical_scores"] = "lexical_scores"
+    else:
+        steps.append(
+            _step(
+                stages["index"],
+                {"query_embedding": "query_embedding"},
+                {"candidate_indexes": "candidate_indexes", "candidate_scores": "retrieval_scores"},
+            )
+        )
+    if "ranker" in stages:
+        steps += [
+            _step(stages["features"], features_map, {"sparse": "sparse", "dense": "dense"}),
             _step(
                 stages["ranker"],
                 {"sparse": "sparse", "dense": "dense"},

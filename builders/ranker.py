@@ -4,10 +4,20 @@ The model scores every candidate of a [batch, N] list from the `sparse` [batch, 
 `dense` [batch, N, D] tensors of `builders.runtime.features`; both leading dimensions are
 dynamic, and the output `score` [batch, N] is a click probability.
 
-Examples: each click, add-to-cart or purchase in the training split is a group of one
-positive and `negatives` negatives, half drawn from the top retrieved items the user never
-engaged with, half at random by popularity. Every group goes through `ranker_inputs`, the
-function the `features` model serves, so training and serving features are the same.
+Recommend examples (`train`): each click, add-to-cart or purchase in the training split is a
+group of one positive and `negatives` negatives, half drawn from the top retrieved items the
+user never engaged with, half at random by popularity.
+
+Search examples (`train_search`): each logged search session is a group of the items it
+saw, labelled by what it engaged with, with the dense and lexical scores the served
+retrieval stages give them for its query. Only seen items count: whether an item was seen
+depends first on where the logged engine showed it (position bias), so an unseen item says
+little about its relevance. A share of the groups is built as for an unknown user
+(`UNKNOWN_USER_SHARE`), as anonymous searches are served. Trained with PyTorch only: it
+is served as ONNX.
+
+Every group goes through `ranker_inputs`, the function the `features` model serves, so
+training and serving features are the same.
 """
 
 from __future__ import annotations
@@ -29,9 +39,11 @@ from torch import nn
 
 from builders.data import EVENT_WEIGHTS, Dataset, user_vocabulary
 from builders.runtime.features import (
+    DENSE_FEATURES,
     NUM_DENSE,
     NUM_SPARSE,
     PRICE_BUCKETS,
+    SPARSE_FEATURES,
     FeatureTables,
     ranker_inputs,
 )
@@ -54,6 +66,18 @@ DEEP_UNITS = (64, 32)
 ONNX_ATOL = 1e-5
 SAVEDMODEL_ATOL = 1e-5
 ONNX_OPSET = 17
+ALL_FEATURES = (*SPARSE_FEATURES, *DENSE_FEATURES)
+#: What the search ranker reads: the query-dependent scores only. Measured on the synthetic
+#: data (2026-12-02): trained on the same clicks, the item, category and brand embeddings,
+#: popularity and the user's affinities learn how often an item is clicked whatever the
+#: query, and served NDCG@10 fell from 0.88 to 0.64; see perf/README.md.
+SEARCH_RANKER_FEATURES = ("retrieval_score", "lexical_score")
+#: Most candidates of one search session in a training group.
+SEARCH_GROUP_SIZE = 8
+#: Share of search groups whose features are built for an unknown user.
+UNKNOWN_USER_SHARE = 0.25
+#: A user id no vocabulary holds: features for an unknown user.
+_UNKNOWN_USER_ID = -1
 #: Torch threads while training: the models are small, so one thread is as fast as two and,
 #: unlike two, does not stall when other processes share the cores.
 TRAINING_THREADS = 1
@@ -62,6 +86,18 @@ TRAINING_THREADS = 1
 #: user_id, item_id, query, ...): a callable returning float32 [rows, n_items], or a matrix
 #: [n_users + 1, n_items] indexed by user index (row 0: unknown user).
 RetrievalScores = Callable[[pd.DataFrame], np.ndarray] | np.ndarray
+
+
+@dataclass(frozen=True)
+class SearchScores:
+    """What the served retrieval stages score any item with for the logged queries: the
+    dense score is `item_embeddings @ query_embeddings[row]`, the lexical one the item's
+    BM25 over the query's best (`fusion.fuse`'s `lexical_scores`)."""
+
+    queries: list[str]
+    query_embeddings: np.ndarray  # float32 [Q, dim]
+    item_embeddings: np.ndarray  # float32 [n_items, dim]
+    lexical: Callable[[str], np.ndarray]  # query -> BM25 of every item, [n_items]
 
 
 class ParityError(RuntimeError):
@@ -75,6 +111,11 @@ class Examples:
     sparse: np.ndarray  # int64 [groups, N, S]
     dense: np.ndarray  # float32 [groups, N, D]
     labels: np.ndarray  # float32 [groups, N]
+    weights: np.ndarray | None = None  # float32 [groups, N] loss weights; None: all 1
+
+    @property
+    def loss_weights(self) -> np.ndarray:
+        return np.ones_like(self.labels) if self.weights is None else self.weights
 
 
 @dataclass
@@ -83,7 +124,7 @@ class RankerResult:
     serves; training and evaluation used tables built from the training split only."""
 
     torch_model: DCNRanker
-    keras_model: keras.Model
+    keras_model: keras.Model | None  # None: trained with PyTorch only (`train_search`)
     tables: FeatureTables
     test_examples: Examples
     metrics: dict[str, float]
@@ -230,6 +271,74 @@ def _all_item_scores(
     return scores.astype(np.float32)
 
 
+def session_keys(log: pd.DataFrame) -> list[str]:
+    """What identifies a session: `session_id` when the log has it, else user and query."""
+    return ["session_id"] if "session_id" in log else ["user_id", "query"]
+
+
+def search_sessions(log: pd.DataFrame) -> pd.core.groupby.DataFrameGroupBy:
+    """The logged searches of `log`, grouped by session."""
+    return log[log["query"].notna()].groupby(session_keys(log), sort=True)
+
+
+def search_examples(
+    tables: FeatureTables,
+    log: pd.DataFrame,
+    scores: SearchScores,
+    *,
+    group_size: int = SEARCH_GROUP_SIZE,
+    seed: int = 0,
+) -> Examples:
+    """One group per search session of `log`: the items the session saw (its logged rows),
+    labelled 1 when it engaged with them, with the retrieval scores the served stages give
+    them for its query.
+
+    Only seen items count: whether an item was seen depends first on where the logged engine
+    showed it (position bias), so an unseen item says little about its relevance. A session
+    that saw more than `group_size` items keeps a random `group_size` of them; padding
+    (weight 0) fills the rest.
+    """
+    rng = np.random.default_rng(seed)
+    row_of = {query: row for row, query in enumerate(scores.queries)}
+    users, items, dense, lexical, labels = [], [], [], [], []
+    for _, session in search_sessions(log):
+        query = session["query"].iloc[0]
+        seen = np.searchsorted(tables.item_ids, session["item_id"].to_numpy())
+        engaged = session["event"].isin(POSITIVE_EVENTS).to_numpy()
+        keep = rng.permutation(len(seen))[:group_size]
+        seen, engaged = seen[keep], engaged[keep]
+        width = len(seen)
+        padded = np.full(group_size, -1)
+        padded[:width] = seen
+        query_dense, query_lexical = np.zeros((2, group_size), np.float32)
+        query_dense[:width] = scores.item_embeddings[seen] @ scores.query_embeddings[row_of[query]]
+        bm25 = scores.lexical(query)
+        if bm25.max() > 0:
+            query_lexical[:width] = bm25[seen] / bm25.max()
+        label = np.zeros(group_size, np.float32)
+        label[:width] = engaged
+        users.append(session["user_id"].iloc[0])
+        items.append(padded)
+        dense.append(query_dense)
+        lexical.append(query_lexical)
+        labels.append(label)
+    if not users:
+        groups = (0, group_size)
+        return Examples(
+            np.zeros((*groups, NUM_SPARSE), np.int64),
+            np.zeros((*groups, NUM_DENSE), np.float32),
+            np.zeros(groups, np.float32),
+            np.zeros(groups, np.float32),
+        )
+    user_ids = np.array(users, dtype=np.int64)
+    user_ids[rng.random(len(user_ids)) < UNKNOWN_USER_SHARE] = _UNKNOWN_USER_ID
+    items = np.array(items)
+    sparse, dense_features = ranker_inputs(
+        tables, user_ids, items, np.array(dense), np.array(lexical)
+    )
+    return Examples(sparse, dense_features, np.array(labels), (items >= 0).astype(np.float32))
+
+
 def engaged_pairs(tables: FeatureTables, interactions: pd.DataFrame) -> np.ndarray:
     """Sorted `user_index * n_items + item_index` codes of the engaged (user, item) pairs."""
     engaged = interactions[interactions["event"].isin(POSITIVE_EVENTS)]
@@ -268,11 +377,25 @@ class DCNRanker(nn.Module):
     """DCN-v2 (parallel): field embeddings and dense features -> cross network + MLP -> logit.
 
     Layers act on the last axis, so any [batch, N] candidate grid goes through unchanged.
+    Columns not in `uses` are set to 0 inside the graph (a fixed mask), so a ranker can
+    ignore features the shared `ranking_features` stage still serves.
     """
 
-    def __init__(self, vocabulary_sizes: Sequence[int]) -> None:
+    def __init__(self, vocabulary_sizes: Sequence[int], uses: Sequence[str] = ALL_FEATURES) -> None:
         super().__init__()
         self.vocabulary_sizes = tuple(vocabulary_sizes)
+        self.uses = tuple(uses)
+        unknown = sorted(set(self.uses) - set(ALL_FEATURES))
+        if unknown:
+            raise ValueError(f"unknown ranker features {unknown}; features: {ALL_FEATURES}")
+        self.register_buffer(
+            "sparse_mask",
+            torch.tensor([f in self.uses for f in SPARSE_FEATURES], dtype=torch.int64),
+        )
+        self.register_buffer(
+            "dense_mask",
+            torch.tensor([f in self.uses for f in DENSE_FEATURES], dtype=torch.float32),
+        )
         self.embeddings = nn.ModuleList(
             nn.Embedding(size, EMBEDDING_DIM) for size in self.vocabulary_sizes
         )
@@ -287,6 +410,7 @@ class DCNRanker(nn.Module):
         self.head = nn.Linear(width + DEEP_UNITS[-1], 1)
 
     def logits(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        sparse, dense = sparse * self.sparse_mask, dense * self.dense_mask
         fields = [embedding(sparse[..., i]) for i, embedding in enumerate(self.embeddings)]
         x0 = torch.cat([*fields, dense], dim=-1)
         x = x0
@@ -355,32 +479,111 @@ def train(
         )
 
     train_examples = examples_of(split.train, seed)
+    test_examples = examples_of(split.test, seed + 1)
+    return _fit(
+        dataset,
+        tables,
+        train_examples,
+        test_examples,
+        keras_too=True,
+        started=started,
+        progress=progress,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+    )
+
+
+def train_search(
+    dataset: Dataset,
+    search_scores: Callable[[list[str]], SearchScores],
+    *,
+    epochs: int = 4,
+    batch_size: int = 128,
+    learning_rate: float = 2e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> RankerResult:
+    """Train the search ranker (PyTorch) on what the logged search sessions saw, scored as
+    the served retrieval stages score it (`search_scores`, see `search_examples`).
+
+    Sessions with a row in `dataset.split()`'s test part are the test groups, the others
+    the training groups.
+    """
+    if not dataset.has_interactions:
+        raise ValueError(f"{dataset.name}: the ranker needs an interaction log")
+    started = time.perf_counter()
+    split = dataset.split()
+    tables = build_tables(dataset, split.train)
+    log = dataset.interactions
+    queries = sorted(log["query"].dropna().unique().tolist())
+    if not queries:
+        raise ValueError(f"{dataset.name}: the search ranker needs logged searches")
+    scores = search_scores(queries)
+    keys = session_keys(log)
+    held_out = log.set_index(keys).index.isin(split.test.set_index(keys).index)
+    train_examples = search_examples(tables, log[~held_out], scores, seed=seed)
+    test_examples = search_examples(tables, log[held_out], scores, seed=seed + 1)
+    return _fit(
+        dataset,
+        tables,
+        train_examples,
+        test_examples,
+        keras_too=False,
+        uses=SEARCH_RANKER_FEATURES,
+        started=started,
+        progress=progress,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+    )
+
+
+def _fit(
+    dataset: Dataset,
+    tables: FeatureTables,
+    train_examples: Examples,
+    test_examples: Examples,
+    *,
+    keras_too: bool,
+    started: float,
+    progress: bool,
+    uses: Sequence[str] = ALL_FEATURES,
+    **settings,
+) -> RankerResult:
+    """Train on `train_examples` (PyTorch, and Keras when asked) and measure held-out AUC."""
     if len(train_examples.labels) == 0:
         raise ValueError(f"{dataset.name}: no {'/'.join(POSITIVE_EVENTS)} events to learn from")
-    test_examples = examples_of(split.test, seed + 1)
+    group = train_examples.labels.shape[1]
     _log(
         progress,
         f"ranker: {len(train_examples.labels):,} training and {len(test_examples.labels):,} "
-        f"test groups of {negatives + 1} candidates ({time.perf_counter() - started:.1f} s)",
+        f"test groups of {group} candidates ({time.perf_counter() - started:.1f} s)",
     )
-    settings = dict(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
     torch_model = train_torch(
-        tables.vocabulary_sizes, train_examples, progress=progress, **settings
+        tables.vocabulary_sizes, train_examples, uses=uses, progress=progress, **settings
     )
-    keras_model = train_keras(
-        tables.vocabulary_sizes, train_examples, progress=progress, **settings
+    keras_model = (
+        train_keras(tables.vocabulary_sizes, train_examples, progress=progress, **settings)
+        if keras_too
+        else None
     )
+    real = test_examples.loss_weights > 0  # padding candidates are not examples
 
     def held_out_auc(scores: Callable[[Examples], np.ndarray]) -> float:
         if len(test_examples.labels) == 0:
             return float("nan")
-        return auc(test_examples.labels, scores(test_examples))
+        return auc(test_examples.labels[real], scores(test_examples)[real])
 
-    metrics = {
-        "torch_auc": held_out_auc(partial(predict_torch, torch_model)),
-        "keras_auc": held_out_auc(partial(predict_keras, keras_model)),
+    metrics = {"torch_auc": held_out_auc(partial(predict_torch, torch_model))}
+    if keras_model is not None:
+        metrics["keras_auc"] = held_out_auc(partial(predict_keras, keras_model))
+    metrics |= {
         "retrieval_score_auc": held_out_auc(lambda examples: examples.dense[..., 0]),
-        "popularity_auc": held_out_auc(lambda examples: examples.dense[..., 1]),
+        "lexical_score_auc": held_out_auc(lambda examples: examples.dense[..., 1]),
+        "popularity_auc": held_out_auc(lambda examples: examples.dense[..., 2]),
         "train_groups": len(train_examples.labels),
         "test_groups": len(test_examples.labels),
         "train_seconds": round(time.perf_counter() - started, 1),
@@ -397,14 +600,16 @@ def train_torch(
     batch_size: int,
     learning_rate: float,
     seed: int,
+    uses: Sequence[str] = ALL_FEATURES,
     progress: bool = True,
 ) -> DCNRanker:
     torch.manual_seed(seed)
-    model = DCNRanker(vocabulary_sizes)
+    model = DCNRanker(vocabulary_sizes, uses)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
-    loss_function = nn.BCEWithLogitsLoss()
+    loss_function = nn.BCEWithLogitsLoss(reduction="none")
     sparse, dense = torch.from_numpy(examples.sparse), torch.from_numpy(examples.dense)
     labels = torch.from_numpy(examples.labels)
+    weights = torch.from_numpy(examples.loss_weights)
     shuffler = torch.Generator().manual_seed(seed)
     model.train()
     with torch_threads(TRAINING_THREADS):
@@ -413,7 +618,8 @@ def train_torch(
             order = torch.randperm(len(labels), generator=shuffler)
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
-                loss = loss_function(model.logits(sparse[batch], dense[batch]), labels[batch])
+                losses = loss_function(model.logits(sparse[batch], dense[batch]), labels[batch])
+                loss = (losses * weights[batch]).sum() / weights[batch].sum().clamp(min=1e-6)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()

@@ -292,6 +292,15 @@ class EnsembleSpec:
             raise SpecError(
                 f"ensemble {self.name!r}: no step writes output(s) {', '.join(unwritten)}"
             )
+        read = {t.name for t in self.outputs}.union(
+            *(step.input_map.values() for step in self.steps)
+        )
+        unused = sorted(available - read)
+        if unused:
+            raise SpecError(
+                f"ensemble {self.name!r}: tensor(s) {', '.join(unused)} are never read "
+                "(Triton refuses unused ensemble inputs and step outputs)"
+            )
 
     def to_config(self) -> dict:
         config: dict = {

@@ -8,8 +8,11 @@ Markdown table on stdout:
   a popularity baseline (synthetic and movielens-100k; from the build manifest);
 * ranker: held-out AUC computed offline with the framework and through the
   served model on the same examples (they must agree);
-* search: NDCG@10 on the synthetic graded relevance for the served pipeline,
-  its retrieval stage alone, and BM25 over the same item texts;
+* search: NDCG@10 and recall@100 of each retrieval stage alone (dense, lexical),
+  the fused (hybrid) candidates, the served pipeline and a plain BM25 over the
+  same item texts: on the synthetic graded relevance, and on a catalog-only
+  `files` build of a real-looking catalog (`perf/data/catalog.csv`) with
+  hand-written queries graded by rule (`perf/graded_queries.py`);
 * INT8 encoder: overlap of its top-100 retrieval with the fp32 encoder's.
 """
 
@@ -18,11 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
+import os
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -34,37 +36,53 @@ from builders.offline import OfflinePipeline
 from builders.repository import model_versions, read_manifest
 from builders.runtime.features import FeatureTables
 from clients.client import Client
+from perf import graded_queries
 from server import TritonServer
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "perf" / "results" / "quality.json"
-DATASETS = {"synthetic": {}, "movielens-100k": {}}
+CATALOG = ROOT / "perf" / "data" / "catalog.csv"
+QUERIES = ROOT / "perf" / "data" / "queries.json"
+#: Report name -> (data source, its parameters, the matching `builders build` arguments).
+DATASETS = {
+    "synthetic": ("synthetic", {}, ["--dataset", "synthetic"]),
+    "movielens-100k": ("movielens-100k", {}, ["--dataset", "movielens-100k"]),
+    "catalog-only": (
+        "files",
+        {"catalog": CATALOG},
+        ["--dataset", "files", "--catalog", str(CATALOG)],
+    ),
+}
 
 
-def tokens(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+", text.lower())
+def bm25_baseline(texts: list[str]):
+    """BM25 as a user would write it with `bm25s`: its tokenizer with English stop words and
+    the Snowball stemmer, Lucene BM25 defaults. Returns query list -> item indexes [Q, k]."""
+    import bm25s
+    import Stemmer
 
+    stemmer = Stemmer.Stemmer("english")
 
-class BM25:
-    """Okapi BM25 (k1 = 1.5, b = 0.75) over tokenised documents."""
+    def tokenize(items: list[str]):
+        return bm25s.tokenize(items, stopwords="en", stemmer=stemmer, show_progress=False)
 
-    def __init__(self, documents: list[str], k1: float = 1.5, b: float = 0.75) -> None:
-        self.documents = [Counter(tokens(d)) for d in documents]
-        self.lengths = np.array([sum(d.values()) for d in self.documents], dtype=np.float64)
-        frequency = Counter(term for d in self.documents for term in d)
-        n = len(self.documents)
-        self.idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in frequency.items()}
-        self.k1, self.b, self.average = k1, b, self.lengths.mean()
+    retriever = bm25s.BM25()
+    retriever.index(tokenize(texts), show_progress=False)
 
-    def top(self, query: str, k: int) -> np.ndarray:
-        scores = np.zeros(len(self.documents))
-        norm = self.k1 * (1 - self.b + self.b * self.lengths / self.average)
-        for term in set(tokens(query)):
-            if term not in self.idf:
+    def top(queries: list[str], k: int) -> list[list[int]]:
+        ranked = []
+        for query in queries:
+            tokenized = tokenize([query])
+            if not tokenized.vocab:  # nothing but stop words
+                ranked.append([])
                 continue
-            counts = np.array([d.get(term, 0) for d in self.documents], dtype=np.float64)
-            scores += self.idf[term] * counts * (self.k1 + 1) / (counts + norm)
-        return np.argsort(-scores, kind="stable")[:k]
+            documents, scores = retriever.retrieve(
+                tokenized, k=min(k, len(texts)), show_progress=False
+            )
+            ranked.append([int(d) for d, s in zip(documents[0], scores[0]) if s > 0])
+        return ranked
+
+    return top
 
 
 def ndcg(ranked: list[int], grades: dict[int, int], k: int = 10) -> float:
@@ -75,18 +93,25 @@ def ndcg(ranked: list[int], grades: dict[int, int], k: int = 10) -> float:
     return dcg / best if best else 0.0
 
 
-def ensure_repository(name: str, repo: Path) -> None:
+def recall(ranked: list[int], grades: dict[int, int], k: int = 100) -> float:
+    """Share of the query's best-graded items in the top k (of at most k of them)."""
+    top_grade = max(grades.values())
+    best = {item for item, grade in grades.items() if grade == top_grade}
+    return len(best & set(ranked[:k])) / min(len(best), k)
+
+
+def ensure_repository(name: str, repo: Path, build_args: list[str]) -> None:
     if (repo / names.SEARCH).is_dir():
         return
     print(f"building {name} into {repo} ...", file=sys.stderr)
     subprocess.run(
-        [sys.executable, "-m", "builders", "build", "--dataset", name, "--out", str(repo)],
-        check=True,
+        [sys.executable, "-m", "builders", "build", *build_args, "--out", str(repo)], check=True
     )
 
 
-def search_quality(repo: Path, dataset, client) -> dict:
-    relevance = dataset.relevance
+def search_quality(repo: Path, dataset, relevance, client) -> dict:
+    """NDCG@10 and recall@100 of each retrieval stage alone, the fused candidates, the served
+    pipeline (through Triton, without a user) and a plain BM25 over the same item texts."""
     grades = {
         query: dict(zip(group.item_id, group.grade)) for query, group in relevance.groupby("query")
     }
@@ -94,20 +119,32 @@ def search_quality(repo: Path, dataset, client) -> dict:
     version = model_versions(repo, names.SEARCH)[-1]
     offline = OfflinePipeline(repo, names.SEARCH, version)
     catalog_ids = offline.item_ids
-    candidates, _ = offline.retrieve(queries)
-    bm25 = BM25(item_texts(dataset))
+
+    def as_ids(indexes) -> list[list[int]]:
+        return [catalog_ids[row[row >= 0]].tolist() for row in np.asarray(indexes)]
+
+    n = offline.spec.num_candidates
+    bm25 = bm25_baseline(item_texts(dataset))
     systems = {
-        "served pipeline (retrieval + ranker)": [
-            [item.item_id for item in client.search(query, k=10).items] for query in queries
-        ],
-        "retrieval only (encoder cosine)": [catalog_ids[row[:10]].tolist() for row in candidates],
-        "BM25 (item texts)": [catalog_ids[bm25.top(q, 10)].tolist() for q in queries],
+        "served": [[item.item_id for item in client.search(query, k=n).items] for query in queries],
+        "dense": as_ids(offline.dense(queries)[0]),
+        "bm25": [catalog_ids[row].tolist() for row in bm25(queries, n)],
     }
+    if "lexical" in offline.spec.stages:
+        systems["lexical"] = as_ids(offline.lexical(queries)[0])
+        systems["hybrid"] = as_ids(offline.candidates(queries).indexes)
     return {
         "queries": len(queries),
-        "ndcg_at_10": {
-            system: round(float(np.mean([ndcg(r, grades[q]) for q, r in zip(queries, ranked)])), 4)
-            for system, ranked in systems.items()
+        "stages": sorted(offline.spec.stages),
+        **{
+            f"{measure.__name__}_at_{k}": {
+                system: round(
+                    float(np.mean([measure(r, grades[q], k) for q, r in zip(queries, ranked)])),
+                    4,
+                )
+                for system, ranked in systems.items()
+            }
+            for measure, k in ((ndcg, 10), (recall, 100))
         },
     }
 
@@ -184,17 +221,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    report: dict = {"machine": f"{__import__('os').cpu_count()} CPU cores", "datasets": {}}
-    for name, params in DATASETS.items():
+    report: dict = {"machine": f"{os.cpu_count()} CPU cores", "datasets": {}}
+    for name, (source, params, build_args) in DATASETS.items():
         repo = args.work / name
-        ensure_repository(name, repo)
-        dataset = load_dataset(name, **params)
-        entry: dict = {"recommend": recommend_recall(repo)}
+        ensure_repository(name, repo, build_args)
+        dataset = load_dataset(source, **params)
+        relevance = dataset.relevance
+        if source == "files":
+            relevance = graded_queries.relevance(
+                dataset.catalog, graded_queries.load_rules(QUERIES)
+            )
+        entry: dict = {}
         with TritonServer(repo) as server, Client(server.grpc_url, timeout=60.0) as client:
-            entry["recommend_ranker"] = ranker_auc(repo, dataset, client)
-            if dataset.relevance is not None:
-                entry["search"] = search_quality(repo, dataset, client)
-        if dataset.relevance is not None:
+            if dataset.has_interactions:
+                entry["recommend"] = recommend_recall(repo)
+                entry["recommend_ranker"] = ranker_auc(repo, dataset, client)
+            if relevance is not None:
+                entry["search"] = search_quality(repo, dataset, relevance, client)
+        if source == "synthetic":
             entry["int8_encoder"] = int8_overlap(repo, dataset)
         report["datasets"][name] = entry
     report["seconds"] = round(time.perf_counter() - started, 1)

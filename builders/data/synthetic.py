@@ -9,9 +9,14 @@ The generative story, all vectorised with numpy:
   level, and a Zipf-like activity that decides how many sessions they have.
 * A session has an intent: a leaf (mostly one the user prefers) and some attribute values taken
   from an "anchor" item. Search sessions turn the intent into a query, using a synonym for the
-  category noun and sometimes a typo. The user then views items of the leaf drawn by popularity
-  and ranked by how well they match the intent, the favourite brand and the price level; the
-  better the match, the more likely a view goes on to a click, a cart and a purchase.
+  category noun and sometimes a typo, and see what a search engine over the whole catalog
+  shows for it: candidates from the intended category, the department's other categories and
+  anywhere, ranked by what the engine sees (category, named attributes, popularity, noise);
+  the user reaches position p with a probability falling as p ** -POSITION_BIAS and opens
+  (views) a result they reach the more likely the more they want it. Browsing sessions view
+  the items of the leaf they like best. How much a user wants an item follows the intent
+  (its category first, then the named attributes), the favourite brand and the price level;
+  the more, the more likely a view goes on to a click, a cart and a purchase.
 * Each row of the log is one (session, item) with the deepest event reached.
 * Graded relevance for a sample of logged queries follows from the intent behind them.
 """
@@ -42,10 +47,21 @@ _INTENT_SHARE = {"brand": 0.25, "color": 0.35, "feature": 0.3, "material": 0.15}
 _MATCH_SCORE = {"brand": 1.2, "feature": 0.8, "material": 0.6, "color": 1.0}
 _FAVOURITE_BRAND_SCORE = 0.8
 _PRICE_MISFIT_SCORE = 1.2
-# ... how many candidate items it sees (the anchor and popular items of its leaf; the number
-# viewed is 1 + Poisson) ...
+# ... how much less a candidate outside the intended category is wanted ...
+_OFF_CATEGORY_SCORE = 3.0
+# ... which candidates a session meets: browsing, the anchor and popular items of the leaf
+# (1 + Poisson of them viewed); search, what the search engine shows, of which this many
+# come from other leaves of the department and from any leaf ...
 _POOL_SIZE = 24
 _MEAN_EXTRA_VIEWS = 2.5
+_SEARCH_NEAR_MISSES, _SEARCH_ANYWHERE = 6, 6
+# ... how the search engine that logged the sessions orders them, and how much more often a
+# user reaches the top of the list (position bias) ...
+_ENGINE_LEAF_SCORE, _ENGINE_DEPARTMENT_SCORE = 1.5, 0.5
+_ENGINE_MATCH_SCORE, _ENGINE_POPULARITY_SCORE, _ENGINE_NOISE = 0.5, 0.15, 1.0
+POSITION_BIAS = 1.0
+# ... and how likely a result the user reaches is opened: scale * sigmoid(score + offset) ...
+_SEARCH_EXAMINATION, _VIEW_OFFSET = 2.0, 0.5
 # ... and the funnel: P(click) = sigmoid(score - offset), scaled down outside search, then
 # P(cart | click) = sigmoid(score - offset), then P(purchase | cart).
 _CLICK_OFFSET, _BROWSE_CLICK_SCALE = 0.5, 0.7
@@ -156,7 +172,9 @@ def generate(
     queries = _make_queries(rng, sessions, typo_rate)
     interactions = _make_interactions(rng, sessions, queries, users, items)
     progress.stage(f"{n_sessions:,} sessions, {len(interactions):,} interactions")
-    relevance = _grade_queries(rng, queries, sessions, items, n_relevance_queries)
+    logged = np.zeros(n_sessions, dtype=bool)  # a search may open no result: no rows
+    logged[interactions["session_id"].to_numpy() - 1] = True
+    relevance = _grade_queries(rng, queries, sessions, items, n_relevance_queries, logged)
     progress.stage("relevance")
     dataset = Dataset(
         name="synthetic",
@@ -383,30 +401,47 @@ def _make_interactions(
     items: _Items,
 ) -> pd.DataFrame:
     n_sessions = len(sessions.leaf)
-    pool_leaves = np.repeat(sessions.leaf[:, None], _POOL_SIZE, axis=1)
-    pool = items.sample_in_leaf(rng, pool_leaves)
-    pool[:, 0] = sessions.anchor
-    pool.sort(axis=1)
+    pool = _candidate_pool(rng, sessions, items)
     duplicate = np.zeros(pool.shape, dtype=bool)
     duplicate[:, 1:] = pool[:, 1:] == pool[:, :-1]
 
-    score = np.zeros(pool.shape)
+    matches = np.zeros(pool.shape)
     for kind, weight in _MATCH_SCORE.items():
         wanted = sessions.intent[kind][:, None]
-        score += weight * ((items.codes[kind][pool] == wanted) & (wanted >= 0))
+        matches += weight * ((items.codes[kind][pool] == wanted) & (wanted >= 0))
+    in_leaf = items.leaf[pool] == sessions.leaf[:, None]
+    in_department = _LEAF_DEPARTMENT[items.leaf[pool]] == _LEAF_DEPARTMENT[sessions.leaf][:, None]
+    # How much the user wants each candidate: intent first, then their own taste.
+    score = matches - _OFF_CATEGORY_SCORE * ~in_leaf
     favourite_brand = users.favourite_brand[sessions.user][:, None]
     score += _FAVOURITE_BRAND_SCORE * (items.codes["brand"][pool] == favourite_brand)
     leaf_median = np.array([leaf.price for leaf in LEAVES])[sessions.leaf]
     preferred_price = (leaf_median * users.price_level[sessions.user])[:, None]
     score -= _PRICE_MISFIT_SCORE * np.abs(np.log(items.price[pool] / preferred_price))
 
-    # Views: the best-scoring distinct candidates after Gumbel noise, in that order.
-    noisy = np.where(duplicate, -np.inf, score + rng.gumbel(size=pool.shape))
-    view_order = np.argsort(-noisy, axis=1)
-    n_views = np.minimum(
-        1 + rng.poisson(_MEAN_EXTRA_VIEWS, size=n_sessions), (~duplicate).sum(axis=1)
+    # Search: the engine ranks the candidates by what it can see of the query (category and
+    # department, named attributes, popularity; with noise); the user reaches position p with
+    # probability min(1, _SEARCH_EXAMINATION * p ** -POSITION_BIAS) and opens what they reach
+    # with probability sigmoid(score + _VIEW_OFFSET). Browsing: the user looks at the
+    # candidates they like best (after Gumbel noise), 1 + Poisson of them.
+    engine = (
+        _ENGINE_LEAF_SCORE * in_leaf
+        + _ENGINE_DEPARTMENT_SCORE * in_department
+        + _ENGINE_MATCH_SCORE * matches
+        + _ENGINE_POPULARITY_SCORE * np.log(items.popularity[pool] * len(items.leaf))
+        + _ENGINE_NOISE * rng.gumbel(size=pool.shape)
     )
-    viewed = np.arange(_POOL_SIZE)[None, :] < n_views[:, None]
+    browse = np.where(duplicate, -np.inf, score + rng.gumbel(size=pool.shape))
+    order_key = np.where(sessions.is_search[:, None], np.where(duplicate, -np.inf, engine), browse)
+    view_order = np.argsort(-order_key, axis=1)
+    positions = np.arange(1, _POOL_SIZE + 1)[None, :]
+    distinct = (~duplicate).sum(axis=1)[:, None]
+    examined = rng.random(pool.shape) < np.minimum(
+        1.0, _SEARCH_EXAMINATION * positions.astype(float) ** -POSITION_BIAS
+    ) * _sigmoid(np.take_along_axis(score, view_order, axis=1) + _VIEW_OFFSET)
+    n_views = 1 + rng.poisson(_MEAN_EXTRA_VIEWS, size=n_sessions)[:, None]
+    viewed = np.where(sessions.is_search[:, None], examined, positions <= n_views)
+    viewed &= positions <= distinct
     viewed_items = np.take_along_axis(pool, view_order, axis=1)
     viewed_score = np.take_along_axis(score, view_order, axis=1)
 
@@ -418,7 +453,8 @@ def _make_interactions(
 
     start = START_TIMESTAMP + rng.integers(0, LOG_DAYS * 86_400, size=n_sessions)
     offsets = np.cumsum(rng.exponential(40.0, size=pool.shape), axis=1).astype(np.int64)
-    session_of_row = np.repeat(np.arange(n_sessions), n_views)
+    session_of_row = np.repeat(np.arange(n_sessions), viewed.sum(axis=1))
+    shown_at = np.where(sessions.is_search[:, None], positions, 0)
     return pd.DataFrame(
         {
             "user_id": sessions.user[session_of_row].astype(np.int64) + 1,
@@ -427,8 +463,35 @@ def _make_interactions(
             "timestamp": (start[:, None] + offsets)[viewed],
             "query": queries[session_of_row],
             "session_id": session_of_row.astype(np.int64) + 1,
+            "position": np.broadcast_to(shown_at, pool.shape)[viewed].astype(np.int64),
         }
     )
+
+
+def _candidate_pool(rng: np.random.Generator, sessions: _Sessions, items: _Items) -> np.ndarray:
+    """_POOL_SIZE candidate item positions per session, sorted (duplicates adjacent).
+
+    Browsing: the anchor and popular items of the intent's leaf. Search: what an engine over
+    the whole catalog retrieves for the query: the anchor and popular items of the leaf, then
+    items of the department's other leaves and of any leaf (near misses and lexical matches
+    of the named attributes elsewhere).
+    """
+    n_sessions = len(sessions.leaf)
+    leaves = np.repeat(sessions.leaf[:, None], _POOL_SIZE, axis=1)
+    # LEAVES lists each department's leaves together: a department is a range of leaves.
+    department = _LEAF_DEPARTMENT[sessions.leaf]
+    first_leaf = np.searchsorted(_LEAF_DEPARTMENT, department, side="left")
+    leaf_count = np.searchsorted(_LEAF_DEPARTMENT, department, side="right") - first_leaf
+    near = first_leaf + (rng.random(n_sessions) * leaf_count).astype(int)
+    anywhere = rng.choice(len(LEAVES), size=n_sessions, p=items.leaf_popularity)
+    first_near = _POOL_SIZE - _SEARCH_NEAR_MISSES - _SEARCH_ANYWHERE
+    search = sessions.is_search
+    leaves[search, first_near : _POOL_SIZE - _SEARCH_ANYWHERE] = near[search, None]
+    leaves[search, _POOL_SIZE - _SEARCH_ANYWHERE :] = anywhere[search, None]
+    pool = items.sample_in_leaf(rng, leaves)
+    pool[:, 0] = sessions.anchor
+    pool.sort(axis=1)
+    return pool
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -441,14 +504,16 @@ def _grade_queries(
     sessions: _Sessions,
     items: _Items,
     n_queries: int,
+    logged: np.ndarray,
 ) -> pd.DataFrame | None:
-    """Grades for distinct logged queries from the intent of the first session that used each.
+    """Grades for distinct logged queries from the intent of the first session that used each
+    (`logged`: the sessions with rows in the log).
 
     3: the query's category and every attribute it names; 2: the category only; 1: every named
     attribute in another category of the same department (queries naming no attribute have none).
     None when no session searched.
     """
-    searched = np.flatnonzero(sessions.is_search)
+    searched = np.flatnonzero(sessions.is_search & logged)
     distinct, first_use = np.unique(queries[searched].astype(str), return_index=True)
     chosen = np.sort(rng.choice(len(distinct), size=min(n_queries, len(distinct)), replace=False))
     positions, grades = [], []

@@ -14,7 +14,9 @@ Every sparse column is a vocabulary id in which 0 means unknown, missing or padd
 
 Dense columns:
 
-* `retrieval_score`: the retrieval stage's score (cosine or dot product; 0 for padding);
+* `retrieval_score`: the dense retrieval score (cosine or dot product; 0 for padding);
+* `lexical_score`: the candidate's BM25 relative to the request's best (search with hybrid
+  retrieval, `fusion.fuse`; 0 where there is no lexical stage, as in recommend);
 * `log_popularity`: log1p(event-weighted interactions) scaled to 0..1 by the catalog maximum;
 * `user_category_affinity`: the user's smoothed share of interactions in the item's category
   (unknown users: the share of all interactions);
@@ -32,6 +34,7 @@ import numpy as np
 SPARSE_FEATURES = ("user", "item", "category", "brand", "price_bucket")
 DENSE_FEATURES = (
     "retrieval_score",
+    "lexical_score",
     "log_popularity",
     "user_category_affinity",
     "price_gap",
@@ -151,23 +154,31 @@ def ranker_inputs(
     user_ids: np.ndarray | None,
     item_indexes: np.ndarray,
     retrieval_scores: np.ndarray,
+    lexical_scores: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Features of B users' N candidates: (sparse int64 [B, N, S], dense float32 [B, N, D]).
 
     `user_ids` int64 [B] (None: all users unknown), `item_indexes` int64 [B, N] with -1 for
-    padding, `retrieval_scores` float32 [B, N]. Raises FeatureError for malformed inputs.
+    padding, `retrieval_scores` and `lexical_scores` (None: all 0) float32 [B, N]. Raises
+    FeatureError for malformed inputs.
     """
     item_indexes = np.asarray(item_indexes)
     retrieval_scores = np.asarray(retrieval_scores)
+    lexical_scores = (
+        np.zeros(item_indexes.shape, np.float32)
+        if lexical_scores is None
+        else np.asarray(lexical_scores)
+    )
     if item_indexes.ndim != 2:
         raise FeatureError(f"item indexes must be [batch, candidates], got {item_indexes.shape}")
     if not np.issubdtype(item_indexes.dtype, np.integer):
         raise FeatureError(f"item indexes must be integers, got {item_indexes.dtype}")
-    if retrieval_scores.shape != item_indexes.shape:
-        raise FeatureError(
-            f"retrieval scores {retrieval_scores.shape} and item indexes {item_indexes.shape} "
-            "must have the same shape"
-        )
+    for name, values in (("retrieval", retrieval_scores), ("lexical", lexical_scores)):
+        if values.shape != item_indexes.shape:
+            raise FeatureError(
+                f"{name} scores {values.shape} and item indexes {item_indexes.shape} "
+                "must have the same shape"
+            )
     batch = item_indexes.shape[0]
     if user_ids is None:
         user_rows = np.zeros(batch, dtype=np.int64)
@@ -184,8 +195,9 @@ def ranker_inputs(
     item_rows = item_indexes.astype(np.int64) + 1
     is_candidate = item_rows > 0
     scores = np.where(is_candidate, retrieval_scores, 0).astype(np.float32)
-    if not np.isfinite(scores).all():
-        raise FeatureError("retrieval scores must be finite")
+    lexical = np.where(is_candidate, lexical_scores, 0).astype(np.float32)
+    if not (np.isfinite(scores).all() and np.isfinite(lexical).all()):
+        raise FeatureError("retrieval and lexical scores must be finite")
 
     category = tables.item_category[item_rows]
     user_grid = np.broadcast_to(user_rows[:, None], item_rows.shape)
@@ -207,6 +219,7 @@ def ranker_inputs(
     dense = np.stack(
         [
             scores,
+            lexical,
             tables.item_log_popularity[item_rows],
             tables.user_category_affinity[user_grid, category],
             price_gap,

@@ -2,8 +2,9 @@
 
 Copied as `model.py` into a version folder next to `features.py` and `tables.npz`.
 Config: `max_batch_size` > 0; inputs `user_id` TYPE_INT64 dims [1] (optional: absent means
-unknown users), `candidate_ids` TYPE_INT64 dims [-1] (item indexes, -1 = padding) and
-`candidate_scores` TYPE_FP32 dims [-1]; outputs `sparse` TYPE_INT64 dims [-1, S] and
+unknown users), `candidate_ids` TYPE_INT64 dims [-1] (item indexes, -1 = padding),
+`candidate_scores` TYPE_FP32 dims [-1] (dense retrieval) and `lexical_scores` TYPE_FP32
+dims [-1] (optional: absent means 0, as in recommend); outputs `sparse` TYPE_INT64 dims [-1, S] and
 `dense` TYPE_FP32 dims [-1, D] (S, D: `features.NUM_SPARSE`, `features.NUM_DENSE`).
 A malformed request gets an error response of its own; the others are answered.
 """
@@ -31,8 +32,10 @@ class TritonPythonModel:
             user_tensor = pb_utils.get_input_tensor_by_name(request, "user_id")
             candidates = pb_utils.get_input_tensor_by_name(request, "candidate_ids").as_numpy()
             scores = pb_utils.get_input_tensor_by_name(request, "candidate_scores").as_numpy()
+            lexical_tensor = pb_utils.get_input_tensor_by_name(request, "lexical_scores")
             user_ids = None if user_tensor is None else user_tensor.as_numpy().reshape(-1)
-            sparse, dense = ranker_inputs(self.tables, user_ids, candidates, scores)
+            lexical = None if lexical_tensor is None else lexical_tensor.as_numpy()
+            sparse, dense = ranker_inputs(self.tables, user_ids, candidates, scores, lexical)
         except FeatureError as err:
             return _error_response(str(err), pb_utils.TritonError.INVALID_ARG)
         except Exception as err:  # noqa: BLE001 - one bad request must not fail the others

@@ -51,7 +51,7 @@ def candidates(tables: FeatureTables, batch: int, n: int, seed: int = 0):
 
 def test_columns_are_documented_constants():
     assert NUM_SPARSE == len(SPARSE_FEATURES) == 5
-    assert NUM_DENSE == len(DENSE_FEATURES) == 4
+    assert NUM_DENSE == len(DENSE_FEATURES) == 5
 
 
 def test_shapes_dtypes_and_lookups(tables):
@@ -66,7 +66,21 @@ def test_shapes_dtypes_and_lookups(tables):
     np.testing.assert_array_equal(column["item"], item_indexes + 1)
     np.testing.assert_array_equal(column["category"], tables.item_category[item_indexes + 1])
     np.testing.assert_array_equal(dense[..., 0], scores)
+    assert (dense[..., 1] == 0).all()  # no lexical stage
     assert (sparse >= 0).all() and (sparse < np.array(tables.vocabulary_sizes)).all()
+
+
+def test_lexical_scores_are_a_dense_column(tables):
+    user_ids, item_indexes, scores = candidates(tables, batch=2, n=4)
+    lexical = np.linspace(0, 1, 8, dtype=np.float32).reshape(2, 4)
+    item_indexes[:, 3] = -1
+    _, dense = ranker_inputs(tables, user_ids, item_indexes, scores, lexical)
+    np.testing.assert_array_equal(dense[:, :3, 1], lexical[:, :3])
+    assert (dense[:, 3] == 0).all()
+    with pytest.raises(FeatureError, match="lexical scores"):
+        ranker_inputs(tables, user_ids, item_indexes, scores, lexical[:, :2])
+    with pytest.raises(FeatureError, match="finite"):
+        ranker_inputs(tables, user_ids, item_indexes, scores, np.full_like(lexical, np.nan))
 
 
 def test_unknown_and_absent_users_get_the_cold_start_row(tables):
@@ -75,7 +89,7 @@ def test_unknown_and_absent_users_get_the_cold_start_row(tables):
     sparse, dense = ranker_inputs(tables, unknown, item_indexes, scores)
     assert (sparse[..., 0] == 0).all()
     everybody = tables.user_category_affinity[0, tables.item_category[item_indexes + 1]]
-    np.testing.assert_allclose(dense[..., 2], everybody)
+    np.testing.assert_allclose(dense[..., 3], everybody)
     absent_sparse, absent_dense = ranker_inputs(tables, None, item_indexes, scores)
     np.testing.assert_array_equal(absent_sparse, sparse)
     np.testing.assert_array_equal(absent_dense, dense)

@@ -18,6 +18,8 @@ SEARCH_STAGES = {
     "tokenizer": Stage(names.QUERY_TOKENIZER, 1),
     "encoder": Stage(names.TEXT_ENCODER, 1),
     "index": Stage(names.SEARCH_INDEX, 1),
+    "lexical": Stage(names.LEXICAL_INDEX, 1),
+    "fusion": Stage(names.HYBRID_FUSION, 1),
     "features": Stage(names.RANKING_FEATURES, 1),
     "ranker": Stage(names.SEARCH_RANKER, 2),
     "top_k": Stage(names.TOP_K, 1),
@@ -91,20 +93,38 @@ def test_search_ensemble_pins_every_stage_and_serves_its_release():
         (names.QUERY_TOKENIZER, "1"),
         (names.TEXT_ENCODER, "1"),
         (names.SEARCH_INDEX, "1"),
+        (names.LEXICAL_INDEX, "1"),
+        (names.HYBRID_FUSION, "1"),
         (names.RANKING_FEATURES, "1"),
         (names.SEARCH_RANKER, "2"),
         (names.TOP_K, "1"),
     ]
     assert steps[-1]["input_map"]["candidate_scores"] == "ranker_scores"
+    features = steps[5]["input_map"]
+    assert features["candidate_scores"] == "retrieval_scores"
+    assert features["lexical_scores"] == "lexical_scores"
+    assert steps[3]["input_map"] == {"query": "query", "dense_indexes": "dense_indexes"}
+    assert "query_embedding" in steps[4]["input_map"]  # fusion scores lexical-only items
     assert [t["name"] for t in config["input"]] == ["query", "user_id", "k"]
 
 
-def test_without_a_ranker_search_orders_by_retrieval_and_takes_no_user():
+def test_without_a_ranker_search_orders_by_fused_score_and_takes_no_user():
     stages = {r: s for r, s in SEARCH_STAGES.items() if r not in ("features", "ranker")}
     spec = ensemble(PipelineSpec("search", 50, stages), 1, name="search")
     assert spec.name == "search"
-    assert spec.steps[-1].input_map["candidate_scores"] == "retrieval_scores"
+    assert spec.steps[-1].input_map["candidate_scores"] == "fused_scores"
+    # The fusion step maps only what top-k reads.
+    assert set(spec.steps[-2].output_map) == {"candidate_indexes", "candidate_scores"}
+    with_ranker = ensemble(PipelineSpec("search", 50, SEARCH_STAGES), 1).steps[4].output_map
+    assert "candidate_scores" not in with_ranker  # the ranker orders: no unused tensor
     assert [t.name for t in spec.inputs] == ["query", "k"]
+
+
+def test_a_release_without_a_lexical_stage_is_dense_only():
+    stages = {r: s for r, s in SEARCH_STAGES.items() if r not in ("lexical", "fusion")}
+    steps = ensemble(PipelineSpec("search", 50, stages), 1).steps
+    assert [step.model for step in steps][2:4] == [names.SEARCH_INDEX, names.RANKING_FEATURES]
+    assert "lexical_scores" not in steps[3].input_map
 
 
 def test_recommend_ensemble_starts_at_the_user_tower():

@@ -153,3 +153,60 @@ def test_needs_an_interaction_log(dataset):
     tables = build_tables(dataset)
     with pytest.raises(ValueError, match="interaction log"):
         ranker.train(Dataset(name="catalog", catalog=dataset.catalog), affinity_scores(tables))
+
+
+def search_scores(dataset: Dataset) -> ranker.SearchScores:
+    """Stand-in scores: a random 'embedding' per query and item, BM25 = 1 for one item."""
+    rng = np.random.default_rng(0)
+    queries = sorted(dataset.interactions["query"].dropna().unique().tolist())
+    n_items = len(dataset.catalog)
+
+    def lexical(query: str) -> np.ndarray:
+        scores = np.zeros(n_items, np.float32)
+        scores[hash(query) % n_items] = 2.0
+        return scores
+
+    return ranker.SearchScores(
+        queries,
+        rng.normal(size=(len(queries), 4)).astype(np.float32),
+        rng.normal(size=(n_items, 4)).astype(np.float32),
+        lexical,
+    )
+
+
+def test_search_examples_are_what_each_session_saw(dataset):
+    tables = build_tables(dataset)
+    scores = search_scores(dataset)
+    log = dataset.interactions
+    examples = ranker.search_examples(tables, log, scores)
+    sessions = list(ranker.search_sessions(log))
+    assert examples.labels.shape == (len(sessions), ranker.SEARCH_GROUP_SIZE)
+    for group, (_, session) in list(enumerate(sessions))[:50]:
+        real = examples.weights[group] > 0
+        items = tables.item_ids[examples.sparse[group, real, 1] - 1]
+        assert set(items) <= set(session["item_id"])
+        assert real.sum() == min(len(session), ranker.SEARCH_GROUP_SIZE)
+        engaged = set(session.loc[session["event"].isin(ranker.POSITIVE_EVENTS), "item_id"])
+        np.testing.assert_array_equal(examples.labels[group, real], np.isin(items, list(engaged)))
+        row = scores.queries.index(session["query"].iloc[0])
+        expected = (
+            scores.item_embeddings[examples.sparse[group, real, 1] - 1]
+            @ (scores.query_embeddings[row])
+        )
+        np.testing.assert_allclose(examples.dense[group, real, 0], expected, rtol=1e-5)
+        assert set(np.unique(examples.dense[group, real, 1])) <= {0.0, 1.0}
+    assert (examples.sparse[examples.weights == 0][:, 1:] == 0).all()  # padding items
+    assert 0 < (examples.sparse[:, 0, 0] == 0).mean() < 0.5  # a share as unknown users
+
+
+def test_a_ranker_ignores_the_features_it_does_not_use(dataset):
+    tables = build_tables(dataset)
+    examples = examples_for(dataset, tables, affinity_scores(tables))
+    model = ranker.DCNRanker(tables.vocabulary_sizes, ranker.SEARCH_RANKER_FEATURES).eval()
+    changed = Examples(np.zeros_like(examples.sparse), examples.dense.copy(), examples.labels)
+    changed.dense[..., 2:] = 7.0
+    np.testing.assert_array_equal(
+        ranker.predict_torch(model, examples), ranker.predict_torch(model, changed)
+    )
+    with pytest.raises(ValueError, match="unknown ranker features"):
+        ranker.DCNRanker(tables.vocabulary_sizes, ("query_length",))

@@ -143,3 +143,16 @@ def test_invalid_ensembles_are_refused(steps, message):
 def test_a_step_pins_a_version():
     with pytest.raises(SpecError, match="pin a version >= 1"):
         EnsembleStep("first", 0, {"a": "a"}, {"b": "b"})
+
+
+def test_an_ensemble_tensor_nobody_reads_is_refused():
+    from builders.specs import EnsembleSpec, EnsembleStep, SpecError, TensorSpec
+
+    step = EnsembleStep("m", 1, {"x": "x"}, {"y": "y", "z": "z"})
+    with pytest.raises(SpecError, match="z are never read"):
+        EnsembleSpec(
+            name="e",
+            inputs=(TensorSpec("x", "FP32", (1,)),),
+            outputs=(TensorSpec("y", "FP32", (1,)),),
+            steps=(step,),
+        )

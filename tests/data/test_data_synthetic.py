@@ -209,3 +209,21 @@ def test_a_million_items_build(capfd: pytest.CaptureFixture[str]) -> None:
     assert set(data.catalog["category"]) == {leaf.name for leaf in LEAVES}
     assert data.interactions["item_id"].isin(data.catalog["item_id"]).all()
     assert "synthetic: catalog of 1,000,000 items" in capfd.readouterr().err
+
+
+def test_searches_see_an_engines_ranked_results_with_position_bias(synthetic: Dataset) -> None:
+    log = synthetic.interactions
+    searched = log[log["query"].notna()]
+    assert (log.loc[log["query"].isna(), "position"] == 0).all()
+    assert searched["position"].between(1, 24).all()
+    # The engine searches the whole catalog: sessions also open other categories' items
+    # (rarely: users want them much less)...
+    category = synthetic.catalog.set_index("item_id")["category"]
+    categories = searched.assign(category=category.loc[searched["item_id"]].to_numpy())
+    mixed = categories.groupby("session_id")["category"].nunique() > 1
+    assert 0.02 < mixed.mean() < 0.5
+    # ... and the top of the list is seen and engaged with more often than the rest.
+    engaged = searched["event"] != "view"
+    by_position = engaged.groupby(searched["position"]).agg(["mean", "size"])
+    assert by_position.loc[1, "mean"] > by_position.loc[8:, "mean"].mean()
+    assert by_position.loc[1, "size"] > 2 * by_position.loc[5, "size"]

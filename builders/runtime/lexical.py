@@ -1,0 +1,98 @@
+"""Lexical retrieval: BM25 over the item texts' words and character trigrams, with `bm25s`.
+
+Copied into the `lexical_index` model's version folder next to `lexical_model.py` and the
+saved index (`bm25/`). The build, the offline pipeline and the ranker's training examples use
+the same `LexicalIndex`, so what the ranker learns from is what the stage serves.
+
+Terms: the words `bm25s` tokenises (lower case, English stop words removed, Snowball English
+stemming by PyStemmer) plus the character trigrams of each word with its boundaries
+(`#hi`, `hik`, ..., `ng#`), so a misspelt word still shares most of its terms with the right
+one ("sundess" and "sundress" share 5 of 7). Scored with bm25s's defaults (Lucene BM25,
+k1 = 1.5, b = 0.75). A query with no indexed term (only stop words, or nothing an item has)
+matches nothing: every candidate is padding (-1, score 0), and the dense candidates answer
+alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bm25s
+import numpy as np
+import Stemmer
+
+INDEX_FOLDER = "bm25"
+#: The index of a padding candidate (fewer items match than candidates are asked for).
+PADDING = -1
+_STEMMER = Stemmer.Stemmer("english")
+
+
+def terms(texts: list[str]) -> list[list[str]]:
+    """The indexed terms of each text: its words, then their character trigrams."""
+    words = bm25s.tokenize(
+        texts, stopwords="en", stemmer=_STEMMER, return_ids=False, show_progress=False
+    )
+    return [[*ws, *(t for word in ws if word for t in _trigrams(word))] for ws in words]
+
+
+def _trigrams(word: str) -> list[str]:
+    """`~#hi`, `~hik`, ... (`~` marks a trigram, so it never equals a word)."""
+    bounded = f"#{word}#"
+    return [f"~{bounded[i : i + 3]}" for i in range(len(bounded) - 2)]
+
+
+class LexicalIndex:
+    def __init__(self, retriever: bm25s.BM25) -> None:
+        self.retriever = retriever
+        self.n_items = int(retriever.scores["num_docs"])
+
+    @classmethod
+    def build(cls, texts: list[str]) -> LexicalIndex:
+        """Index `texts` (item index = position)."""
+        if not texts:
+            raise ValueError("the lexical index needs at least one item text")
+        retriever = bm25s.BM25()
+        retriever.index(terms(list(texts)), show_progress=False)
+        return cls(retriever)
+
+    def save(self, folder: str | Path) -> None:
+        self.retriever.save(str(Path(folder) / INDEX_FOLDER))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> LexicalIndex:
+        return cls(bm25s.BM25.load(str(Path(folder) / INDEX_FOLDER)))
+
+    def scores(self, query: str) -> np.ndarray:
+        """BM25 of every item for one query, float32 [n_items]."""
+        vocabulary = self.retriever.vocab_dict
+        known = [term for term in terms([query])[0] if term and term in vocabulary]
+        if not known:
+            return np.zeros(self.n_items, dtype=np.float32)
+        return np.asarray(self.retriever.get_scores(known), dtype=np.float32)
+
+    def search(
+        self, queries: list[str], k: int, also: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The best `k` items per query: (item indexes int64 [B, k], scores float32 [B, k]),
+        best first, ties by item index, items without a matching term padding; and the
+        scores of the items `also` names (int64 [B, M], -1 = padding: score 0), [B, M]."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        also = np.full((len(queries), 0), PADDING) if also is None else np.asarray(also)
+        if also.shape[0] != len(queries):
+            raise ValueError(f"{len(queries)} queries but {also.shape[0]} rows of items to score")
+        if also.size and (also.min() < PADDING or also.max() >= self.n_items):
+            raise ValueError(f"items to score must be in 0..{self.n_items - 1} (or -1)")
+        indexes = np.full((len(queries), k), PADDING, dtype=np.int64)
+        scores = np.zeros((len(queries), k), dtype=np.float32)
+        also_scores = np.zeros(also.shape, dtype=np.float32)
+        depth = min(k, self.n_items)
+        for row, query in enumerate(queries):
+            item_scores = self.scores(query)
+            also_scores[row] = np.where(also[row] >= 0, item_scores[also[row]], 0)
+            top = np.argpartition(-item_scores, depth - 1)[:depth]
+            top = top[np.lexsort((top, -item_scores[top]))]
+            top = top[item_scores[top] > 0]
+            indexes[row, : len(top)] = top
+            scores[row, : len(top)] = item_scores[top]
+        return indexes, scores, also_scores

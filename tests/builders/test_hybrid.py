@@ -1,0 +1,132 @@
+"""Hybrid retrieval's pure parts: the BM25 stage and reciprocal rank fusion."""
+
+import numpy as np
+import pytest
+
+from builders.runtime.fusion import FusionError, FusionSettings, dense_scores_of, fuse
+from builders.runtime.lexical import PADDING, LexicalIndex
+
+TITLES = [
+    "Kestrel Air 3 Waterproof Leather Hiking Boots, Brown",
+    "Northline Black V-Neck T-Shirt, Cotton",
+    "Northline Crew Neck T-Shirt, Black",
+    "Sonique Pro 2 Wireless Headphones, Black",
+    "The Classic Brown Leather Belt",
+]
+
+
+@pytest.fixture(scope="module")
+def index():
+    return LexicalIndex.build(TITLES)
+
+
+def test_bm25_ranks_term_matches_and_pads_the_rest(index):
+    indexes, scores, _ = index.search(["black cotton t-shirt"], 5)
+    assert indexes[0, 0] == 1  # the only title with "cotton"
+    assert set(indexes[0, :3]) == {1, 2, 3}  # every title with a query word
+    assert (np.diff(scores[0]) <= 0).all() and (scores[0, :3] > scores[0, 3]).all()
+
+
+def test_stemming_case_and_typos_match_and_stop_words_alone_match_nothing(index):
+    assert index.search(["HIKING BOOT"], 1)[0][0, 0] == 0
+    assert index.search(["headphnoes"], 1)[0][0, 0] == 3  # shares most trigrams
+    indexes, scores, _ = index.search(["the", "zzzz qqqq"], 3)
+    assert (indexes == PADDING).all() and (scores == 0).all()
+
+
+def test_the_stage_also_scores_given_items(index):
+    indexes, scores, also = index.search(["leather"], 2, np.array([[4, -1, 1]]))
+    full = index.scores("leather")
+    np.testing.assert_allclose(also[0], [full[4], 0, full[1]])
+    with pytest.raises(ValueError, match="items to score"):
+        index.search(["leather"], 2, np.array([[len(TITLES)]]))
+
+
+def test_saved_index_answers_the_same(index, tmp_path):
+    index.save(tmp_path)
+    loaded = LexicalIndex.load(tmp_path)
+    queries = ["brown leather", "wireless headphones black"]
+    for expected, actual in zip(index.search(queries, 5), loaded.search(queries, 5)):
+        np.testing.assert_array_equal(expected, actual)
+
+
+def test_an_empty_catalog_or_k_is_refused(index):
+    with pytest.raises(ValueError, match="at least one item"):
+        LexicalIndex.build([])
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        index.search(["boots"], 0)
+
+
+def test_fusion_sums_reciprocal_ranks_and_carries_both_scores():
+    dense_indexes = np.array([[7, 3, 5]])
+    dense_scores = np.array([[0.9, 0.8, 0.7]], np.float32)
+    lexical_indexes = np.array([[3, 2, -1]])
+    lexical_scores = np.array([[4.0, 2.0, 0.0]], np.float32)
+    bm25_of_dense = np.array([[1.0, 4.0, 0.0]], np.float32)
+    dense_of_lexical = np.array([[0.8, 0.3, 0.0]], np.float32)
+    indexes, fused, dense, lexical = fuse(
+        dense_indexes,
+        dense_scores,
+        lexical_indexes,
+        lexical_scores,
+        bm25_of_dense,
+        dense_of_lexical,
+        5,
+    )
+    # Item 3 is in both lists; 7 is first in one; 2 (lexical only) ties with 3's dense rank.
+    np.testing.assert_array_equal(indexes[0], [3, 7, 2, 5, -1])
+    np.testing.assert_allclose(fused[0, :2], [1 / 62 + 1 / 61, 1 / 61])
+    np.testing.assert_allclose(dense[0], [0.8, 0.9, 0.3, 0.7, 0])
+    np.testing.assert_allclose(lexical[0], [1.0, 0.25, 0.5, 0, 0])  # BM25 over the best, 4
+    assert indexes.dtype == np.int64 and fused.dtype == np.float32
+
+
+def test_dense_scores_of_given_items():
+    items = np.eye(3, dtype=np.float32)
+    queries = np.array([[0.5, 1.0, 0.0]], np.float32)
+    np.testing.assert_allclose(
+        dense_scores_of(items, queries, np.array([[1, -1, 0]])), [[1, 0, 0.5]]
+    )
+    with pytest.raises(FusionError, match="item indexes"):
+        dense_scores_of(items, queries, np.array([[3]]))
+
+
+#: Two dense and two lexical candidates of one request, each list's other scores 0.
+TWO_AND_TWO = (
+    np.array([[1, 2]]),
+    np.array([[0.5, 0.4]]),
+    np.array([[3, 4]]),
+    np.array([[2.0, 1.0]]),
+    np.zeros((1, 2)),
+    np.zeros((1, 2)),
+)
+
+
+def test_fusion_weights_and_truncates():
+    args = TWO_AND_TWO
+    favour_lexical = FusionSettings(rrf_k=60, lexical_weight=2.0)
+    indexes, *_ = fuse(*args, 2, favour_lexical)
+    np.testing.assert_array_equal(indexes[0], [3, 4])
+    with pytest.raises(ValueError, match="non-negative"):
+        FusionSettings(lexical_weight=-1)
+
+
+def test_fusion_settings_round_trip(tmp_path):
+    settings = FusionSettings(rrf_k=10, lexical_weight=0.5)
+    settings.save(tmp_path)
+    assert FusionSettings.load(tmp_path) == settings
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda a: (a[0][0], *a[1:]), r"\[batch, candidates\]"),
+        (lambda a: (a[0].astype(np.float32), *a[1:]), "integers"),
+        (lambda a: (a[0], a[1] * np.nan, *a[2:]), "finite"),
+        (lambda a: (*a[:2], a[2][:0], a[3][:0], a[4], a[5][:0]), "rows differ"),
+        (lambda a: (*a[:4], a[4][:, :1], a[5]), r"\[batch, candidates\]"),
+    ],
+)
+def test_fusion_refuses_malformed_inputs(change, message):
+    with pytest.raises(FusionError, match=message):
+        fuse(*change(TWO_AND_TWO), 3)
