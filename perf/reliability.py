@@ -10,7 +10,8 @@ control, a `StubWatchdog`) and drives `search` + `recommend` with the project's 
 * `hot_swap`: a new search release (a retrained ranker) is built and loaded;
 * `canary_rollback`: a bad canary (a ranker whose scores are inverted) takes 10 % of the
   search traffic until `k8s.canary_gate` rolls it back;
-* `stage_crash`: the stub process of one stage is killed with SIGKILL;
+* `stage_crash`: the stub process of one stage is killed with SIGKILL (Triton 2.51 does
+  not start a new one; the watchdog reloads the model, the client retries);
 * `server_restart`: the server process is killed and started again on the same ports.
 
 Every failure is accounted for, twice: as the client sees it (calls that failed after
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import glob
 import json
 import multiprocessing
@@ -53,6 +55,7 @@ from server.stub_watchdog import StubWatchdog, server_stubs
 
 SCENARIOS = ("soak", "hot_swap", "canary_rollback", "stage_crash", "server_restart")
 MEMORY_GROWTH_LIMIT = 0.05
+#: What Triton 2.51 adds to an ensemble's failure counter for one failed request.
 ENSEMBLE_FAILURE_COUNT = 2
 #: Messages of failed attempts that never reached a model (so no server counter has them):
 #: refused or dropped connections (HTTP and gRPC), and a model the server does not know.
@@ -546,6 +549,9 @@ class Settings:
     workers: int = 32
 
 
+QUICK = Settings(soak_seconds=20.0, seconds=6.0, saturation_seconds=3.0)
+
+
 def soak(harness: Harness, settings: Settings, rate: float) -> dict:
     """Steady load; memory after a warm-up and at the end."""
     warmup = min(30.0, settings.soak_seconds / 5)
@@ -778,7 +784,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    defaults = Settings()
+    full = Settings()
     parser.add_argument("--repo", type=Path, default=Path("model_repository"), help="%(default)s")
     parser.add_argument(
         "--out", type=Path, default=Path("perf/results/reliability.json"), help="%(default)s"
@@ -790,46 +796,50 @@ def build_parser() -> argparse.ArgumentParser:
         help="scratch folder: the repository copy the scenarios change, the server log",
     )
     parser.add_argument("--scenarios", type=scenario_list, default=SCENARIOS)
-    parser.add_argument("--soak-seconds", type=positive, default=defaults.soak_seconds)
     parser.add_argument(
-        "--seconds", type=positive, default=defaults.seconds, help="load of each other scenario"
+        "--quick",
+        action="store_true",
+        help=f"short runs: soak {QUICK.soak_seconds:g} s, {QUICK.seconds:g} s per scenario, "
+        f"saturation {QUICK.saturation_seconds:g} s (the options below still apply)",
     )
-    parser.add_argument("--saturation-seconds", type=positive, default=defaults.saturation_seconds)
+    parser.add_argument("--soak-seconds", type=positive, help=f"default {full.soak_seconds:g}")
     parser.add_argument(
-        "--load", type=fraction, default=defaults.load, help="soak rate, share of saturation"
+        "--seconds", type=positive, help=f"load of each other scenario, default {full.seconds:g}"
+    )
+    parser.add_argument(
+        "--saturation-seconds", type=positive, help=f"default {full.saturation_seconds:g}"
+    )
+    parser.add_argument(
+        "--load", type=fraction, help=f"soak rate, share of saturation, default {full.load:g}"
     )
     parser.add_argument(
         "--fault-load",
         type=fraction,
-        default=defaults.fault_load,
-        help="rate of the other scenarios, share of saturation",
+        help=f"rate of the other scenarios, share of saturation, default {full.fault_load:g}",
     )
     parser.add_argument(
         "--crash-stage",
-        default=defaults.crash_stage,
-        help="the stage whose stub stage_crash kills (%(default)s: in both pipelines)",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="short runs for development and tests: soak 20 s, 6 s per scenario",
+        help=f"the stage whose stub stage_crash kills, default {full.crash_stage} "
+        "(a step of both pipelines)",
     )
     return parser
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    if args.quick:
-        return Settings(
-            soak_seconds=20.0, seconds=6.0, saturation_seconds=3.0, crash_stage=args.crash_stage
+    """`--quick` or the full settings, with the options given on top."""
+    given = {
+        name: getattr(args, name)
+        for name in (
+            "soak_seconds",
+            "seconds",
+            "saturation_seconds",
+            "load",
+            "fault_load",
+            "crash_stage",
         )
-    return Settings(
-        soak_seconds=args.soak_seconds,
-        seconds=args.seconds,
-        saturation_seconds=args.saturation_seconds,
-        load=args.load,
-        fault_load=args.fault_load,
-        crash_stage=args.crash_stage,
-    )
+        if getattr(args, name) is not None
+    }
+    return dataclasses.replace(QUICK if args.quick else Settings(), **given)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -837,9 +847,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not (args.repo / names.SEARCH).is_dir() or not (args.repo / names.RECOMMEND).is_dir():
         parser.error(f"{args.repo} holds no built search and recommend pipelines (make models)")
-    if not (args.repo / args.crash_stage).is_dir():
-        parser.error(f"--crash-stage {args.crash_stage}: no such model in {args.repo}")
-    results = run(args.repo, args.work, settings_from(args), args.scenarios)
+    settings = settings_from(args)
+    if not (args.repo / settings.crash_stage).is_dir():
+        parser.error(f"--crash-stage {settings.crash_stage}: no such model in {args.repo}")
+    results = run(args.repo, args.work, settings, args.scenarios)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     for name, report in results["scenarios"].items():

@@ -91,6 +91,13 @@ def test_bad_options_are_clear_errors(capsys):
     assert "unknown scenario(s) flood" in capsys.readouterr().err
 
 
+def test_quick_settings_take_the_options_given():
+    parser = reliability.build_parser()
+    settings = reliability.settings_from(parser.parse_args(["--quick", "--soak-seconds", "60"]))
+    assert (settings.soak_seconds, settings.seconds) == (60.0, reliability.QUICK.seconds)
+    assert reliability.settings_from(parser.parse_args([])) == Settings()
+
+
 def test_instance_stubs_are_parsed_and_config_stubs_left_out():
     argv = ["/b/python/triton_python_backend_stub", "/repo/top_k/1/model.py", "shm", "1", "1"]
     argv += ["42", "/b/python", "336", "top_k_0_0", "DEFAULT"]
