@@ -27,6 +27,9 @@ RESPONSE_CACHE_MB ?= 0
 SWEEP ?= perf/sweeps/search.yaml
 SWEEP_ARGS ?=
 
+# `make reliability` options, e.g. RELIABILITY_ARGS="--quick" or "--soak-seconds 60"
+RELIABILITY_ARGS ?=
+
 # The Ray Serve baseline's environment (see its rule below)
 RAY_VERSION := 2.60.0
 RAY_VENV := build/ray-venv
@@ -36,7 +39,7 @@ RAY_STAMP := $(RAY_VENV)/.setup-done
 # `make test` options, e.g. `make test PYTEST_ARGS="-k launcher -x"`
 PYTEST_ARGS ?=
 
-.PHONY: help setup apt-deps helm-tools models demo quality bench-client serve test lint format clean distclean sweep bench bench-ma bench-retrieval ray-env
+.PHONY: help setup apt-deps helm-tools models demo quality bench-client serve test lint format clean distclean sweep bench bench-ma bench-retrieval reliability ray-env
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -93,6 +96,9 @@ sweep: models ## Tune configs with perf_analyzer (SWEEP=perf/sweeps/<file>.yaml)
 
 bench: models $(RAY_STAMP) ## Benchmarks (naive, Ray Serve, Triton default / tuned / cached; roofline) into perf/results/bench/
 	$(PY) -m perf.bench --repository $(REPO)
+
+reliability: models ## Soak, hot swap, canary rollback, stage crash, server restart under load (perf/results/reliability.json)
+	$(PY) -m perf.reliability --repo $(REPO) $(RELIABILITY_ARGS)
 
 bench-retrieval: setup ## Exact vs ANN retrieval at 10k/100k/1M items (perf/results/retrieval_scale.json, .png)
 	$(PY) -m perf.retrieval_scale

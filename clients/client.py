@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +68,8 @@ class ClientConfig:
       models without one go to the server's latest version.
     * `catalog`: a `Catalog` or a CSV/Parquet path, to fill in the items' fields.
     * `seed`: seeds the random canary split and the retry jitter.
+    * `on_failed_attempt`: called with the error of every failed attempt, retried or final
+      (to count them, e.g. next to the server's own failure counters).
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class ClientConfig:
         routes: Mapping[str, Route] | None = None,
         catalog: Catalog | str | Path | None = None,
         seed: int | None = None,
+        on_failed_attempt: Callable[[ClientError], None] | None = None,
     ) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
@@ -94,6 +97,7 @@ class ClientConfig:
         self.routes = dict(routes or {})
         self.catalog = Catalog.load(catalog) if isinstance(catalog, str | Path) else catalog
         self.rng = random.Random(seed)
+        self.on_failed_attempt = on_failed_attempt
 
     def version_for(self, model: str, user_id: int | None, version: int | None) -> int | None:
         """The version a call asks for: `version` if given, else the model's route."""
@@ -109,7 +113,14 @@ class ClientConfig:
         return kind if chosen is None else release_model(kind, chosen)
 
     def attempts(self, what: str, timeout: float | None) -> Attempts:
-        return Attempts(what, timeout or self.timeout, self.retry, self.budget, self.rng)
+        return Attempts(
+            what,
+            timeout or self.timeout,
+            self.retry,
+            self.budget,
+            self.rng,
+            on_failure=self.on_failed_attempt,
+        )
 
     def result(self, kind: str, response: Response) -> Result:
         """A pipeline's answer; `model` is the pipeline and `version` the release."""

@@ -7,6 +7,8 @@ connection errors.
 
 from __future__ import annotations
 
+import re
+
 
 class ClientError(Exception):
     """A call failed. `str()` is one line; `exit_code` is what the CLI exits with;
@@ -73,7 +75,17 @@ _HTTP = {
 }
 
 
+# Triton 2.51's Python backend answers INTERNAL (HTTP 500) "Stub process '<instance>' is not
+# healthy." for every request sent to a model instance whose stub process died, and never
+# starts a new stub by itself: the instance is back once its model is reloaded (as
+# `server.StubWatchdog` does). The request did not run in that stage and the pipelines only
+# read, so this is retried like UNAVAILABLE rather than failed as an internal error.
+_DEAD_STUB = re.compile(r"Stub process '[^']*' is not healthy")
+
+
 def error_for_status(status: str | None, message: str, endpoint: str = "") -> ClientError:
     """The error for a tritonclient status: a gRPC `StatusCode.X` or an HTTP code."""
+    if _DEAD_STUB.search(message):
+        return UnavailableError(message, endpoint)
     kind = _GRPC.get(status or "") or _HTTP.get(status or "", ServerError)
     return kind(message, endpoint)

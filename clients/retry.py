@@ -96,9 +96,10 @@ class Attempts:
         budget: RetryBudget,
         rng: random.Random,
         clock: Callable[[], float] = time.monotonic,
+        on_failure: Callable[[ClientError], None] | None = None,
     ) -> None:
         self.what, self.timeout, self.policy, self.budget = what, timeout, policy, budget
-        self._rng, self._clock = rng, clock
+        self._rng, self._clock, self._on_failure = rng, clock, on_failure
         self.deadline = clock() + timeout
         self.count = 0
         budget.record_call()
@@ -113,6 +114,8 @@ class Attempts:
 
     def after_failure(self, error: ClientError) -> float:
         """The wait before the next attempt; raises the error when the call should stop."""
+        if self._on_failure is not None:
+            self._on_failure(error)
         if isinstance(error, DeadlineExceededError):
             raise self._final(self._expired(error))
         if not error.retryable:

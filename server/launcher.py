@@ -360,6 +360,13 @@ class TritonServer:
             raise ServerError(f"repository index failed: {_error_text(body)}")
         return json.loads(body)
 
+    def model_config(self, name: str) -> dict:
+        """The config `name` is served with (the repository API's JSON form)."""
+        status, body = self._request("GET", f"/v2/models/{name}/config")
+        if status != 200:
+            raise ServerError(f"reading the config of {name!r} failed: {_error_text(body)}")
+        return json.loads(body)
+
     def load_model(self, name: str, config: dict | None = None) -> None:
         """Load or reload `name`; `config` (a model-config dict) overrides config.pbtxt."""
         body = {"parameters": {"config": json.dumps(config)}} if config is not None else {}

@@ -136,6 +136,14 @@ def test_statuses_map_to_error_classes(status, kind):
     assert error.retryable == (kind is UnavailableError)
 
 
+@pytest.mark.parametrize("status", ["StatusCode.INTERNAL", "500"])
+def test_a_dead_stage_stub_is_retryable(status):
+    message = "in ensemble 'search', Stub process 'top_k_0_0' is not healthy."
+    error = error_for_status(status, message, "host:1")
+    assert type(error) is UnavailableError and error.retryable
+    assert type(error_for_status(status, "in ensemble 'search', boom")) is ServerError
+
+
 def test_backoff_grows_exponentially_with_full_jitter():
     policy = RetryPolicy(initial_backoff=0.1, max_backoff=1.0, multiplier=2.0)
     assert [policy.backoff(n, 0.999999) for n in (1, 2, 3, 4, 5)] == pytest.approx(
@@ -169,6 +177,27 @@ def test_unavailable_is_retried_until_max_attempts():
     with pytest.raises(UnavailableError, match="gave up after 3 attempts") as caught:
         call.after_failure(UnavailableError("refused", "h:1"))
     assert caught.value.attempts == 3
+
+
+def test_every_failed_attempt_is_reported():
+    seen = []
+    clock = FakeClock()
+    call = Attempts(
+        "search",
+        10.0,
+        RetryPolicy(max_attempts=2),
+        RetryBudget(clock=clock),
+        FixedRandom(0.5),
+        clock,
+        on_failure=seen.append,
+    )
+    errors = [UnavailableError("refused", "h:1"), UnavailableError("refused again", "h:1")]
+    call.start()
+    call.after_failure(errors[0])
+    call.start()
+    with pytest.raises(UnavailableError):
+        call.after_failure(errors[1])
+    assert seen == errors
 
 
 @pytest.mark.parametrize("error", [InvalidArgumentError("bad k"), NotFoundError("no model")])

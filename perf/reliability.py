@@ -1,0 +1,868 @@
+"""Reliability under load and faults: `python -m perf.reliability` (`make reliability`).
+
+Serves a scratch copy of a built repository with the real `tritonserver` (explicit model
+control, a `StubWatchdog`) and drives `search` + `recommend` with the project's `Client`
+(retries on) as open-loop load, then runs each scenario under that load:
+
+* `soak`: at `--load` (80 %) of the saturation throughput measured first in the same run;
+  the resident memory of tritonserver and of every backend stub, after a warm-up and at
+  the end, must grow less than 5 %;
+* `hot_swap`: a new search release (a retrained ranker) is built and loaded;
+* `canary_rollback`: a bad canary (a ranker whose scores are inverted) takes 10 % of the
+  search traffic until `k8s.canary_gate` rolls it back;
+* `stage_crash`: the stub process of one stage is killed with SIGKILL (Triton 2.51 does
+  not start a new one; the watchdog reloads the model, the client retries);
+* `server_restart`: the server process is killed and started again on the same ports.
+
+Every failure is accounted for, twice: as the client sees it (calls that failed after
+their retries, and every failed attempt) and as the server's Prometheus counters count
+it (`nv_inference_request_success` / `_failure` at the pipelines' entry models `search`,
+`recommend` and `<kind>_v<R>`: an ensemble's failure is also counted on the step that
+failed, so steps are left out; the counters of each server lifetime are added). The two
+must agree, and no call may fail. Results go to `perf/results/reliability.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import glob
+import json
+import multiprocessing
+import os
+import queue
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from builders import names, pipelines
+from builders.repository import model_versions
+from clients import Client, ClientError, DeadlineExceededError, RetryBudget, RetryPolicy, Route
+from k8s import canary_gate
+from server.launcher import TritonServer, free_port
+from server.stub_watchdog import StubWatchdog, server_stubs
+
+SCENARIOS = ("soak", "hot_swap", "canary_rollback", "stage_crash", "server_restart")
+MEMORY_GROWTH_LIMIT = 0.05
+#: What Triton 2.51 adds to an ensemble's failure counter for one failed request.
+ENSEMBLE_FAILURE_COUNT = 2
+#: Messages of failed attempts that never reached a model (so no server counter has them):
+#: refused or dropped connections (HTTP and gRPC), and a model the server does not know.
+NOT_AT_A_MODEL = (
+    "cannot reach the server",
+    "failed to connect",
+    "connections to all backends failing",
+    "Socket closed",
+    "Connection reset",
+    "Broken pipe",
+    "Request for unknown model",
+)
+# Retries sized to ride out a server restart (a minute of start-up on a loaded machine)
+# with every worker retrying: backoff up to 2 s, a deadline of 2 minutes, and a budget of
+# 50 retries a second on top of the default 20 % of the calls.
+RETRY = RetryPolicy(max_attempts=200, initial_backoff=0.05, max_backoff=2.0)
+DEADLINE_S = 120.0
+CANARY_SHARE = 10
+K = 10
+
+
+def progress(message: str) -> None:
+    print(f"[reliability {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# -- pure parts ---------------------------------------------------------------------------
+
+
+def is_entry_model(name: str) -> bool:
+    """A pipeline's entry ensemble: `search`, `recommend` or a release `<kind>_v<R>`."""
+    return name in pipelines.KINDS or pipelines.parse_release_model(name) is not None
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Requests the server counted as answered and as failed."""
+
+    success: float = 0.0
+    failure: float = 0.0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(self.success + other.success, self.failure + other.failure)
+
+    def __sub__(self, other: Counts) -> Counts:
+        return Counts(self.success - other.success, self.failure - other.failure)
+
+
+def entry_counts(metrics_text: str, models: set[str] | None = None) -> Counts:
+    """Requests the entry models (or those of them in `models`) answered and failed, from
+    `/metrics`. Triton 2.51 adds 2 to an ensemble's failure counter for each failed request
+    (checked: one failed `search` call, whatever the cause, counts 2 with reason OTHER), so
+    failed requests are half the counter."""
+    success = failure = 0.0
+    for name, labels, value in canary_gate.parse_metrics(metrics_text):
+        model = labels.get("model", "")
+        if not is_entry_model(model) or (models is not None and model not in models):
+            continue
+        if name == canary_gate.SUCCESS:
+            success += value
+        elif name == canary_gate.FAILURE:
+            failure += value / ENSEMBLE_FAILURE_COUNT
+    return Counts(success, failure)
+
+
+def lifetime_counts(lifetimes: list[tuple[Counts, Counts]]) -> Counts:
+    """What the server counted over several lifetimes: each (first, last) scrape's
+    difference, added (the counters start again at zero when the server restarts)."""
+    total = Counts()
+    for first, last in lifetimes:
+        total += last - first
+    return total
+
+
+def reached_a_model(error: ClientError) -> bool:
+    """Whether a failed attempt was answered by a model (so the server counted it)."""
+    if isinstance(error, DeadlineExceededError):
+        return False
+    return not any(marker in error.message for marker in NOT_AT_A_MODEL)
+
+
+def p99_ms(latencies_s: list[float]) -> float | None:
+    """The 99th percentile in milliseconds (None without samples)."""
+    if not latencies_s:
+        return None
+    return round(float(np.percentile(np.asarray(latencies_s) * 1000, 99)), 2)
+
+
+def memory_growth(start: dict[str, int], end: dict[str, int], limit: float) -> dict:
+    """Resident memory (kB) of the processes at start and end; growth of the total."""
+    total_start, total_end = sum(start.values()), sum(end.values())
+    growth = (total_end - total_start) / total_start if total_start else 0.0
+    return {
+        "start_kb": total_start,
+        "end_kb": total_end,
+        "growth": round(growth, 4),
+        "limit": limit,
+        "passed": growth < limit,
+        "processes": {
+            name: {"start_kb": start.get(name), "end_kb": end.get(name)}
+            for name in sorted(set(start) | set(end))
+        },
+    }
+
+
+def accounting(tally: Tally, server: Counts, gate_requests: int = 0) -> dict:
+    """The client's and the server's counts side by side, and whether they agree: every
+    call answered once, every failed attempt that reached a model counted. `gate_requests`:
+    the canary gate's own top-k overlap queries, answered, on top of the client's calls."""
+    answered = tally.answered + gate_requests
+    return {
+        "client_answered": tally.answered,
+        "gate_requests": gate_requests,
+        "server_success": server.success,
+        "client_failed_attempts_at_a_model": tally.failed_at_model,
+        "server_failure": server.failure,
+        "agree": answered == server.success and tally.failed_at_model == server.failure,
+        "counted_at": "entry ensembles: search, recommend, <kind>_v<R>",
+    }
+
+
+def load_plan(changed: set[str], removed: set[str], entries: bool) -> tuple[list, list]:
+    """(unload, load) for a repository change: unload what is gone first, then load the
+    stages, then the release ensembles, then (with `entries`) `search` / `recommend`."""
+    stages = sorted(m for m in changed if not is_entry_model(m))
+    releases = sorted(m for m in changed if pipelines.parse_release_model(m))
+    kinds = sorted(m for m in changed if m in pipelines.KINDS) if entries else []
+    return sorted(removed), stages + releases + kinds
+
+
+def repository_state(repo: Path) -> dict[str, str]:
+    """Each model's config text and version folders: what a load would pick up."""
+    state = {}
+    for config in repo.glob("*/config.pbtxt"):
+        versions = ",".join(str(v) for v in model_versions(repo, config.parent.name))
+        state[config.parent.name] = config.read_text() + versions
+    return state
+
+
+def scenario_passed(report: dict) -> bool:
+    """No call lost, the accounting agrees, and the scenario's own checks passed."""
+    checks = [report["errors"] == 0, report["accounting"]["agree"]]
+    if "memory" in report:
+        checks.append(report["memory"]["passed"])
+    checks += [report[key] for key in ("rolled_back", "recovered", "swapped") if key in report]
+    return all(checks)
+
+
+# -- client-side tally and the load ---------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """What the client saw: calls, their latencies, every failed attempt."""
+
+    calls: int = 0
+    answered: int = 0
+    errors: int = 0
+    retried_calls: int = 0
+    failed_attempts: int = 0
+    failed_at_model: int = 0
+    latencies: list[float] = field(default_factory=list)
+    releases: Counter = field(default_factory=Counter)
+    failures: Counter = field(default_factory=Counter)
+    last_failure_at: float | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def failed_attempt(self, error: ClientError) -> None:
+        with self.lock:
+            self.failed_attempts += 1
+            self.failed_at_model += reached_a_model(error)
+            self.failures[f"{type(error).__name__}: {error.message[:120]}"] += 1
+            self.last_failure_at = time.monotonic()
+
+    def call(self, kind: str, latency: float, version: int | None, attempts: int) -> None:
+        with self.lock:
+            self.calls += 1
+            self.latencies.append(latency)
+            self.retried_calls += attempts > 1
+            if version is None:
+                self.errors += 1
+            else:
+                self.answered += 1
+                self.releases[f"{kind} {version}"] += 1
+
+    def summary(self, seconds: float) -> dict:
+        return {
+            "seconds": round(seconds, 1),
+            "requests": self.calls,
+            "errors": self.errors,
+            "p99_ms": p99_ms(self.latencies),
+            "throughput": round(self.calls / seconds, 1) if seconds else 0.0,
+            "retried_requests": self.retried_calls,
+            "failed_attempts": self.failed_attempts,
+            "failed_attempts_by_error": dict(self.failures),
+            "answered_by_release": dict(sorted(self.releases.items())),
+        }
+
+
+@dataclass(frozen=True)
+class Requests:
+    """Logged queries and user ids, drawn with their frequency; even calls search."""
+
+    queries: list[str]
+    users: list[int]
+
+    def send(self, client: Client, index: int) -> tuple[str, int, int]:
+        """Make call `index`; return (kind, release that answered, attempts)."""
+        user = self.users[index % len(self.users)]
+        if index % 2 == 0:
+            result = client.search(self.queries[index % len(self.queries)], user, K)
+            return names.SEARCH, result.version, result.attempts
+        result = client.recommend(user, K)
+        return names.RECOMMEND, result.version, result.attempts
+
+
+def timed_call(client: Client, requests: Requests, index: int, since: float, tally: Tally):
+    try:
+        kind, version, attempts = requests.send(client, index)
+    except ClientError as error:
+        tally.call("error", time.monotonic() - since, None, error.attempts)
+        return
+    tally.call(kind, time.monotonic() - since, version, attempts)
+
+
+class OpenLoop:
+    """Calls scheduled at `rate` a second whatever the answers, run by `workers` threads.
+
+    A call's latency runs from its scheduled time, so time spent queued behind slow
+    answers counts. `stop` stops scheduling and waits for every scheduled call.
+    """
+
+    def __init__(
+        self, client: Client, requests: Requests, rate: float, tally: Tally, workers: int = 32
+    ) -> None:
+        self.client, self.requests, self.rate, self.tally = client, requests, rate, tally
+        self._queue: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._work) for _ in range(workers)]
+        self._scheduler = threading.Thread(target=self._schedule)
+        self._active: dict[int, float] = {}
+        self._lock = threading.Lock()
+        self.started_at = 0.0
+
+    def start(self) -> OpenLoop:
+        self.started_at = time.monotonic()
+        for thread in [*self._threads, self._scheduler]:
+            thread.start()
+        return self
+
+    def _schedule(self) -> None:
+        index = 0
+        while not self._stop.is_set():
+            due = self.started_at + index / self.rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                self._stop.wait(delay)
+                continue
+            self._queue.put((index, due))
+            index += 1
+        for _ in self._threads:
+            self._queue.put(None)
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            index, due = item
+            with self._lock:
+                self._active[index] = time.monotonic()
+            timed_call(self.client, self.requests, index, due, self.tally)
+            with self._lock:
+                del self._active[index]
+
+    def settle(self, since: float) -> None:
+        """Wait until every call that started before `since` has ended."""
+        while True:
+            with self._lock:
+                if all(started >= since for started in self._active.values()):
+                    return
+            time.sleep(0.01)
+
+    def stop(self) -> float:
+        """Stop scheduling, wait for the scheduled calls; the seconds the load ran."""
+        self._stop.set()
+        for thread in [self._scheduler, *self._threads]:
+            thread.join()
+        return time.monotonic() - self.started_at
+
+
+def saturation(client: Client, requests: Requests, seconds: float, concurrency: int) -> float:
+    """Closed-loop throughput (calls a second) with `concurrency` calls always in flight."""
+    tally, stop_at = Tally(), time.monotonic() + seconds
+
+    def work(offset: int) -> None:
+        index = offset
+        while time.monotonic() < stop_at:
+            timed_call(client, requests, index, time.monotonic(), tally)
+            index += concurrency
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(concurrency)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return tally.answered / (time.monotonic() - started)
+
+
+# -- the server, its processes and its repository --------------------------------------------
+
+
+def rss_kb(pid: int) -> int | None:
+    """Resident set size of a process in kB (None when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def server_memory(server: TritonServer) -> dict[str, int]:
+    """RSS of tritonserver and of each backend stub (named model:version:instance)."""
+    processes = {"tritonserver": server.pid}
+    for pid, stub in server_stubs(server.pid).items():
+        processes[f"{stub.model}:{stub.version}:{stub.instance}"] = pid
+    sizes = {name: rss_kb(pid) for name, pid in processes.items()}
+    return {name: size for name, size in sizes.items() if size is not None}
+
+
+def scrape(server: TritonServer, models: set[str] | None = None) -> Counts:
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
+        return entry_counts(response.read().decode(), models)
+
+
+def build_release(repo: Path, only: tuple[str, ...], seed: int, invert_ranker: bool) -> None:
+    """Build a release into `repo` (run in a process of its own: training takes the GIL)."""
+    from builders.build import BuildOptions, build
+    from builders.pipelines import PIPELINE_FILE, PipelineSpec
+    from perf.inputs import dataset_of
+
+    latest = max(model_versions(repo, names.SEARCH))
+    encoder = PipelineSpec.load(repo / names.SEARCH / str(latest) / PIPELINE_FILE).stages["encoder"]
+    if invert_ranker:
+        write_inverted_ranker(repo)
+    options = BuildOptions(repo=repo, only=only, seed=seed, encoder=encoder.model)
+    build(options, dataset_of(repo, names.SEARCH))
+
+
+def write_inverted_ranker(repo: Path) -> int:
+    """A new `search_ranker` version whose scores are those of the latest, negated: the
+    candidates come back worst first (a sign slip in an export). Returns its version."""
+    import onnx
+    from onnx import helper
+
+    from builders.repository import MANIFEST, file_digests
+
+    latest = max(model_versions(repo, names.SEARCH_RANKER))
+    version = latest + 1
+    source, target = repo / names.SEARCH_RANKER / str(latest), repo / names.SEARCH_RANKER
+    staging = Path(tempfile.mkdtemp(dir=target, prefix=".staging-"))
+    shutil.copytree(source, staging, dirs_exist_ok=True)
+    model = onnx.load(staging / "model.onnx")
+    (output,) = model.graph.output
+    for node in model.graph.node:
+        node.output[:] = [f"{o}_raw" if o == output.name else o for o in node.output]
+    model.graph.node.append(helper.make_node("Neg", [f"{output.name}_raw"], [output.name]))
+    onnx.save(model, staging / "model.onnx")
+    manifest = json.loads((staging / MANIFEST).read_text())
+    manifest.update(version=version, files=file_digests(staging))
+    manifest["metrics"] = {**manifest.get("metrics", {}), "fault": "scores negated"}
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    staging.rename(target / str(version))
+    return version
+
+
+class Harness:
+    """The server on a scratch repository, one client with retries, the load's requests."""
+
+    def __init__(self, repo: Path, work: Path, workers: int, canary_queries: int = 200) -> None:
+        from perf.inputs import dataset_of
+
+        self.repo = work / "repository"
+        if self.repo.exists():
+            shutil.rmtree(self.repo)
+        shutil.copytree(repo, self.repo)
+        dataset = dataset_of(self.repo, names.SEARCH)
+        self.requests = Requests(
+            dataset.sample_queries(4096, 0), [int(u) for u in dataset.sample_user_ids(4096, 1)]
+        )
+        self.queries = work / "canary_queries.txt"
+        self.queries_sent = canary_queries
+        self.queries.write_text("\n".join(dataset.sample_queries(self.queries_sent, 2)) + "\n")
+        ports = {}
+        while len(set(ports.values())) < 3:  # fixed ports: a restart comes back on them
+            ports = {name: free_port() for name in ("http_port", "grpc_port", "metrics_port")}
+        self.server = TritonServer(
+            self.repo,
+            model_control="explicit",
+            load_models=["*"],
+            exit_timeout_secs=5,
+            startup_timeout=300,
+            log_path=work / "server.log",
+            extra_args=("--metrics-config=summary_latencies=true",),
+            **ports,
+        )
+        self.workers = workers
+        self.tally = Tally()
+        self.client: Client | None = None
+        self.watchdog: StubWatchdog | None = None
+        self.load: OpenLoop | None = None
+        self.retired = Counts()  # what models unloaded during a scenario had served
+
+    def __enter__(self) -> Harness:
+        progress(f"starting tritonserver on {self.repo}")
+        self.server.start()
+        self.watchdog = StubWatchdog(self.server).__enter__()
+        self.client = Client(
+            self.server.grpc_url,
+            timeout=DEADLINE_S,
+            retry=RETRY,
+            budget=RetryBudget(min_per_second=50.0),
+            on_failed_attempt=lambda error: self.tally.failed_attempt(error),
+        )
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.client.close()
+        self.watchdog.stop()
+        self.server.stop()
+
+    @contextlib.contextmanager
+    def under_load(self, rate: float) -> Iterator[dict]:
+        """Run the open-loop load while the body runs; fills in the scenario's report:
+        the client's tally and the server's counters over the same calls."""
+        self.tally = Tally()
+        report: dict = {"rate": round(rate, 1)}
+        lifetimes = [[scrape(self.server), None]]
+        report["_lifetimes"] = lifetimes
+        self.retired = Counts()
+        self.load = OpenLoop(self.client, self.requests, rate, self.tally, self.workers).start()
+        try:
+            yield report
+        finally:
+            seconds = self.load.stop()
+        lifetimes[-1][1] = scrape(self.server)
+        lifetimes = [tuple(pair) for pair in report.pop("_lifetimes")]
+        server = lifetime_counts(lifetimes) + self.retired
+        report.update(self.tally.summary(seconds))
+        report["accounting"] = accounting(self.tally, server, report.pop("_gate_requests", 0))
+
+    def sync(self, before: dict[str, str], entries: bool = True) -> dict:
+        """Load into the server what changed in the repository since `before`."""
+        after = repository_state(self.repo)
+        changed = {m for m in after if before.get(m) != after[m]}
+        unload, load = load_plan(changed, set(before) - set(after), entries)
+        started = time.monotonic()
+        # an unloaded model's counters leave /metrics: keep what it served (no call goes
+        # there any more)
+        self.retired += scrape(self.server, set(unload))
+        for model in unload:
+            self.server.unload_model(model)
+        for model in load:
+            self.server.load_model(model)
+        return {"unloaded": unload, "loaded": load, "seconds": round(time.monotonic() - started, 2)}
+
+    def build(self, only: tuple[str, ...], seed: int, invert_ranker: bool = False) -> float:
+        """Build a release into the scratch repository in a spawned process; its seconds."""
+        started = time.monotonic()
+        process = multiprocessing.get_context("spawn").Process(
+            target=build_release, args=(self.repo, only, seed, invert_ranker)
+        )
+        process.start()
+        process.join()
+        if process.exitcode != 0:
+            raise RuntimeError(f"building {', '.join(only)} failed (exit {process.exitcode})")
+        return round(time.monotonic() - started, 1)
+
+
+# -- scenarios -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    soak_seconds: float = 600.0
+    seconds: float = 30.0
+    saturation_seconds: float = 10.0
+    load: float = 0.8
+    fault_load: float = 0.5
+    crash_stage: str = names.TOP_K
+    concurrency: int = 16
+    workers: int = 32
+
+
+QUICK = Settings(soak_seconds=20.0, seconds=6.0, saturation_seconds=3.0)
+
+
+def soak(harness: Harness, settings: Settings, rate: float) -> dict:
+    """Steady load; memory after a warm-up and at the end."""
+    warmup = min(30.0, settings.soak_seconds / 5)
+    with harness.under_load(rate) as report:
+        time.sleep(warmup)
+        start = server_memory(harness.server)
+        end_at = time.monotonic() + settings.soak_seconds - warmup
+        while (left := end_at - time.monotonic()) > 0:
+            time.sleep(min(60.0, left))
+            progress(f"soak: {harness.tally.calls} calls, {harness.tally.errors} errors")
+        end = server_memory(harness.server)
+    report["warmup_seconds"] = warmup
+    report["memory"] = memory_growth(start, end, MEMORY_GROWTH_LIMIT)
+    return report
+
+
+def hot_swap(harness: Harness, settings: Settings, rate: float) -> dict:
+    """Build a search release with a retrained ranker under load, then load it."""
+    before = repository_state(harness.repo)
+    seed = max(model_versions(harness.repo, names.SEARCH_RANKER)) + 1
+    with harness.under_load(rate) as report:
+        time.sleep(settings.seconds / 3)
+        report["build_seconds"] = harness.build((names.SEARCH_RANKER, names.SEARCH), seed=seed)
+        release = max(model_versions(harness.repo, names.SEARCH))
+        report["load"] = harness.sync(before)
+        swapped_at = harness.tally.releases[f"search {release}"]
+        time.sleep(settings.seconds / 3)
+    report["release"] = release
+    report["swapped"] = report["answered_by_release"].get(f"search {release}", 0) > swapped_at
+    return report
+
+
+def canary_rollback(harness: Harness, settings: Settings, rate: float) -> dict:
+    """Serve a bad canary to 10 % of the search calls until the gate rolls it back."""
+    stable = max(model_versions(harness.repo, names.SEARCH))
+    before = repository_state(harness.repo)
+    window = max(settings.seconds / 3, 2.0)
+    with harness.under_load(rate) as report:
+        report["build_seconds"] = harness.build((names.SEARCH,), seed=0, invert_ranker=True)
+        canary = max(model_versions(harness.repo, names.SEARCH))
+        report["load"] = harness.sync(before, entries=False)  # `search` stays on stable
+        routes = harness.client.routes
+        routes[names.SEARCH] = Route.split({stable: 100 - CANARY_SHARE, canary: CANARY_SHARE})
+        gate = gate_decision(harness, stable, canary, window, rate)
+        report["gate"] = gate
+        overlap = gate["overlap"]
+        # the gate asks stable each query, and the canary each query stable answered
+        report["_gate_requests"] = harness.queries_sent + overlap["queries"] if overlap else 0
+        canary_calls = -1
+        if gate["decision"] == canary_gate.ROLLBACK:
+            rolled_back_at = time.monotonic()
+            routes[names.SEARCH] = Route.pinned(stable)
+            harness.load.settle(rolled_back_at)  # calls that chose the canary have ended
+            canary_calls = harness.tally.releases[f"search {canary}"]
+            report["rollback"] = roll_back(harness, canary)
+            report["rollback"]["seconds"] = round(time.monotonic() - rolled_back_at, 2)
+            time.sleep(settings.seconds / 3)
+        routes.pop(names.SEARCH)
+    report.update(stable=stable, canary=canary)
+    report["rolled_back"] = gate["decision"] == canary_gate.ROLLBACK and (
+        report["answered_by_release"].get(f"search {canary}", 0) == canary_calls
+    )
+    return report
+
+
+def gate_decision(harness: Harness, stable: int, canary: int, window: float, rate: float) -> dict:
+    """The canary gate on the server's metrics, release `stable` against `canary`."""
+    server = harness.server
+    min_requests = max(5, int(rate / 2 * CANARY_SHARE / 100 * window / 2))
+    argv = [
+        "--model", pipelines.release_model(names.SEARCH, stable),
+        "--canary-model", pipelines.release_model(names.SEARCH, canary),
+        "--stable-metrics", server.metrics_url, "--canary-metrics", server.metrics_url,
+        "--stable-infer", server.http_url, "--canary-infer", server.http_url,
+        "--queries", str(harness.queries), "--k", str(K),
+        "--window", str(window), "--min-requests", str(min_requests),
+    ]  # fmt: skip
+    result = canary_gate.run(canary_gate.build_parser().parse_args(argv))
+    return {key: result[key] for key in ("decision", "reasons", "stable", "canary", "overlap")}
+
+
+def roll_back(harness: Harness, canary: int) -> dict:
+    """Take the canary release out of the repository and the server (no traffic goes there
+    any more): its record goes, the served versions are reconciled and loaded."""
+    from builders.build import reconcile_served_versions
+
+    before = repository_state(harness.repo)
+    shutil.rmtree(harness.repo / names.SEARCH / str(canary))
+    reconcile_served_versions(harness.repo)
+    return harness.sync(before)
+
+
+def stage_crash(harness: Harness, settings: Settings, rate: float) -> dict:
+    """SIGKILL the stub processes of one stage under load; the watchdog reloads it."""
+    stage = settings.crash_stage
+    restarts = len(harness.watchdog.restarts)
+    with harness.under_load(rate) as report:
+        time.sleep(settings.seconds / 3)
+        victims = [p for p, s in server_stubs(harness.server.pid).items() if s.model == stage]
+        if not victims:
+            raise RuntimeError(f"no backend stub process serves {stage!r}")
+        killed_at = time.monotonic()
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        deadline = killed_at + 60
+        while len(harness.watchdog.restarts) == restarts and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(settings.seconds / 3)
+    events = harness.watchdog.restarts[restarts:]
+    reloaded = [e for e in events if e.reloaded_at is not None]
+    last_failure = harness.tally.last_failure_at
+    report.update(
+        stage=stage,
+        killed_pids=victims,
+        detected_after_s=round(events[0].detected_at - killed_at, 2) if events else None,
+        reloaded_after_s=round(reloaded[0].reloaded_at - killed_at, 2) if reloaded else None,
+        last_failed_attempt_after_s=(
+            round(last_failure - killed_at, 2) if last_failure is not None else None
+        ),
+        watchdog=[{"model": e.model, "pid": e.pid, "error": e.error} for e in events],
+    )
+    report["recovered"] = bool(reloaded) and any(
+        s.model == stage for s in server_stubs(harness.server.pid).values()
+    )
+    return report
+
+
+def server_restart(harness: Harness, settings: Settings, rate: float) -> dict:
+    """Kill the server under load and start it again on the same ports."""
+    server = harness.server
+    with harness.under_load(rate) as report:
+        time.sleep(settings.seconds / 3)
+        # Freeze every stage, so no request completes between the last scrape and the kill:
+        # the dying server's counters are then exactly what it served.
+        for pid in server_stubs(server.pid):
+            os.kill(pid, signal.SIGSTOP)
+        time.sleep(0.3)
+        lifetimes = report["_lifetimes"]
+        lifetimes[-1][1] = scrape(server)
+        harness.watchdog.stop()
+        killed_at = time.monotonic()
+        os.killpg(server.pid, signal.SIGKILL)
+        server.stop()
+        for region in glob.glob(f"/dev/shm/{server.options.shm_region_prefix}*"):
+            os.unlink(region)  # the killed server's Python-backend shared memory
+        server.start()
+        report["down_seconds"] = round(time.monotonic() - killed_at, 2)
+        harness.watchdog.start()
+        lifetimes.append([Counts(), None])  # a new process counts from zero
+        time.sleep(settings.seconds / 3)
+    report["server_lifetimes"] = 2
+    report["recovered"] = server.is_ready()
+    return report
+
+
+RUNNERS: dict[str, Callable[[Harness, Settings, float], dict]] = {
+    "soak": soak,
+    "hot_swap": hot_swap,
+    "canary_rollback": canary_rollback,
+    "stage_crash": stage_crash,
+    "server_restart": server_restart,
+}
+
+
+def run(repo: Path, work: Path, settings: Settings, scenarios: tuple[str, ...]) -> dict:
+    """Measure saturation, then run `scenarios` in order; the results document."""
+    work.mkdir(parents=True, exist_ok=True)
+    with Harness(repo, work, settings.workers) as harness:
+        progress(f"measuring saturation for {settings.saturation_seconds:g} s")
+        saturation(harness.client, harness.requests, 2.0, settings.concurrency)  # warm-up
+        peak = saturation(
+            harness.client, harness.requests, settings.saturation_seconds, settings.concurrency
+        )
+        results: dict = {
+            "repository": str(repo),
+            "settings": asdict(settings),
+            "saturation": {
+                "throughput": round(peak, 1),
+                "concurrency": settings.concurrency,
+                "mix": "search and recommend alternating",
+            },
+            "scenarios": {},
+        }
+        for name in scenarios:
+            fraction = settings.load if name == "soak" else settings.fault_load
+            progress(f"{name}: open-loop at {fraction:.0%} of {peak:.0f} calls/s")
+            report = RUNNERS[name](harness, settings, fraction * peak)
+            report["passed"] = scenario_passed(report)
+            results["scenarios"][name] = report
+            progress(
+                f"{name}: {report['requests']} calls, {report['errors']} errors, "
+                f"accounting {'agrees' if report['accounting']['agree'] else 'DISAGREES'}, "
+                f"{'passed' if report['passed'] else 'FAILED'}"
+            )
+    results["passed"] = all(r["passed"] for r in results["scenarios"].values())
+    return results
+
+
+# -- command line ----------------------------------------------------------------------------
+
+
+def positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def scenario_list(text: str) -> tuple[str, ...]:
+    chosen = tuple(s.strip() for s in text.split(",") if s.strip())
+    unknown = [s for s in chosen if s not in SCENARIOS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"unknown scenario(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(SCENARIOS)}"
+        )
+    return tuple(s for s in SCENARIOS if s in chosen)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m perf.reliability",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    full = Settings()
+    parser.add_argument("--repo", type=Path, default=Path("model_repository"), help="%(default)s")
+    parser.add_argument(
+        "--out", type=Path, default=Path("perf/results/reliability.json"), help="%(default)s"
+    )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path("build/reliability"),
+        help="scratch folder: the repository copy the scenarios change, the server log",
+    )
+    parser.add_argument("--scenarios", type=scenario_list, default=SCENARIOS)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"short runs: soak {QUICK.soak_seconds:g} s, {QUICK.seconds:g} s per scenario, "
+        f"saturation {QUICK.saturation_seconds:g} s (the options below still apply)",
+    )
+    parser.add_argument("--soak-seconds", type=positive, help=f"default {full.soak_seconds:g}")
+    parser.add_argument(
+        "--seconds", type=positive, help=f"load of each other scenario, default {full.seconds:g}"
+    )
+    parser.add_argument(
+        "--saturation-seconds", type=positive, help=f"default {full.saturation_seconds:g}"
+    )
+    parser.add_argument(
+        "--load", type=fraction, help=f"soak rate, share of saturation, default {full.load:g}"
+    )
+    parser.add_argument(
+        "--fault-load",
+        type=fraction,
+        help=f"rate of the other scenarios, share of saturation, default {full.fault_load:g}",
+    )
+    parser.add_argument(
+        "--crash-stage",
+        help=f"the stage whose stub stage_crash kills, default {full.crash_stage} "
+        "(a step of both pipelines)",
+    )
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """`--quick` or the full settings, with the options given on top."""
+    given = {
+        name: getattr(args, name)
+        for name in (
+            "soak_seconds",
+            "seconds",
+            "saturation_seconds",
+            "load",
+            "fault_load",
+            "crash_stage",
+        )
+        if getattr(args, name) is not None
+    }
+    return dataclasses.replace(QUICK if args.quick else Settings(), **given)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not (args.repo / names.SEARCH).is_dir() or not (args.repo / names.RECOMMEND).is_dir():
+        parser.error(f"{args.repo} holds no built search and recommend pipelines (make models)")
+    settings = settings_from(args)
+    if not (args.repo / settings.crash_stage).is_dir():
+        parser.error(f"--crash-stage {settings.crash_stage}: no such model in {args.repo}")
+    results = run(args.repo, args.work, settings, args.scenarios)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    for name, report in results["scenarios"].items():
+        print(
+            f"{name:16} {report['seconds']:7.1f} s {report['requests']:7d} requests "
+            f"{report['errors']:3d} errors  p99 {report['p99_ms']} ms  "
+            f"accounting {'agrees' if report['accounting']['agree'] else 'DISAGREES'}  "
+            f"{'passed' if report['passed'] else 'FAILED'}"
+        )
+    print(f"wrote {args.out}")
+    return 0 if results["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
