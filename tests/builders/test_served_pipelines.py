@@ -44,8 +44,9 @@ def repo(tmp_path_factory, small_repository, dataset):
 
 @pytest.fixture(scope="module")
 def server(repo):
+    # Verbose logging: the log names every warm-up sample each instance runs.
     with TritonServer(
-        repo, model_control="explicit", load_models=["*"], exit_timeout_secs=5
+        repo, model_control="explicit", load_models=["*"], exit_timeout_secs=5, log_verbose=1
     ) as triton:
         yield triton
 
@@ -93,6 +94,22 @@ def test_every_version_is_intact_and_pinned(repo):
     assert ranker["metrics"]["auc"] > 0.6 and ranker["parity"]
     policy = parse_pbtxt((repo / names.SEARCH_RANKER / "config.pbtxt").read_text())
     assert policy["version_policy"] == {"specific": {"versions": ["1", "2"]}}
+
+
+def test_every_model_warms_up_before_it_is_ready(repo, server):
+    """Each model but the ensembles runs its warm-up sample on every instance at load; a
+    warm-up request the model refuses would have failed the load."""
+    log = server.log_path.read_text()
+    for model in names.ALL_MODELS + tuple(p.name for p in repo.glob("*_v*")):
+        config = parse_pbtxt((repo / model / "config.pbtxt").read_text())
+        if config.get("platform") == "ensemble":
+            assert "model_warmup" not in config
+            continue
+        assert server.is_model_ready(model), model
+        assert f"model '{model}' instance {model}_0_0 is running warmup sample 'warmup'" in log
+    assert (repo / names.QUERY_TOKENIZER / "warmup" / "query").read_bytes() == (
+        len(names.WARMUP_QUERY).to_bytes(4, "little") + names.WARMUP_QUERY.encode()
+    )
 
 
 def test_the_entry_points_are_ensembles_of_their_releases(repo):
