@@ -49,9 +49,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     build.add_argument(
         "--encoder",
-        choices=[names.TEXT_ENCODER, names.TEXT_ENCODER_INT8],
-        default=names.TEXT_ENCODER,
-        help="the encoder the search pipeline and index use",
+        choices=[names.AUTO_ENCODER, *names.TEXT_ENCODERS],
+        default=names.AUTO_ENCODER,
+        help="the encoder the search pipeline and index use (default %(default)s: the fastest "
+        "variant that passes the retrieval gate against fp32, fp32 when none does)",
     )
     build.add_argument(
         "--index",
@@ -167,7 +168,7 @@ def embed_new_items(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
     if not versions:
         raise ValueError(f"{args.model} has no version in {args.repo}")
     depends = read_manifest(args.repo, args.model, versions[-1])["depends_on"]
-    encoder = next((m for m in (names.TEXT_ENCODER, names.TEXT_ENCODER_INT8) if m in depends), None)
+    encoder = next((m for m in names.TEXT_ENCODERS if m in depends), None)
     if encoder is None:
         raise ValueError(f"{args.model} version {versions[-1]} names no text encoder")
     catalog = catalog.sort_values("item_id")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -56,7 +57,9 @@ class BuildOptions:
     max_length: int = 32
     #: Widths the query tokenizer pads to (max_length is always the last); () pads to max_length.
     length_buckets: tuple[int, ...] = (8, 16)
-    encoder: str = names.TEXT_ENCODER  # or names.TEXT_ENCODER_INT8 for search
+    #: The encoder search and its index use: a variant, or auto (the fastest that passes the
+    #: gate, `builders.encoder_variants`; fp32 when none does).
+    encoder: str = names.AUTO_ENCODER
     seed: int = 0
     index: str = "auto"  # exact, ann or auto (by catalog size: builders.index_stage)
     ann_recall_target: float = 0.99  # recall@100 of the ANN index against exact search
@@ -70,8 +73,9 @@ class BuildOptions:
             raise ValueError(
                 f"unknown model(s) {', '.join(unknown)}; models: {', '.join(names.ALL_MODELS)}"
             )
-        if self.encoder not in (names.TEXT_ENCODER, names.TEXT_ENCODER_INT8):
-            raise ValueError(f"encoder must be {names.TEXT_ENCODER} or {names.TEXT_ENCODER_INT8}")
+        choices = (names.AUTO_ENCODER, *names.TEXT_ENCODERS)
+        if self.encoder not in choices:
+            raise ValueError(f"encoder must be one of {', '.join(choices)}")
         if self.version is not None and self.version < 1:
             raise ValueError("versions start at 1")
         if self.index not in index_stage.INDEX_CHOICES:
@@ -114,6 +118,16 @@ class BuildContext:
                 )
             self.resolved[model] = versions[-1]
         return self.repo / model / str(self.resolved[model])
+
+    @property
+    def encoder(self) -> str:
+        """The encoder variant search uses: the chosen one, or the one the encoders' build
+        chose (recorded in the fp32 encoder's manifest; fp32 where none is recorded)."""
+        if self.options.encoder != names.AUTO_ENCODER:
+            return self.options.encoder
+        self.path(names.TEXT_ENCODER)
+        manifest = read_manifest(self.repo, names.TEXT_ENCODER, self.resolved[names.TEXT_ENCODER])
+        return manifest["metrics"].get("variants", {}).get("chosen", names.TEXT_ENCODER)
 
     def manifest_base(self, depends_on: dict[str, int] | None = None) -> dict:
         return {
@@ -173,40 +187,48 @@ def build_query_tokenizer(ctx: BuildContext) -> None:
     ctx.write(names.query_tokenizer_spec(ctx.options.max_length, ctx.options.buckets), populate)
 
 
-def build_text_encoder(ctx: BuildContext) -> None:
-    from builders import text_encoder
+def build_text_encoders(ctx: BuildContext) -> None:
+    """Every encoder variant, measured and gated against fp32 (`builders.encoder_variants`);
+    the fp32 encoder's manifest records every variant's figures and the default choice."""
+    from builders import encoder_variants, text_encoder
 
-    parity: dict = {}
-
-    def populate(folder: Path) -> None:
+    fp32, dynamic, static = names.TEXT_ENCODERS
+    with tempfile.TemporaryDirectory(prefix="text-encoders-") as folder:
+        paths = {name: Path(folder) / f"{name}.onnx" for name in names.TEXT_ENCODERS}
         progress("exporting the text encoder to ONNX")
-        parity.update(text_encoder.export_onnx(folder / "model.onnx"))
-        shapes = ctx.options.encoder_plan_shapes()
-        tensorrt.build_plan(
-            folder / "model.onnx",
-            folder / "model.plan",
-            {"input_ids": shapes, "attention_mask": shapes},
+        parity = {fp32: text_encoder.export_onnx(paths[fp32])}
+        progress("quantizing it to INT8: dynamic, and static QDQ calibrated on items and queries")
+        parity[dynamic] = text_encoder.quantize_int8(paths[fp32], paths[dynamic])
+        held_out = encoder_variants.held_out_queries(ctx.dataset)
+        parity[static] = text_encoder.quantize_int8_static(
+            paths[fp32],
+            paths[static],
+            encoder_variants.calibration_texts(ctx.dataset, held_out),
+            ctx.options.max_length,
         )
+        progress("measuring the variants' speed and their retrieval against fp32")
+        record = encoder_variants.evaluate(paths, ctx.dataset, held_out, ctx.options.max_length)
+        for line in encoder_variants.table(record):
+            progress(line)
+        for name in names.TEXT_ENCODERS:
 
-    ctx.write(names.text_encoder_spec(names.TEXT_ENCODER), populate, parity=parity)
+            def populate(folder: Path, source: Path = paths[name], name: str = name) -> None:
+                shutil.copy2(source, folder / "model.onnx")
+                if name == fp32:
+                    shapes = ctx.options.encoder_plan_shapes()
+                    tensorrt.build_plan(
+                        folder / "model.onnx",
+                        folder / "model.plan",
+                        {"input_ids": shapes, "attention_mask": shapes},
+                    )
 
-
-def build_text_encoder_int8(ctx: BuildContext) -> None:
-    from builders import text_encoder
-
-    source = ctx.path(names.TEXT_ENCODER) / "model.onnx"
-    parity: dict = {}
-
-    def populate(folder: Path) -> None:
-        progress("quantizing the text encoder to INT8")
-        parity.update(text_encoder.quantize_int8(source, folder / "model.onnx"))
-
-    ctx.write(
-        names.text_encoder_spec(names.TEXT_ENCODER_INT8),
-        populate,
-        depends_on={names.TEXT_ENCODER: ctx.resolved[names.TEXT_ENCODER]},
-        parity=parity,
-    )
+            ctx.write(
+                names.text_encoder_spec(name),
+                populate,
+                depends_on={} if name == fp32 else {fp32: ctx.version},
+                metrics={"variants": record} if name == fp32 else record["variants"][name],
+                parity=parity[name],
+            )
 
 
 def item_texts(dataset: Dataset) -> list[str]:
@@ -218,7 +240,7 @@ def item_texts(dataset: Dataset) -> list[str]:
 def build_search_index(ctx: BuildContext) -> None:
     from builders import text_encoder
 
-    encoder = ctx.options.encoder
+    encoder = ctx.encoder
     encoder_path = ctx.path(encoder) / "model.onnx"
     progress(f"embedding {len(ctx.dataset.catalog):,} items with {encoder}")
     embeddings = text_encoder.embed(
@@ -321,7 +343,7 @@ def search_scores(ctx: BuildContext):
     def scores(queries: list[str]) -> ranker.SearchScores:
         progress(f"embedding {len(queries):,} logged queries for the search ranker")
         embedded = text_encoder.embed(
-            ctx.path(ctx.options.encoder) / "model.onnx", queries, max_length=ctx.options.max_length
+            ctx.path(ctx.encoder) / "model.onnx", queries, max_length=ctx.options.max_length
         )
         return ranker.SearchScores(queries, embedded, items, lexical.scores)
 
@@ -356,7 +378,7 @@ def build_search_ranker(ctx: BuildContext) -> None:
         names.ranker_spec(names.SEARCH_RANKER, "onnxruntime"),
         populate,
         depends_on=_retrieval_dependencies(
-            ctx, names.SEARCH_INDEX, ctx.options.encoder, names.LEXICAL_INDEX, names.HYBRID_FUSION
+            ctx, names.SEARCH_INDEX, ctx.encoder, names.LEXICAL_INDEX, names.HYBRID_FUSION
         ),
         metrics={"auc": result.metrics["torch_auc"], **result.metrics},
         parity=parity,
@@ -434,7 +456,7 @@ def pipeline_stages(ctx: BuildContext, kind: str) -> dict[str, Stage]:
     if kind == "search":
         roles = {
             "tokenizer": names.QUERY_TOKENIZER,
-            "encoder": ctx.options.encoder,
+            "encoder": ctx.encoder,
             "index": names.SEARCH_INDEX,
             "lexical": names.LEXICAL_INDEX,
             "fusion": names.HYBRID_FUSION,
@@ -517,8 +539,7 @@ def reconcile_served_versions(repo: Path) -> dict[str, list[int]]:
 
 STEPS: dict[str, Callable[[BuildContext], None]] = {
     names.QUERY_TOKENIZER: build_query_tokenizer,
-    names.TEXT_ENCODER: build_text_encoder,
-    names.TEXT_ENCODER_INT8: build_text_encoder_int8,
+    **{name: build_text_encoders for name in names.TEXT_ENCODERS},
     names.SEARCH_INDEX: build_search_index,
     names.LEXICAL_INDEX: build_lexical_index,
     names.HYBRID_FUSION: build_hybrid_fusion,
@@ -543,6 +564,8 @@ def selected_models(options: BuildOptions, dataset: Dataset) -> list[str]:
         wanted -= set(names.NEED_INTERACTIONS)
     if wanted & {names.USER_TOWER, names.RECOMMEND_INDEX}:
         wanted |= {names.USER_TOWER, names.RECOMMEND_INDEX}  # one training makes both
+    if wanted & set(names.TEXT_ENCODERS):
+        wanted |= set(names.TEXT_ENCODERS)  # measured and gated together
     return [model for model in names.ALL_MODELS if model in wanted]
 
 

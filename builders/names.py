@@ -14,6 +14,7 @@ from builders.specs import DynamicBatching, ModelSpec, TensorSpec
 QUERY_TOKENIZER = "query_tokenizer"
 TEXT_ENCODER = "text_encoder"
 TEXT_ENCODER_INT8 = "text_encoder_int8"
+TEXT_ENCODER_INT8_STATIC = "text_encoder_int8_static"
 SEARCH_INDEX = "search_index"
 LEXICAL_INDEX = "lexical_index"
 HYBRID_FUSION = "hybrid_fusion"
@@ -31,6 +32,7 @@ ALL_MODELS = (
     QUERY_TOKENIZER,
     TEXT_ENCODER,
     TEXT_ENCODER_INT8,
+    TEXT_ENCODER_INT8_STATIC,
     SEARCH_INDEX,
     LEXICAL_INDEX,
     HYBRID_FUSION,
@@ -43,6 +45,11 @@ ALL_MODELS = (
     SEARCH,
     RECOMMEND,
 )
+#: The text encoder's variants, the fp32 reference first: built, measured and gated together
+#: (`builders.encoder_variants`).
+TEXT_ENCODERS = (TEXT_ENCODER, TEXT_ENCODER_INT8, TEXT_ENCODER_INT8_STATIC)
+#: What `BuildOptions.encoder` takes besides a variant: the fastest one that passes the gate.
+AUTO_ENCODER = "auto"
 #: Models built from the interaction log (absent for a catalog-only dataset).
 NEED_INTERACTIONS = (
     RANKING_FEATURES,
@@ -58,6 +65,10 @@ DATA_DEPENDENT = (SEARCH_INDEX, LEXICAL_INDEX, *NEED_INTERACTIONS, TOP_K, SEARCH
 #: Largest batch a stage takes (at least the pipelines' own, so a whole batch passes).
 STAGE_MAX_BATCH = 64
 PIPELINE_MAX_BATCH = 32
+#: The query the tokenizer's warm-up request sends (an empty one would be refused).
+WARMUP_QUERY = "red running shoes"
+#: The `k` the top_k step's warm-up request asks for (k < 1 is refused).
+WARMUP_K = 10
 
 
 def _batching(delay_us: int = 1000) -> DynamicBatching:
@@ -69,7 +80,7 @@ def query_tokenizer_spec(max_length: int, buckets: tuple[int, ...] = ()) -> Mode
         name=QUERY_TOKENIZER,
         backend="python",
         max_batch_size=STAGE_MAX_BATCH,
-        inputs=(TensorSpec("query", "STRING", (1,)),),
+        inputs=(TensorSpec("query", "STRING", (1,), warmup_value=WARMUP_QUERY),),
         outputs=(
             TensorSpec("input_ids", "INT64", (-1,)),
             TensorSpec("attention_mask", "INT64", (-1,)),
@@ -89,7 +100,7 @@ def text_encoder_spec(name: str) -> ModelSpec:
         max_batch_size=STAGE_MAX_BATCH,
         inputs=(
             TensorSpec("input_ids", "INT64", (-1,)),
-            TensorSpec("attention_mask", "INT64", (-1,)),
+            TensorSpec("attention_mask", "INT64", (-1,), warmup_value=1),
         ),
         outputs=(TensorSpec("embedding", "FP32", (384,)),),
         dynamic_batching=_batching(),
@@ -245,7 +256,7 @@ def top_k_spec() -> ModelSpec:
         inputs=(
             TensorSpec("candidate_indexes", "INT64", (-1,)),
             TensorSpec("candidate_scores", "FP32", (-1,)),
-            TensorSpec("k", "INT32", (1,)),
+            TensorSpec("k", "INT32", (1,), warmup_value=WARMUP_K),
         ),
         outputs=PIPELINE_OUTPUTS,
         dynamic_batching=_batching(500),

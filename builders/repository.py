@@ -1,7 +1,9 @@
 """Writing versioned model directories in Triton's layout, never over existing ones.
 
 `<repo>/<model>/config.pbtxt` is shared by every version of a model (Triton has
-one config per model); `<repo>/<model>/<version>/` holds the files and a
+one config per model), and so is `<repo>/<model>/warmup/`, the input files of its
+warm-up sample (Triton reads them from the model folder, not a version folder);
+`<repo>/<model>/<version>/` holds the files and a
 `manifest.json`: the sha256 of every file, the data fingerprint, metrics,
 parity results and the model versions it depends on.
 """
@@ -16,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from builders.specs import ModelSpec, VersionPolicy, parse_pbtxt, render_pbtxt
+from builders.specs import WARMUP_FOLDER, ModelSpec, VersionPolicy, parse_pbtxt, render_pbtxt
 
 MANIFEST = "manifest.json"
 CONFIG = "config.pbtxt"
@@ -148,7 +150,19 @@ def write_version(
     write_config(model_dir / CONFIG, spec)
     for name, named in (named_configs or {}).items():
         write_config(model_dir / CONFIGS / f"{name}.pbtxt", named)
+    if isinstance(spec, ModelSpec):
+        write_warmup_files(model_dir, spec)
     return target
+
+
+def write_warmup_files(model_dir: Path, spec: ModelSpec) -> None:
+    """(Re)write the files the warm-up sample of `spec`'s config reads, each atomically."""
+    for name, content in spec.warmup_files().items():
+        path = Path(model_dir) / WARMUP_FOLDER / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{name}.tmp")
+        tmp.write_bytes(content)
+        tmp.replace(path)
 
 
 def write_config(path: Path, spec: ModelSpec) -> None:

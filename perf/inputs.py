@@ -24,6 +24,7 @@ SUPPORTED = (
     names.QUERY_TOKENIZER,
     names.TEXT_ENCODER,
     names.TEXT_ENCODER_INT8,
+    names.TEXT_ENCODER_INT8_STATIC,
 )
 
 

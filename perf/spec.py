@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from builders.repository import model_versions
+from builders.runtime.tokenization import check_buckets, parse_buckets
 from builders.specs import parse_pbtxt
 from perf import inputs
 from perf.analyzer import LOAD_MODES
@@ -38,6 +39,7 @@ TUNABLES = (
     "instance_count",
     "intra_op_thread_count",
     "inter_op_thread_count",
+    "length_buckets",
 )
 TOP_KEYS = {
     "name",
@@ -123,11 +125,13 @@ def _positive_list(value: object, where: str, integer: bool) -> list:
     return value
 
 
-def _tunable_values(model: str, tunable: str, values: object) -> list:
+def _tunable_values(model: str, tunable: str, values: object, config: dict) -> list:
     where = f"space.{model}.{tunable}"
     _require(isinstance(values, list) and values, f"{where} must be a non-empty list of values")
     for value in values:
-        if tunable == "preferred_batch_size":
+        if tunable == "length_buckets":
+            _check_length_buckets(where, value, config)
+        elif tunable == "preferred_batch_size":
             ok = isinstance(value, list) and all(
                 isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
             )
@@ -139,6 +143,17 @@ def _tunable_values(model: str, tunable: str, values: object) -> list:
             ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
             _require(ok, f"{where}: {value!r} must be a positive integer")
     return values
+
+
+def _check_length_buckets(where: str, value: object, config: dict) -> None:
+    """A tokenizer's padded widths as its `length_buckets` parameter says them: "8,16"."""
+    max_length = config.get("parameters", {}).get("max_length", {}).get("string_value")
+    _require(max_length is not None, f"{where}: only the query tokenizer has length buckets")
+    _require(isinstance(value, str), f"{where}: {value!r} must be a text like '8,16' ('': none)")
+    try:
+        check_buckets(parse_buckets(value), int(max_length))
+    except ValueError as err:
+        raise SweepFileError(f"{where}: {err}") from None
 
 
 def pipeline_stages(repository: Path, model: str) -> tuple[str, ...]:
@@ -208,7 +223,8 @@ def parse(document: object, source: str = "sweep file", base: Path = ROOT) -> Sw
         _require(isinstance(tunables, dict) and tunables, f"space.{name} must map tunables")
         bad = sorted(set(tunables) - set(TUNABLES))
         _require(not bad, f"space.{name}: unknown tunables {bad}; valid: {list(TUNABLES)}")
-        checked[name] = {t: _tunable_values(name, t, v) for t, v in tunables.items()}
+        config = model_config(repository, name)
+        checked[name] = {t: _tunable_values(name, t, v, config) for t, v in tunables.items()}
         if name != model and "max_batch_size" in tunables:
             small = [v for v in tunables["max_batch_size"] if v < pipeline_batch]
             _require(

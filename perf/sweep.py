@@ -171,6 +171,8 @@ def configs_current_value(config: dict, tunable: str) -> object:
     if tunable == "instance_count":
         return (config.get("instance_group") or [{}])[0].get("count", 1)
     value = config.get("parameters", {}).get(tunable, {}).get("string_value")
+    if tunable == "length_buckets":
+        return value
     return int(value) if value is not None and value.isdigit() else value
 
 

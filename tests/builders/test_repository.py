@@ -96,3 +96,18 @@ def test_set_served_versions(tmp_path):
     config = parse_pbtxt((tmp_path / "encoder" / "config.pbtxt").read_text())
     assert config["version_policy"] == {"specific": {"versions": ["1", "2"]}}
     assert json.loads((tmp_path / "encoder" / "1" / "manifest.json").read_text())["version"] == 1
+
+
+def test_warmup_files_go_to_the_model_folder(tmp_path):
+    text = ModelSpec(
+        name="tokenizer",
+        backend="python",
+        max_batch_size=8,
+        inputs=(TensorSpec("query", "STRING", (1,), warmup_value="blender"),),
+        outputs=(TensorSpec("ids", "INT64", (-1,)),),
+    )
+    write_version(tmp_path, text, 1, writer(), {})
+    warmup = tmp_path / "tokenizer" / "warmup"
+    assert [p.name for p in warmup.iterdir()] == ["query"]
+    assert (warmup / "query").read_bytes() == (7).to_bytes(4, "little") + b"blender"
+    assert model_versions(tmp_path, "tokenizer") == [1]

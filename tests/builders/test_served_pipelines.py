@@ -44,8 +44,9 @@ def repo(tmp_path_factory, small_repository, dataset):
 
 @pytest.fixture(scope="module")
 def server(repo):
+    # Verbose logging: the log names every warm-up sample each instance runs.
     with TritonServer(
-        repo, model_control="explicit", load_models=["*"], exit_timeout_secs=5
+        repo, model_control="explicit", load_models=["*"], exit_timeout_secs=5, log_verbose=1
     ) as triton:
         yield triton
 
@@ -93,6 +94,22 @@ def test_every_version_is_intact_and_pinned(repo):
     assert ranker["metrics"]["auc"] > 0.6 and ranker["parity"]
     policy = parse_pbtxt((repo / names.SEARCH_RANKER / "config.pbtxt").read_text())
     assert policy["version_policy"] == {"specific": {"versions": ["1", "2"]}}
+
+
+def test_every_model_warms_up_before_it_is_ready(repo, server):
+    """Each model but the ensembles runs its warm-up sample on every instance at load; a
+    warm-up request the model refuses would have failed the load."""
+    log = server.log_path.read_text()
+    for model in names.ALL_MODELS + tuple(p.name for p in repo.glob("*_v*")):
+        config = parse_pbtxt((repo / model / "config.pbtxt").read_text())
+        if config.get("platform") == "ensemble":
+            assert "model_warmup" not in config
+            continue
+        assert server.is_model_ready(model), model
+        assert f"model '{model}' instance {model}_0_0 is running warmup sample 'warmup'" in log
+    assert (repo / names.QUERY_TOKENIZER / "warmup" / "query").read_bytes() == (
+        len(names.WARMUP_QUERY).to_bytes(4, "little") + names.WARMUP_QUERY.encode()
+    )
 
 
 def test_the_entry_points_are_ensembles_of_their_releases(repo):
@@ -238,7 +255,7 @@ def test_catalog_only_search_falls_back_to_retrieval_order(tmp_path, dataset):
     context = build(BuildOptions(repo=repo, num_candidates=20), only_catalog)
     assert names.RECOMMEND not in context.built and names.SEARCH_RANKER not in context.built
     stages = json.loads((repo / "search" / "1" / "pipeline.json").read_text())["stages"]
-    assert set(stages) == {"tokenizer", "encoder", "index", "top_k"}
+    assert set(stages) == {"tokenizer", "encoder", "index", "lexical", "fusion", "top_k"}
     with TritonServer(repo, exit_timeout_secs=5) as triton:
         local = grpcclient.InferenceServerClient(triton.grpc_url)
         try:
@@ -251,7 +268,7 @@ def test_catalog_only_search_falls_back_to_retrieval_order(tmp_path, dataset):
         5, queries=["running shoes"]
     )[0]
     np.testing.assert_array_equal(ids, expected_ids)
-    assert (np.diff(scores) <= 1e-6).all()  # retrieval order: cosine, best first
+    assert (np.diff(scores) <= 1e-6).all()  # fused order (reciprocal rank), best first
 
 
 def test_a_missing_stage_takes_out_only_the_pipelines_that_use_it(server, client):

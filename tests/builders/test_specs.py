@@ -156,3 +156,46 @@ def test_an_ensemble_tensor_nobody_reads_is_refused():
             outputs=(TensorSpec("y", "FP32", (1,)),),
             steps=(step,),
         )
+
+
+def test_every_model_gets_a_warmup_sample_from_its_inputs():
+    spec = ranker(
+        inputs=(
+            TensorSpec("sparse", "INT64", (-1, 5)),
+            TensorSpec("dense", "FP32", (-1, 4)),
+            TensorSpec("k", "INT32", (1,), warmup_value=10),
+        )
+    )
+    (sample,) = parse_pbtxt(spec.to_pbtxt())["model_warmup"]
+    assert sample["batch_size"] == 1
+    assert sample["inputs"]["sparse"] == {
+        "data_type": "TYPE_INT64",
+        "dims": ["1", "5"],
+        "zero_data": True,
+    }
+    assert sample["inputs"]["k"] == {
+        "data_type": "TYPE_INT32",
+        "dims": ["1"],
+        "input_data_file": "k",
+    }
+    assert spec.warmup_files() == {"k": (10).to_bytes(4, "little")}
+
+
+def test_a_text_input_warms_up_with_its_text():
+    query = TensorSpec("query", "STRING", (2,), warmup_value="red shoes")
+    spec = ranker(inputs=(query,), outputs=(TensorSpec("ids", "INT64", (-1,)),))
+    assert spec.warmup_files() == {"query": 2 * ((9).to_bytes(4, "little") + b"red shoes")}
+    with pytest.raises(SpecError, match="STRING input.s. query need a warmup_value"):
+        ranker(inputs=(TensorSpec("query", "STRING", (1,)),))
+    with pytest.raises(SpecError, match="warmup_value of a STRING tensor is a text"):
+        TensorSpec("k", "INT32", (1,), warmup_value="10")
+
+
+def test_ensembles_take_no_warmup():
+    spec = EnsembleSpec(
+        name="pipe",
+        inputs=(TensorSpec("a", "STRING", (1,)),),
+        outputs=(TensorSpec("b", "FP32", (4,)),),
+        steps=(_step("first", ["a"], ["b"]),),
+    )
+    assert "model_warmup" not in parse_pbtxt(spec.to_pbtxt())

@@ -1,4 +1,4 @@
-"""The text encoder's ONNX export, its INT8 variant and offline embedding."""
+"""The text encoder's ONNX export, its INT8 variants and offline embedding."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -188,3 +189,33 @@ def test_embed_names_an_empty_text(fp32):
     texts = ["blender"] * 10 + ["  "]
     with pytest.raises(ValueError, match="text 10 is empty"):
         text_encoder.embed(fp32[0], texts, batch_size=4, progress=False)
+
+
+@pytest.fixture(scope="session")
+def int8_static(fp32, catalog_titles) -> tuple[Path, dict]:
+    path = fp32[0].with_name("int8_static.onnx")
+    return path, text_encoder.quantize_int8_static(fp32[0], path, catalog_titles[:64])
+
+
+def test_static_int8_is_qdq_with_the_ffn_down_projections_in_float(
+    fp32, int8_static, catalog_titles
+):
+    path, parity = int8_static
+    assert parity["mean_cosine"] >= INT8_MIN_COSINE
+    graph = onnx.load(str(path)).graph
+    float_matmuls = text_encoder.static_int8_float_matmuls(onnx.load(str(fp32[0])))
+    assert len(float_matmuls) == 6 and all("/output/dense/" in name for name in float_matmuls)
+    dequantized = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    quantized = [
+        node.name
+        for node in graph.node
+        if node.op_type == "MatMul" and set(node.input) <= dequantized
+    ]
+    assert len(quantized) == 48 - 6 and not set(quantized) & set(float_matmuls)
+    similarity = cosine(run(fp32[0], catalog_titles[64:]), run(path, catalog_titles[64:]))
+    assert similarity.mean() >= INT8_MIN_COSINE
+
+
+def test_static_int8_needs_calibration_texts(fp32, tmp_path):
+    with pytest.raises(ValueError, match="calibration texts"):
+        text_encoder.quantize_int8_static(fp32[0], tmp_path / "int8.onnx", [])

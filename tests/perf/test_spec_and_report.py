@@ -13,7 +13,7 @@ from builders.pipelines import PipelineSpec, Stage, ensemble
 from builders.specs import parse_pbtxt
 from perf import report, spec
 from perf.analyzer import Breakdown, Measurement
-from perf.sweep import SweepResult, Trial, apply_tunables, valid_point
+from perf.sweep import SweepResult, Trial, apply_tunables, configs_current_value, valid_point
 
 FULL_SEARCH = {
     role: Stage(model, 1)
@@ -86,6 +86,9 @@ def test_valid_file(repo, tmp_path):
         ({"space": {"text_encoder": {"instance_count": []}}}, "non-empty list"),
         ({"space": {"text_encoder": {"max_batch_size": [8, 64]}}}, r"max_batch_size >= 32"),
         ({"space": {"text_encoder": {"preferred_batch_size": [4]}}}, "list of positive integers"),
+        ({"space": {"text_encoder": {"length_buckets": ["8"]}}}, "only the query tokenizer"),
+        ({"space": {"query_tokenizer": {"length_buckets": [16]}}}, "must be a text like"),
+        ({"space": {"query_tokenizer": {"length_buckets": ["8,64"]}}}, r"lie in .*\(max_length\)"),
         ({"measurement": {"windows": 3}}, "measurement"),
         ({"capacity": {"target_qps": 0}}, "capacity"),
     ],
@@ -118,6 +121,16 @@ def test_random_input_data_is_allowed_for_any_model(repo):
         spec.parse(
             document(repo, model="search_ranker", space={"search_ranker": {"instance_count": [1]}})
         )
+
+
+def test_the_tokenizer_length_buckets_are_a_tunable(repo):
+    space = {"query_tokenizer": {"length_buckets": ["8,16", "16", ""]}}
+    parsed = spec.parse(document(repo, space=space))
+    assert parsed.dimensions == {"query_tokenizer.length_buckets": ["8,16", "16", ""]}
+    original = parse_pbtxt((repo / "query_tokenizer" / "config.pbtxt").read_text())
+    tuned = apply_tunables(original, {"length_buckets": "16"})
+    assert tuned["parameters"]["length_buckets"] == {"string_value": "16"}
+    assert configs_current_value(tuned, "length_buckets") == "16"
 
 
 def test_apply_tunables_and_validity(repo):

@@ -27,6 +27,8 @@ SEARCH_MODELS = [
     names.QUERY_TOKENIZER,
     names.TEXT_ENCODER,
     names.SEARCH_INDEX,
+    names.LEXICAL_INDEX,
+    names.HYBRID_FUSION,
     names.RANKING_FEATURES,
     names.SEARCH_RANKER,
     names.TOP_K,
