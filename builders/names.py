@@ -151,7 +151,7 @@ def lexical_index_spec(num_candidates: int) -> ModelSpec:
         backend="python",
         max_batch_size=STAGE_MAX_BATCH,
         inputs=(
-            TensorSpec("query", "STRING", (1,)),
+            TensorSpec("query", "STRING", (1,), warmup_value=WARMUP_QUERY),
             TensorSpec("dense_indexes", "INT64", (-1,)),
         ),
         outputs=(
