@@ -234,12 +234,16 @@ def user_tower_spec(dim: int) -> ModelSpec:
 
 
 #: The entry points' contract: what a client sends and gets back (one request per call).
+#: (An ensemble takes no warm-up; the values serve a model that stands in for a pipeline.)
 SEARCH_INPUTS = (
-    TensorSpec("query", "STRING", (1,)),
+    TensorSpec("query", "STRING", (1,), warmup_value=WARMUP_QUERY),
     TensorSpec("user_id", "INT64", (1,), optional=True),
-    TensorSpec("k", "INT32", (1,)),
+    TensorSpec("k", "INT32", (1,), warmup_value=WARMUP_K),
 )
-RECOMMEND_INPUTS = (TensorSpec("user_id", "INT64", (1,)), TensorSpec("k", "INT32", (1,)))
+RECOMMEND_INPUTS = (
+    TensorSpec("user_id", "INT64", (1,)),
+    TensorSpec("k", "INT32", (1,), warmup_value=WARMUP_K),
+)
 PIPELINE_OUTPUTS = (
     TensorSpec("item_ids", "INT64", (-1,)),
     TensorSpec("scores", "FP32", (-1,)),

@@ -13,7 +13,8 @@ Markdown table on stdout:
   same item texts: on the synthetic graded relevance, and on a catalog-only
   `files` build of a real-looking catalog (`perf/data/catalog.csv`) with
   hand-written queries graded by rule (`perf/graded_queries.py`);
-* INT8 encoder: overlap of its top-100 retrieval with the fp32 encoder's.
+* encoder: the one search serves, the overlap of its top-100 retrieval with
+  the fp32 encoder's, and the build's figures for every variant.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from builders import names, ranker, text_encoder
+from builders import encoder_variants, names, ranker
 from builders.build import item_texts, two_tower_scores
 from builders.data import load_dataset
 from builders.offline import OfflinePipeline
+from builders.pipelines import PIPELINE_FILE, PipelineSpec
 from builders.repository import model_versions, read_manifest
 from builders.runtime.features import FeatureTables
 from clients.client import Client
@@ -149,24 +151,36 @@ def search_quality(repo: Path, dataset, relevance, client) -> dict:
     }
 
 
-def int8_overlap(repo: Path, dataset) -> dict:
-    """Top-100 retrieval overlap between the INT8 and the fp32 encoder (items and queries)."""
-    version = model_versions(repo, names.TEXT_ENCODER_INT8)[-1]
-    source = read_manifest(repo, names.TEXT_ENCODER_INT8, version)["depends_on"]
-    fp32 = repo / names.TEXT_ENCODER / str(source[names.TEXT_ENCODER]) / "model.onnx"
-    int8 = repo / names.TEXT_ENCODER_INT8 / str(version) / "model.onnx"
-    texts = item_texts(dataset)
+def served_encoder(repo: Path, dataset) -> dict:
+    """The encoder the newest search release serves, its top-100 retrieval overlap with the
+    fp32 encoder (items and queries embedded by each) and the build's variant figures."""
+    release = model_versions(repo, names.SEARCH)[-1]
+    served = PipelineSpec.load(repo / names.SEARCH / str(release) / PIPELINE_FILE).stages["encoder"]
+    manifest = read_manifest(repo, served.model, served.version)
+    fp32_version = (
+        served.version
+        if served.model == names.TEXT_ENCODER
+        else manifest["depends_on"][names.TEXT_ENCODER]
+    )
+    fp32 = repo / names.TEXT_ENCODER / str(fp32_version) / "model.onnx"
     queries = sorted(set(dataset.sample_queries(300, seed=9)))
-    overlaps = []
-    items = {path: text_encoder.embed(path, texts, progress=False) for path in (fp32, int8)}
-    asked = {path: text_encoder.embed(path, queries, progress=False) for path in (fp32, int8)}
-    tops = {}
-    for path in (fp32, int8):
-        scores = asked[path] @ items[path].T
-        tops[path] = np.argsort(-scores, axis=1)[:, :100]
-    for a, b in zip(tops[fp32], tops[int8]):
-        overlaps.append(len(set(a) & set(b)) / 100)
-    return {"queries": len(queries), "recall_at_100_overlap": round(float(np.mean(overlaps)), 4)}
+    overlap = (
+        1.0
+        if served.model == names.TEXT_ENCODER
+        else encoder_variants.retrieval_overlap(
+            fp32,
+            repo / served.model / str(served.version) / "model.onnx",
+            item_texts(dataset),
+            queries,
+        )
+    )
+    variants = read_manifest(repo, names.TEXT_ENCODER, fp32_version)["metrics"].get("variants")
+    return {
+        "served": served.model,
+        "queries": len(queries),
+        "recall_at_100_overlap_with_fp32": round(float(overlap), 4),
+        "build_variants": variants,
+    }
 
 
 def ranker_auc(repo: Path, dataset, client) -> dict:
@@ -239,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             if relevance is not None:
                 entry["search"] = search_quality(repo, dataset, relevance, client)
         if source == "synthetic":
-            entry["int8_encoder"] = int8_overlap(repo, dataset)
+            entry["encoder"] = served_encoder(repo, dataset)
         report["datasets"][name] = entry
     report["seconds"] = round(time.perf_counter() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)

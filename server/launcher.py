@@ -124,6 +124,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _wait_for_empty_group(pgid: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while processes_in_group(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def processes_in_group(pgid: int) -> list[int]:
     """PIDs whose process group is `pgid` (Linux /proc)."""
     pids = []
@@ -313,12 +319,12 @@ class TritonServer:
             self.process.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=self.exit_timeout_secs + 5)
-        deadline = time.monotonic() + 5
-        while processes_in_group(pgid) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        _wait_for_empty_group(pgid, seconds=5)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
-        return self.process.wait()
+        code = self.process.wait()
+        _wait_for_empty_group(pgid, seconds=5)  # killed stubs take a moment to go
+        return code
 
     def __enter__(self) -> TritonServer:
         return self.start()

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from builders import names
+from builders.repository import write_warmup_files
 from builders.specs import ModelSpec
 from k8s import tools
 
@@ -42,6 +43,8 @@ SEARCH_MODEL_PY = textwrap.dedent(
     import numpy as np
     import triton_python_backend_utils as pb_utils
 
+    WARMUP_QUERY = {warmup_query!r}.encode()
+
 
     class TritonPythonModel:
         def initialize(self, args):
@@ -55,7 +58,11 @@ SEARCH_MODEL_PY = textwrap.dedent(
             self.salt = param("salt", "").encode()
 
         def execute(self, requests):
-            if self.fail:
+            queries = [
+                pb_utils.get_input_tensor_by_name(r, "query").as_numpy().ravel()[0]
+                for r in requests
+            ]
+            if self.fail and queries != [WARMUP_QUERY] * len(requests):  # it still loads
                 # Raised, not returned: Triton 2.51 counts only raised errors as failures.
                 raise pb_utils.TritonModelException("this search model is set to fail")
             responses = []
@@ -80,12 +87,12 @@ SEARCH_MODEL_PY = textwrap.dedent(
                 )
             return responses
     '''
-)
+).replace("{warmup_query!r}", repr(names.WARMUP_QUERY))  # it answers Triton's warm-up
 
 
-def search_config(delay_ms: int = 0, fail: bool = False, salt: str = "") -> str:
-    """The stand-in's config.pbtxt: the search pipeline's tensors, no dynamic batching."""
-    spec = ModelSpec(
+def search_spec(delay_ms: int = 0, fail: bool = False, salt: str = "") -> ModelSpec:
+    """The stand-in's spec: the search pipeline's tensors, no dynamic batching."""
+    return ModelSpec(
         name=names.SEARCH,
         backend="python",
         inputs=names.SEARCH_INPUTS,
@@ -93,14 +100,15 @@ def search_config(delay_ms: int = 0, fail: bool = False, salt: str = "") -> str:
         max_batch_size=names.PIPELINE_MAX_BATCH,
         parameters={"delay_ms": str(delay_ms), "fail": str(fail).lower(), "salt": salt},
     )
-    return spec.to_pbtxt()
 
 
 def write_search_model(repo: Path, delay_ms: int = 0, fail: bool = False, salt: str = "") -> Path:
     """Write the tiny `search` model into `repo`; returns `repo`."""
     model = repo / "search"
     (model / "1").mkdir(parents=True, exist_ok=True)
-    (model / "config.pbtxt").write_text(search_config(delay_ms, fail, salt))
+    spec = search_spec(delay_ms, fail, salt)
+    (model / "config.pbtxt").write_text(spec.to_pbtxt())
+    write_warmup_files(model, spec)
     (model / "1" / "model.py").write_text(SEARCH_MODEL_PY)
     return repo
 
