@@ -261,10 +261,14 @@ class Requests:
     queries: list[str]
     users: list[int]
 
+    @staticmethod
+    def kind(index: int) -> str:
+        return names.SEARCH if index % 2 == 0 else names.RECOMMEND
+
     def send(self, client: Client, index: int) -> tuple[str, int, int]:
         """Make call `index`; return (kind, release that answered, attempts)."""
         user = self.users[index % len(self.users)]
-        if index % 2 == 0:
+        if self.kind(index) == names.SEARCH:
             result = client.search(self.queries[index % len(self.queries)], user, K)
             return names.SEARCH, result.version, result.attempts
         result = client.recommend(user, K)
@@ -297,6 +301,8 @@ class OpenLoop:
         self._scheduler = threading.Thread(target=self._schedule)
         self._active: dict[int, float] = {}
         self._lock = threading.Lock()
+        self._open = threading.Event()
+        self._open.set()
         self.started_at = 0.0
 
     def start(self) -> OpenLoop:
@@ -321,6 +327,7 @@ class OpenLoop:
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
             index, due = item
+            self._open.wait()
             with self._lock:
                 self._active[index] = time.monotonic()
             timed_call(self.client, self.requests, index, due, self.tally)
@@ -335,8 +342,24 @@ class OpenLoop:
                     return
             time.sleep(0.01)
 
+    def hold(self) -> None:
+        """Start no call until `release` (they stay scheduled, and their latency grows)."""
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    def drain(self, may_stay: Callable[[int], bool]) -> None:
+        """Wait until every call in flight is one that `may_stay` (given its index) allows."""
+        while True:
+            with self._lock:
+                if all(may_stay(index) for index in self._active):
+                    return
+            time.sleep(0.01)
+
     def stop(self) -> float:
         """Stop scheduling, wait for the scheduled calls; the seconds the load ran."""
+        self.release()
         self._stop.set()
         for thread in [self._scheduler, *self._threads]:
             thread.join()
@@ -684,16 +707,21 @@ def server_restart(harness: Harness, settings: Settings, rate: float) -> dict:
     server = harness.server
     with harness.under_load(rate) as report:
         time.sleep(settings.seconds / 3)
-        # Freeze every stage, so no request completes between the last scrape and the kill:
-        # the dying server's counters are then exactly what it served.
+        # No call may complete between the last scrape and the kill, so that the dying
+        # server's counters are exactly what it served: start no new call, freeze the Python
+        # stages (search calls wait there, and meet the kill in flight) and let the
+        # recommend calls, which have no Python stage, end.
+        harness.watchdog.stop()
+        harness.load.hold()
         for pid in server_stubs(server.pid):
             os.kill(pid, signal.SIGSTOP)
-        time.sleep(0.3)
+        harness.load.drain(lambda index: Requests.kind(index) == names.SEARCH)
+        time.sleep(0.3)  # a search call past its last Python stage ends too
         lifetimes = report["_lifetimes"]
         lifetimes[-1][1] = scrape(server)
-        harness.watchdog.stop()
         killed_at = time.monotonic()
         os.killpg(server.pid, signal.SIGKILL)
+        harness.load.release()  # calls made while the server is down must retry
         server.stop()
         for region in glob.glob(f"/dev/shm/{server.options.shm_region_prefix}*"):
             os.unlink(region)  # the killed server's Python-backend shared memory

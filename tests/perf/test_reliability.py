@@ -3,6 +3,9 @@ short run of each scenario on the real server (zero lost calls, client and serve
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from clients import DeadlineExceededError, ServerError, UnavailableError
@@ -65,6 +68,38 @@ def test_tally_counts_calls_errors_and_retries():
     assert (summary["requests"], summary["errors"], summary["retried_requests"]) == (3, 1, 2)
     assert summary["answered_by_release"] == {"search 2": 2}
     assert summary["failed_attempts"] == 1 and tally.failed_at_model == 0
+
+
+class StuckSearches:
+    """Calls for the load loop: searches wait until `unstick`, recommends end at once."""
+
+    def __init__(self) -> None:
+        self.started: list[int] = []
+        self.unstick = threading.Event()
+
+    def send(self, client, index: int) -> tuple[str, int, int]:
+        self.started.append(index)
+        if reliability.Requests.kind(index) == "search":
+            self.unstick.wait()
+        return reliability.Requests.kind(index), 1, 1
+
+
+def test_a_held_load_starts_no_call_and_drains_to_the_calls_allowed_to_stay():
+    calls, tally = StuckSearches(), Tally()
+    load = reliability.OpenLoop(None, calls, rate=200.0, tally=tally, workers=8).start()
+    time.sleep(0.05)
+    load.hold()
+    load.drain(lambda index: reliability.Requests.kind(index) == "search")
+    started = len(calls.started)
+    time.sleep(0.1)
+    assert len(calls.started) == started  # held: nothing new starts
+    assert tally.answered == sum(1 for i in calls.started if i % 2)  # every recommend ended
+    calls.unstick.set()
+    load.release()
+    time.sleep(0.1)
+    assert len(calls.started) > started
+    load.stop()
+    assert tally.answered == len(calls.started)
 
 
 def test_p99_and_memory_growth():
