@@ -73,6 +73,7 @@ NOT_AT_A_MODEL = (
 # 50 retries a second on top of the default 20 % of the calls.
 RETRY = RetryPolicy(max_attempts=200, initial_backoff=0.05, max_backoff=2.0)
 DEADLINE_S = 120.0
+QUIET_S, SETTLE_S = 0.5, 10.0  # a scrape's counters must hold still this long (at most)
 CANARY_SHARE = 10
 K = 10
 
@@ -408,9 +409,23 @@ def server_memory(server: TritonServer) -> dict[str, int]:
     return {name: size for name, size in sizes.items() if size is not None}
 
 
-def scrape(server: TritonServer, models: set[str] | None = None) -> Counts:
+def read_counts(server: TritonServer, models: set[str] | None = None) -> Counts:
     with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
         return entry_counts(response.read().decode(), models)
+
+
+def scrape(server: TritonServer, models: set[str] | None = None) -> Counts:
+    """The entry counts once they hold still for `QUIET_S` (at most `SETTLE_S`): Triton
+    counts an ensemble request when its last step's request is released, which can come a
+    moment after the client has the answer."""
+    counts, still_since = read_counts(server, models), time.monotonic()
+    deadline = still_since + SETTLE_S
+    while time.monotonic() - still_since < QUIET_S and time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = read_counts(server, models)
+        if now != counts:
+            counts, still_since = now, time.monotonic()
+    return counts
 
 
 def build_release(repo: Path, only: tuple[str, ...], seed: int, invert_ranker: bool) -> None:
@@ -716,7 +731,6 @@ def server_restart(harness: Harness, settings: Settings, rate: float) -> dict:
         for pid in server_stubs(server.pid):
             os.kill(pid, signal.SIGSTOP)
         harness.load.drain(lambda index: Requests.kind(index) == names.SEARCH)
-        time.sleep(0.3)  # a search call past its last Python stage ends too
         lifetimes = report["_lifetimes"]
         lifetimes[-1][1] = scrape(server)
         killed_at = time.monotonic()

@@ -10,6 +10,7 @@ import copy
 import glob
 import io
 import json
+import math
 import os
 import shutil
 import signal
@@ -190,12 +191,38 @@ def test_a_contract_change_is_a_clear_error_at_start_up(canary):
 
 
 def served_successes(server, model: str) -> int:
+    """The model's success count once it holds still for half a second (Triton counts an
+    ensemble request when its last step's request is released, a moment after the answer)."""
     client = grpcclient.InferenceServerClient(server.grpc_url)
-    try:
+
+    def count() -> int:
         stats = client.get_inference_statistics(model, as_json=True)["model_stats"]
+        return sum(int(s["inference_stats"]["success"].get("count", 0)) for s in stats)
+
+    try:
+        counted, still_since = count(), time.monotonic()
+        deadline = still_since + 10
+        while time.monotonic() - still_since < 0.5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            if (now := count()) != counted:
+                counted, still_since = now, time.monotonic()
     finally:
         client.close()
-    return sum(int(s["inference_stats"]["success"].get("count", 0)) for s in stats)
+    return counted
+
+
+def same_answer(result, expected) -> bool:
+    """The same release, items and order; scores equal up to float rounding (a batch of
+    other size may take another ONNX Runtime kernel, exact only to the last bits)."""
+    return (
+        (result.model, result.version, result.truncated)
+        == (expected.model, expected.version, expected.truncated)
+        and [i.item_id for i in result.items] == [i.item_id for i in expected.items]
+        and all(
+            math.isclose(a.score, b.score, rel_tol=1e-4, abs_tol=1e-6)
+            for a, b in zip(result.items, expected.items)
+        )
+    )
 
 
 def test_retries_carry_every_call_through_a_server_restart(canary):
@@ -243,7 +270,8 @@ def test_retries_carry_every_call_through_a_server_restart(canary):
 
     failures = [c for c in calls if not hasattr(c[3], "items")]
     assert failures == []
-    assert all(result == expected[user % 50] for _, user, _, result in calls)
+    wrong = [(r, expected[u % 50]) for _, u, _, r in calls if not same_answer(r, expected[u % 50])]
+    assert wrong == []
     retried = [c for c in calls if c[3].attempts > 1]
     assert {protocol for protocol, *_ in retried} == {"grpc", "http"}
     # Exactly one answered request per call on the new server: the calls that started after

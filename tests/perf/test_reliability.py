@@ -3,6 +3,7 @@ short run of each scenario on the real server (zero lost calls, client and serve
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -160,8 +161,8 @@ def harness(tmp_path_factory, small_repository):
 def assert_nothing_lost(report: dict) -> None:
     assert report["errors"] == 0, report["failed_attempts_by_error"]
     assert report["requests"] > 0
-    assert report["accounting"]["agree"], report["accounting"]
-    assert reliability.scenario_passed(report), report
+    assert report["accounting"]["agree"], json.dumps(report["accounting"])
+    assert reliability.scenario_passed(report), json.dumps(report)
 
 
 @pytest.mark.slow
