@@ -466,7 +466,8 @@ def pipeline_stages(ctx: BuildContext, kind: str) -> dict[str, Stage]:
         roles = {"user_tower": names.USER_TOWER, "index": names.RECOMMEND_INDEX}
         producer_role = "user_tower"
     ranker = names.SEARCH_RANKER if kind == "search" else names.RECOMMEND_RANKER
-    if ctx.dataset.has_interactions:
+    ranked = ctx.dataset.has_searches if kind == "search" else ctx.dataset.has_interactions
+    if ranked:
         roles.update(features=names.RANKING_FEATURES, ranker=ranker)
     roles["top_k"] = names.TOP_K
     stages = {}
@@ -562,6 +563,10 @@ def selected_models(options: BuildOptions, dataset: Dataset) -> list[str]:
         if asked:
             raise ValueError(f"{', '.join(asked)} need an interaction log; {dataset.name} has none")
         wanted -= set(names.NEED_INTERACTIONS)
+    elif not dataset.has_searches:
+        if options.only and names.SEARCH_RANKER in wanted:
+            raise ValueError(f"search_ranker needs logged searches; {dataset.name} has none")
+        wanted.discard(names.SEARCH_RANKER)
     if wanted & {names.USER_TOWER, names.RECOMMEND_INDEX}:
         wanted |= {names.USER_TOWER, names.RECOMMEND_INDEX}  # one training makes both
     if wanted & set(names.TEXT_ENCODERS):

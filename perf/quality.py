@@ -235,7 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    report: dict = {"machine": f"{os.cpu_count()} CPU cores", "datasets": {}}
+    report: dict = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{os.cpu_count()} CPU cores",
+        "datasets": {},
+    }
     for name, (source, params, build_args) in DATASETS.items():
         repo = args.work / name
         ensure_repository(name, repo, build_args)
@@ -258,22 +262,70 @@ def main(argv: list[str] | None = None) -> int:
     report["seconds"] = round(time.perf_counter() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(markdown(report))
+    print(readme_table(report))
     print(f"\nwrote {args.out}")
     return 0
 
 
-def markdown(report: dict) -> str:
-    lines = ["| dataset | measure | value |", "|---|---|---|"]
+SEARCH_SYSTEMS = (
+    ("served", "served"),
+    ("hybrid", "fused"),
+    ("dense", "dense"),
+    ("lexical", "lexical"),
+    ("bm25", "BM25"),
+)
+
+
+def _figure(value) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def _ratio(numerator, denominator) -> str:
+    return f"{numerator / denominator:.3f}×" if numerator and denominator else "–"
+
+
+def readme_table(report: dict) -> str:
+    """The tables README.md quotes, from quality.json (a test checks that it quotes the
+    committed copy, docs/results/quality.json)."""
+    header = " | ".join(label for _, label in SEARCH_SYSTEMS)
+    lines = [
+        f"| dataset | measure | {header} | served ÷ BM25 | served ÷ dense |",
+        "|---|---|" + "---|" * (len(SEARCH_SYSTEMS) + 2),
+    ]
     for name, entry in report["datasets"].items():
-        for section, values in entry.items():
-            for key, value in values.items():
-                if isinstance(value, dict):
-                    for system, number in value.items():
-                        lines.append(f"| {name} | {section} {key}: {system} | {number} |")
-                else:
-                    lines.append(f"| {name} | {section} {key} | {value} |")
-    return "\n".join(lines)
+        search = entry.get("search")
+        if not search:
+            continue
+        for key, label in (("ndcg_at_10", "NDCG@10"), ("recall_at_100", "recall@100")):
+            values = search[key]
+            cells = " | ".join(_figure(values.get(system)) for system, _ in SEARCH_SYSTEMS)
+            served = values.get("served")
+            ratios = f"{_ratio(served, values.get('bm25'))} | {_ratio(served, values.get('dense'))}"
+            lines.append(f"| {name} | {label} | {cells} | {ratios} |")
+    lines += [
+        "",
+        "| dataset | recommend recall@10: two-tower | popularity | ranker AUC: offline | served |",
+        "|---|---|---|---|---|",
+    ]
+    for name, entry in report["datasets"].items():
+        recommend, ranker_figures = entry.get("recommend"), entry.get("recommend_ranker")
+        if not recommend:
+            continue
+        lines.append(
+            f"| {name} | {_figure(recommend.get('recall_at_10'))} "
+            f"| {_figure(recommend.get('popularity_recall_at_10'))} "
+            f"| {_figure((ranker_figures or {}).get('offline_auc'))} "
+            f"| {_figure((ranker_figures or {}).get('served_auc'))} |"
+        )
+    for name, entry in report["datasets"].items():
+        if encoder := entry.get("encoder"):
+            lines += [
+                "",
+                f"{name}: the served encoder is `{encoder['served']}`; its top-100 retrieval "
+                f"overlaps fp32's by {encoder['recall_at_100_overlap_with_fp32']:.4f} "
+                f"({encoder['queries']} logged queries).",
+            ]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """The figures the READMEs quote are the ones in the committed results files (docs/results/,
-copies of what `make bench` and the BLS comparison wrote under perf/results/)."""
+copies of what `make bench`, `make quality` and the BLS comparison wrote under
+perf/results/)."""
 
 import json
 from pathlib import Path
 
-from perf import bench
+from perf import bench, quality
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
@@ -31,3 +32,10 @@ def test_the_bls_vs_ensemble_table_is_the_one_in_its_results():
             each = ", ".join(f"{r['throughput']:.1f}" for r in rows)
             p99 = ", ".join(f"{r['p99_ms']:.0f}" for r in rows)
             assert f"| {concurrency} | {label} | {each} | {p99} |" in text
+
+
+def test_the_quality_tables_are_the_ones_in_its_results():
+    report = json.loads((RESULTS / "quality.json").read_text())
+    text = (ROOT / "README.md").read_text()
+    assert quality.readme_table(report) in text, "README.md does not quote quality.json"
+    assert f"the run of {report['date']}" in text

@@ -142,6 +142,11 @@ class Dataset:
     def has_interactions(self) -> bool:
         return self.interactions is not None
 
+    @property
+    def has_searches(self) -> bool:
+        """Whether the interaction log holds searches (rows with a query) to train on."""
+        return self.has_interactions and bool(self.interactions["query"].notna().any())
+
     def split(self, holdout: int = 1) -> Split:
         """Leave each user's last `holdout` interactions out; see `leave_last_n_out`."""
         return leave_last_n_out(self._require_interactions(), holdout)

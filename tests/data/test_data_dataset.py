@@ -4,6 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from builders import names
+from builders.build import BuildOptions, selected_models
 from builders.data import Dataset, leave_last_n_out, relevance_from_logs
 
 
@@ -142,6 +144,13 @@ def test_user_histories_are_in_time_order() -> None:
     }
 
 
+def test_a_log_without_queries_has_no_searches() -> None:
+    assert dataset().has_searches
+    no_queries = log([(u, i, e, t, None) for u, i, e, t, _ in LOG])
+    assert not dataset(interactions=no_queries).has_searches
+    assert not Dataset(name="test", catalog=catalog()).has_searches
+
+
 def test_logged_searches_count_a_run_of_rows_once() -> None:
     assert dataset().logged_searches().tolist() == ["shoes", "red shoes"]
     repeated = LOG + [(1, 1, "view", 1000, "shoes")]  # a new search for the same text
@@ -169,3 +178,14 @@ def test_relevance_from_logs_keeps_the_best_event_per_query_and_item() -> None:
     assert grades is not None
     assert grades.values.tolist() == [["red shoes", 1, 1], ["shoes", 1, 1], ["shoes", 2, 3]]
     assert relevance_from_logs(log([(1, 1, "view", 1, None)])) is None
+
+
+def test_a_build_without_logged_searches_serves_search_without_a_ranker(tmp_path) -> None:
+    no_queries = dataset(interactions=log([(u, i, e, t, None) for u, i, e, t, _ in LOG]))
+    models = selected_models(BuildOptions(repo=tmp_path), no_queries)
+    assert names.SEARCH_RANKER not in models
+    assert {names.RECOMMEND_RANKER, names.RANKING_FEATURES, names.SEARCH} <= set(models)
+    assert names.SEARCH_RANKER in selected_models(BuildOptions(repo=tmp_path), dataset())
+    only = BuildOptions(repo=tmp_path, only=(names.SEARCH_RANKER,))
+    with pytest.raises(ValueError, match="search_ranker needs logged searches; test has none"):
+        selected_models(only, no_queries)
