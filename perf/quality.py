@@ -308,14 +308,14 @@ def readme_table(report: dict) -> str:
         "|---|---|---|---|---|",
     ]
     for name, entry in report["datasets"].items():
-        recommend, ranker_figures = entry.get("recommend"), entry.get("recommend_ranker")
+        recommend, ranker_figures = entry.get("recommend"), entry.get("recommend_ranker", {})
         if not recommend:
             continue
         lines.append(
             f"| {name} | {_figure(recommend.get('recall_at_10'))} "
             f"| {_figure(recommend.get('popularity_recall_at_10'))} "
-            f"| {_figure((ranker_figures or {}).get('offline_auc'))} "
-            f"| {_figure((ranker_figures or {}).get('served_auc'))} |"
+            f"| {_figure(ranker_figures.get('offline_auc'))} "
+            f"| {_figure(ranker_figures.get('served_auc'))} |"
         )
     for name, entry in report["datasets"].items():
         if encoder := entry.get("encoder"):

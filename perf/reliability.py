@@ -43,6 +43,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -73,6 +74,7 @@ NOT_AT_A_MODEL = (
 # 50 retries a second on top of the default 20 % of the calls.
 RETRY = RetryPolicy(max_attempts=200, initial_backoff=0.05, max_backoff=2.0)
 DEADLINE_S = 120.0
+T = TypeVar("T")
 QUIET_S, SETTLE_S = 0.5, 10.0  # a scrape's counters must hold still this long (at most)
 CANARY_SHARE = 10
 K = 10
@@ -335,13 +337,17 @@ class OpenLoop:
             with self._lock:
                 del self._active[index]
 
-    def settle(self, since: float) -> None:
-        """Wait until every call that started before `since` has ended."""
+    def _wait_for(self, done: Callable[[int, float], bool]) -> None:
+        """Wait until `done(index, started)` holds for every call in flight."""
         while True:
             with self._lock:
-                if all(started >= since for started in self._active.values()):
+                if all(done(index, started) for index, started in self._active.items()):
                     return
             time.sleep(0.01)
+
+    def settle(self, since: float) -> None:
+        """Wait until every call that started before `since` has ended."""
+        self._wait_for(lambda _, started: started >= since)
 
     def hold(self) -> None:
         """Start no call until `release` (they stay scheduled, and their latency grows)."""
@@ -352,11 +358,7 @@ class OpenLoop:
 
     def drain(self, may_stay: Callable[[int], bool]) -> None:
         """Wait until every call in flight is one that `may_stay` (given its index) allows."""
-        while True:
-            with self._lock:
-                if all(may_stay(index) for index in self._active):
-                    return
-            time.sleep(0.01)
+        self._wait_for(lambda index, _: may_stay(index))
 
     def stop(self) -> float:
         """Stop scheduling, wait for the scheduled calls; the seconds the load ran."""
@@ -414,18 +416,22 @@ def read_counts(server: TritonServer, models: set[str] | None = None) -> Counts:
         return entry_counts(response.read().decode(), models)
 
 
-def scrape(server: TritonServer, models: set[str] | None = None) -> Counts:
-    """The entry counts once they hold still for `QUIET_S` (at most `SETTLE_S`): Triton
-    counts an ensemble request when its last step's request is released, which can come a
-    moment after the client has the answer."""
-    counts, still_since = read_counts(server, models), time.monotonic()
-    deadline = still_since + SETTLE_S
-    while time.monotonic() - still_since < QUIET_S and time.monotonic() < deadline:
+def settled(read: Callable[[], T], quiet: float = QUIET_S, timeout: float = SETTLE_S) -> T:
+    """What `read` returns once it holds still for `quiet` seconds (at most `timeout`):
+    Triton counts an ensemble request when its last step's request is released, which can
+    come a moment after the client has the answer."""
+    value, still_since = read(), time.monotonic()
+    deadline = still_since + timeout
+    while time.monotonic() - still_since < quiet and time.monotonic() < deadline:
         time.sleep(0.05)
-        now = read_counts(server, models)
-        if now != counts:
-            counts, still_since = now, time.monotonic()
-    return counts
+        if (now := read()) != value:
+            value, still_since = now, time.monotonic()
+    return value
+
+
+def scrape(server: TritonServer, models: set[str] | None = None) -> Counts:
+    """The entry counts, once settled."""
+    return settled(lambda: read_counts(server, models))
 
 
 def build_release(repo: Path, only: tuple[str, ...], seed: int, invert_ranker: bool) -> None:

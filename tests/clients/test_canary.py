@@ -33,6 +33,7 @@ from clients import (
 )
 from clients.batch import score_lines
 from k8s import canary_gate
+from perf.reliability import settled
 from server import TritonServer
 from server.launcher import free_port
 
@@ -191,8 +192,7 @@ def test_a_contract_change_is_a_clear_error_at_start_up(canary):
 
 
 def served_successes(server, model: str) -> int:
-    """The model's success count once it holds still for half a second (Triton counts an
-    ensemble request when its last step's request is released, a moment after the answer)."""
+    """The model's success count, once settled (see `perf.reliability.settled`)."""
     client = grpcclient.InferenceServerClient(server.grpc_url)
 
     def count() -> int:
@@ -200,15 +200,9 @@ def served_successes(server, model: str) -> int:
         return sum(int(s["inference_stats"]["success"].get("count", 0)) for s in stats)
 
     try:
-        counted, still_since = count(), time.monotonic()
-        deadline = still_since + 10
-        while time.monotonic() - still_since < 0.5 and time.monotonic() < deadline:
-            time.sleep(0.05)
-            if (now := count()) != counted:
-                counted, still_since = now, time.monotonic()
+        return settled(count)
     finally:
         client.close()
-    return counted
 
 
 def same_answer(result, expected) -> bool:

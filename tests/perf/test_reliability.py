@@ -146,6 +146,13 @@ def test_instance_stubs_are_parsed_and_config_stubs_left_out():
     assert config["parameters"]["k"] == {"string_value": "1"}
 
 
+def test_a_settled_reading_is_the_first_that_holds_still():
+    readings = iter([1, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3])
+    assert reliability.settled(lambda: next(readings), quiet=0.2) == 3
+    ticks = iter(range(1000))
+    assert reliability.settled(lambda: next(ticks), quiet=0.2, timeout=0.3) > 3  # gives up
+
+
 # -- short runs on the real server (in order: the last one restarts it) --------------------
 
 SHORT = Settings(soak_seconds=4.0, seconds=3.0, saturation_seconds=1.0, fault_load=0.2)
