@@ -71,6 +71,20 @@ WARMUP_QUERY = "red running shoes"
 WARMUP_K = 10
 
 
+#: The search stages whose outputs depend on the query alone, not on the user: with a
+#: response cache on the server, Triton answers a repeated query at each of them without
+#: running it (personalised or not: each user's results still get their own ranking).
+QUERY_ONLY_STAGES = (
+    QUERY_TOKENIZER,
+    TEXT_ENCODER,
+    TEXT_ENCODER_INT8,
+    TEXT_ENCODER_INT8_STATIC,
+    SEARCH_INDEX,
+    LEXICAL_INDEX,
+    HYBRID_FUSION,
+)
+
+
 def _batching(delay_us: int = 1000) -> DynamicBatching:
     return DynamicBatching(max_queue_delay_microseconds=delay_us)
 
@@ -86,6 +100,7 @@ def query_tokenizer_spec(max_length: int, buckets: tuple[int, ...] = ()) -> Mode
             TensorSpec("attention_mask", "INT64", (-1,)),
         ),
         dynamic_batching=_batching(500),
+        response_cache=True,
         parameters={
             "max_length": str(max_length),
             "length_buckets": ",".join(str(width) for width in buckets),
@@ -104,9 +119,7 @@ def text_encoder_spec(name: str) -> ModelSpec:
         ),
         outputs=(TensorSpec("embedding", "FP32", (384,)),),
         dynamic_batching=_batching(),
-        # The embedding depends on the query alone, so a repeated query (personalised or
-        # not) is answered from the cache; a user's results still get their own ranking.
-        response_cache=True,
+        response_cache=name in QUERY_ONLY_STAGES,
     )
 
 
@@ -122,6 +135,7 @@ def index_spec(name: str, dim: int, num_candidates: int) -> ModelSpec:
         ),
         dynamic_batching=_batching(500),
         parameters={"intra_op_thread_count": "1"},
+        response_cache=name in QUERY_ONLY_STAGES,
     )
 
 
@@ -140,6 +154,7 @@ def ann_index_spec(name: str, dim: int, num_candidates: int) -> ModelSpec:
         outputs=exact.outputs,
         dynamic_batching=_batching(500),
         parameters={"omp_threads": "1", "device": "auto"},
+        response_cache=exact.response_cache,
     )
 
 
@@ -160,6 +175,7 @@ def lexical_index_spec(num_candidates: int) -> ModelSpec:
             TensorSpec("bm25_of_dense", "FP32", (-1,)),
         ),
         dynamic_batching=_batching(500),
+        response_cache=True,
     )
 
 
@@ -185,6 +201,7 @@ def hybrid_fusion_spec(num_candidates: int, dim: int) -> ModelSpec:
             TensorSpec("candidate_lexical_scores", "FP32", (num_candidates,)),
         ),
         dynamic_batching=_batching(500),
+        response_cache=True,
     )
 
 

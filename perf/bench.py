@@ -5,12 +5,16 @@
    call), Ray Serve with `@serve.batch` (`perf.ray_serve`, in its own environment),
    Triton with the builders' default configs, Triton with the configs the sweeps
    (`perf/sweeps/bench_*.yaml`, run first on the same server) chose, and those tuned
-   configs with the encoders' response cache on. The Triton arms run on one server
-   (its cache configured; the cache-off arms load the encoders without
+   configs with the response cache on at every stage that depends on the query alone
+   (`names.QUERY_ONLY_STAGES`; the encoder's hit rate is recorded). The Triton arms run
+   on one server (its cache configured; the cache-off arms load every model without
    `response_cache`). Each arm is measured `--repetitions` times, the arms interleaved
    within every repetition; an arm's figure is its best throughput at p99 <= the SLO
    over the concurrency levels.
-2. Encoder roofline: the machine's GEMM peak (the best of torch and ONNX Runtime
+2. Where the CPU goes: each pipeline on the default configs at concurrency 16, the CPU
+   time of every Triton process (a stage's stub, `tritonserver`) and of the load
+   generator per request (`perf.stage_cpu`).
+3. Encoder roofline: the machine's GEMM peak (the best of torch and ONNX Runtime
    on a 2048 x 2048 matmul, fp32 and int8) and the encoders' achieved FLOP/s in
    ONNX Runtime at batch 32.
 
@@ -34,12 +38,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+import tritonclient.http as httpclient
 
 from builders import names
-from perf import inputs, loadgen, report, spec
+from perf import inputs, loadgen, report, spec, stage_cpu
 from perf.sweep import Sweep
 from server import TritonServer
-from server.launcher import free_port
+from server.launcher import free_port, processes_in_group
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "perf" / "results" / "bench"
@@ -50,8 +55,10 @@ SWEEP_FILES = {
 #: The Ray Serve baseline's environment (`make ray-env`): its pins differ from ours.
 RAY_VENV = ROOT / "build" / "ray-venv"
 ARMS = ("naive", "ray_serve", "triton_default", "triton_tuned", "triton_tuned_cache")
-LEVELS = (1, 2, 4, 8, 16, 32, 64)
+LEVELS = (1, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 CACHE_MB = 256
+STAGE_CPU_CONCURRENCY = 16
+REPLAY_CONCURRENCY = 32
 BATCH = 32
 
 
@@ -275,6 +282,96 @@ def load_configs(server: TritonServer, configs: dict[str, dict]) -> None:
         server.load_model(model, config=config)
 
 
+def repeat_share(queries: list[str]) -> float:
+    """The share of `queries` (in logged order) whose query came before: the hit rate an
+    unbounded response cache, empty at the start, would have on that traffic."""
+    seen: set[str] = set()
+    repeats = 0
+    for query in queries:
+        repeats += query in seen
+        seen.add(query)
+    return repeats / len(queries) if queries else 0.0
+
+
+def cache_counts(server: TritonServer, model: str) -> tuple[int, int]:
+    """(hits, misses) of `model`'s response cache so far, all versions."""
+    client = httpclient.InferenceServerClient(server.http_url)
+    try:
+        stats = client.get_inference_statistics(model)["model_stats"]
+    finally:
+        client.close()
+    counts = [
+        sum(int(s["inference_stats"].get(key, {}).get("count", 0)) for s in stats)
+        for key in ("cache_hit", "cache_miss")
+    ]
+    return counts[0], counts[1]
+
+
+def stage_cpu_breakdown(server: TritonServer, kind: str, bodies: list[bytes], seconds: float):
+    """`perf.stage_cpu` of one pipeline under closed-loop load on `server`'s loaded configs."""
+    host, port = server.http_url.split(":")
+    path = f"/v2/models/{kind}/infer"
+    loadgen.closed_loop(host, int(port), path, bodies, STAGE_CPU_CONCURRENCY, 1.0, warmup_s=0)
+    pids = {*processes_in_group(server.pid), os.getpid()}
+    labels = {os.getpid(): "load generator"}
+    wanted = {*spec.pipeline_stages(server.model_repository, kind), *labels.values()}
+    wanted.add("tritonserver")
+
+    def snapshot() -> stage_cpu.Snapshot:
+        return {p: v for p, v in stage_cpu.snapshot(pids, labels).items() if v[0] in wanted}
+
+    before, started = snapshot(), time.monotonic()
+    load = loadgen.closed_loop(
+        host, int(port), path, bodies, STAGE_CPU_CONCURRENCY, seconds, warmup_s=0
+    )
+    wall_s = time.monotonic() - started
+    measured = stage_cpu.breakdown(before, snapshot(), load.requests, wall_s, os.cpu_count() or 1)
+    return {"concurrency": STAGE_CPU_CONCURRENCY, "errors": load.errors, **measured}
+
+
+def cold_cache_replay(repo: Path, configs: dict[str, dict]) -> dict:
+    """Every logged search once, in logged order, on a fresh server with the response
+    cache on (`configs`: the cache arm's): what real traffic meets from a cold cache."""
+    dataset = inputs.dataset_of(repo, names.SEARCH)
+    queries = dataset.logged_searches().tolist()
+    users = dataset.sample_user_ids(len(queries), seed=11)
+    requests = [
+        {"query": [q], "user_id": [int(u)], "k": [inputs.DEFAULT_K]} for q, u in zip(queries, users)
+    ]
+    stages = spec.pipeline_stages(repo, names.SEARCH)
+    with TritonServer(
+        repo,
+        model_control="explicit",
+        load_models=[names.SEARCH, *stages],
+        exit_timeout_secs=5,
+        response_cache_mb=CACHE_MB,
+    ) as server:
+        load_configs(server, {m: c for m, c in configs.items() if m in stages})
+        host, port = server.http_url.split(":")
+        counted = cache_counts(server, names.TEXT_ENCODER)
+        load = loadgen.closed_loop(
+            host,
+            int(port),
+            f"/v2/models/{names.SEARCH}/infer",
+            triton_bodies(names.SEARCH, requests),
+            REPLAY_CONCURRENCY,
+            duration_s=1800,
+            warmup_s=0,
+            once=True,
+        )
+        hits, misses = np.subtract(cache_counts(server, names.TEXT_ENCODER), counted)
+    return {
+        "searches": len(requests),
+        "concurrency": REPLAY_CONCURRENCY,
+        "throughput": round(load.throughput, 1),
+        "p50_ms": round(load.p50_ms, 1),
+        "p99_ms": round(load.p99_ms, 1),
+        "errors": load.errors,
+        "encoder_hit_rate": round(float(hits / max(hits + misses, 1)), 4),
+        "logged_repeat_share": round(repeat_share(queries), 4),
+    }
+
+
 def serving(repo: Path, slo_ms: float, seconds: float, repetitions: int, work: Path) -> dict:
     """Every arm, both pipelines, `repetitions` times interleaved; see the module doc."""
     requests = {}
@@ -283,6 +380,9 @@ def serving(repo: Path, slo_ms: float, seconds: float, repetitions: int, work: P
         requests[kind] = inputs.input_data(kind, dataset, repo, 512, seed=7)["data"]
     results: dict = {kind: {arm: [] for arm in ARMS} for kind in requests}
     skipped: dict[str, str] = {}
+    stage_costs: dict[str, dict] = {}
+    hit_rates: list[float] = []
+    replay: dict = {}
     baselines: dict[str, int] = {}
     processes: list[subprocess.Popen] = []
     stages = sorted({m for kind in requests for m in spec.pipeline_stages(repo, kind)})
@@ -308,6 +408,7 @@ def serving(repo: Path, slo_ms: float, seconds: float, repetitions: int, work: P
                 tuned.update(result.chosen_configs())
                 sweeps[kind] = {
                     "config": result.best.config if result.best else None,
+                    "confirmation": result.confirmation,
                     **{k: summary[k] for k in ("configs_tried", "measurements", "wall_s")},
                 }
         with TritonServer(
@@ -333,12 +434,33 @@ def serving(repo: Path, slo_ms: float, seconds: float, repetitions: int, work: P
                         else:
                             target = ("127.0.0.1", baselines[arm], f"/{kind}")
                             bodies = plain_bodies(kind, requests[kind])
+                        cached_search = arm == "triton_tuned_cache" and kind == names.SEARCH
+                        if cached_search:
+                            counted = cache_counts(server, names.TEXT_ENCODER)
                         results[kind][arm].append(ramp(*target, bodies, slo_ms, seconds))
+                        if cached_search:
+                            hits, misses = np.subtract(
+                                cache_counts(server, names.TEXT_ENCODER), counted
+                            )
+                            hit_rates.append(float(hits / max(hits + misses, 1)))
+            load_configs(server, configs["triton_default"])
+            for kind in requests:
+                print(f"CPU per stage: {kind}, default configs", flush=True)
+                bodies = triton_bodies(kind, requests[kind])
+                stage_costs[kind] = stage_cpu_breakdown(server, kind, bodies, 2 * seconds)
+        print("search: the logged searches in order, from a cold cache", flush=True)
+        replay = cold_cache_replay(repo, configs["triton_tuned_cache"])
     finally:
         for process in processes:
             process.terminate()
             process.wait(timeout=60)
-    return {"arms": results, "skipped": skipped, "sweeps": sweeps}
+    return {
+        "arms": results,
+        "skipped": skipped,
+        "sweeps": sweeps,
+        "stage_cpu": stage_costs,
+        "search_cache": {"encoder_hit_rate_each_repetition": hit_rates, "cold_replay": replay},
+    }
 
 
 def median(values: list[float]) -> float:
@@ -347,7 +469,8 @@ def median(values: list[float]) -> float:
 
 def summarise(serving_results: dict, slo_ms: float, repetitions: int) -> dict:
     """summary.json: per pipeline and arm, the throughput at the SLO of each repetition,
-    and the ratios the targets are stated in (medians; tuned vs default per repetition)."""
+    the ratios the targets are stated in (medians; tuned vs default per repetition) and
+    the CPU per stage."""
     summary: dict = {
         "date": time.strftime("%Y-%m-%d"),
         "slo_p99_ms": slo_ms,
@@ -365,6 +488,8 @@ def summarise(serving_results: dict, slo_ms: float, repetitions: int) -> dict:
             "tuned_vs_default_each_repetition": per_run,
             "tuned_beats_default_every_repetition": all(r is not None and r > 1 for r in per_run),
         }
+    summary["stage_cpu"] = serving_results["stage_cpu"]
+    summary["search_cache"] = serving_results["search_cache"]
     return summary
 
 
@@ -412,6 +537,27 @@ def markdown(results: dict, summary: dict) -> str:
         lines += ["", f"Tuned vs default in each repetition: {each} ({verdict}).", ""]
     for arm, why in summary["skipped"].items():
         lines.append(f"Skipped {arm}: {why}.")
+    cache = summary.get("search_cache")
+    if cache:
+        each = ", ".join(f"{r:.0%}" for r in cache["encoder_hit_rate_each_repetition"])
+        replay = cache["cold_replay"]
+        lines += [
+            "",
+            f"Search, cache on: the encoder's cache hit rate in each repetition {each} "
+            "(every level of the arm cycles through the same requests). The "
+            f"{replay['searches']:,} logged searches in logged order from a cold cache, "
+            f"concurrency {replay['concurrency']}: {replay['throughput']:.0f} req/s, p99 "
+            f"{replay['p99_ms']:.0f} ms, encoder hit rate {replay['encoder_hit_rate']:.0%} "
+            f"({replay['logged_repeat_share']:.0%} of them repeat an earlier query).",
+        ]
+    for kind, measured in summary.get("stage_cpu", {}).items():
+        lines += [
+            "",
+            f"## {kind}: CPU per request by process (default configs, concurrency "
+            f"{measured['concurrency']}, {measured['throughput']:.0f} req/s)",
+            "",
+            stage_cpu.table(measured),
+        ]
     roof = results["roofline"]
     lines += [
         "",

@@ -19,6 +19,10 @@ from perf.sweep import SweepResult, Trial  # noqa: E402
 PARTS = ("queue_us", "compute_input_us", "compute_infer_us", "compute_output_us")
 
 
+#: How a trial of the original configs (a confirmation round's) is named.
+ORIGINAL_LABEL = "the original configs"
+
+
 def rows(result: SweepResult) -> list[dict]:
     """One flat row per measurement (and one per trial that measured nothing)."""
     slo = result.spec.slo_p99_ms
@@ -69,9 +73,12 @@ def _write_csv(path: Path, records: list[dict]) -> None:
 
 
 def _label(trial: Trial) -> str:
-    return f"#{trial.index} " + ", ".join(
-        f"{k.split('.', 1)[1] if len(k.split('.')) == 2 else k}={v}"
-        for k, v in trial.config.items()
+    return f"#{trial.index} " + (
+        ", ".join(
+            f"{k.split('.', 1)[1] if len(k.split('.')) == 2 else k}={v}"
+            for k, v in trial.config.items()
+        )
+        or ORIGINAL_LABEL
     )
 
 
@@ -224,6 +231,7 @@ def write(result: SweepResult, out: Path) -> dict:
         "slo_p99_ms": slo,
         "feasible": result.feasible,
         "chosen": {"trial": result.best.index, "config": result.best.config},
+        "confirmation": result.confirmation,
         "chosen_point": None if best is None else best.to_dict(),
         "configs_tried": len(result.trials),
         "measurements": result.measurement_count,
@@ -269,8 +277,25 @@ def markdown(result, pareto, plan, plan_error, has_points) -> str:
             "relax the SLO, lower the load or add to the space.",
             "",
         ]
+    if result.confirmation is not None:
+        rounds = "; ".join(
+            f"{original:.0f} vs {winner:.0f}" for original, winner in result.confirmation["rounds"]
+        )
+        verdict = (
+            "kept"
+            if result.confirmation["kept"]
+            else "not kept: it did not beat them every round, so the original configs are chosen"
+        )
+        lines += [
+            f"Confirmation of config #{result.confirmation['winner']} against the original "
+            f"configs, inferences/s at the SLO (original vs it) per round: {rounds}; "
+            f"{verdict}.",
+            "",
+        ]
     lines += ["| tunable | chosen |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in result.best.config.items()]
+    lines += [f"| {k} | {v} |" for k, v in result.best.config.items()] or [
+        f"| all | {ORIGINAL_LABEL} |"
+    ]
     lines += [
         "",
         "Ready configs: "
@@ -306,7 +331,7 @@ def markdown(result, pareto, plan, plan_error, has_points) -> str:
         lowest = min((m.p99_ms for m in t.measurements), default=float("nan"))
         through = f"{max(m.throughput for m in ok):.1f}" if ok else "-"
         note = (t.error or "").splitlines()[0][:80] if t.error else ""
-        config = ", ".join(f"{k}={v}" for k, v in t.config.items())
+        config = ", ".join(f"{k}={v}" for k, v in t.config.items()) or ORIGINAL_LABEL
         lines.append(f"| #{t.index} | {config} | {through} | {lowest:.1f} | {note} |")
     lines.append("")
     if spec.capacity is not None:

@@ -55,6 +55,7 @@ TOP_KEYS = {
     "shapes",
     "capacity",
     "max_passes",
+    "confirm_rounds",
 }
 SEARCH_MODES = ("smart", "brute")
 
@@ -100,6 +101,9 @@ class SweepSpec:
     shapes: tuple[str, ...] = ()
     capacity: Capacity | None = None
     max_passes: int = 2
+    #: Rounds that re-measure the winner against the original configs (as they were),
+    #: interleaved; the winner is kept only if it beats them in every round.
+    confirm_rounds: int = 0
 
     @property
     def dimensions(self) -> dict[str, list]:
@@ -275,7 +279,14 @@ def parse(document: object, source: str = "sweep file", base: Path = ROOT) -> Sw
         shapes=tuple(document.get("shapes", ())),
         capacity=capacity,
         max_passes=int(document.get("max_passes", 2)),
+        confirm_rounds=_confirm_rounds(document.get("confirm_rounds", 0)),
     )
+
+
+def _confirm_rounds(value: object) -> int:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    _require(ok, f"confirm_rounds must be a whole number >= 0, got {value!r}")
+    return int(value)
 
 
 def load(path: str | Path, repository: Path | None = None) -> SweepSpec:

@@ -85,6 +85,16 @@ class Trial:
         return min(self.measurements, key=lambda m: m.p99_us, default=None)
 
 
+#: The point that changes nothing: the configs as they were before the sweep.
+ORIGINAL: dict = {}
+
+
+def confirmed(rounds: list[tuple[tuple[int, float], tuple[int, float]]]) -> bool:
+    """Whether the winner beat the original configs in every confirmation round, each
+    round its (original score, winner score) (`Trial.score`)."""
+    return bool(rounds) and all(winner > original for original, winner in rounds)
+
+
 @dataclass
 class SweepResult:
     spec: SweepSpec
@@ -92,6 +102,9 @@ class SweepResult:
     best: Trial
     originals: dict[str, dict]
     wall_s: float
+    #: Per confirmation round, (original, winner) throughput at the SLO (0 where
+    #: infeasible) and whether the winner was kept; None when no round ran.
+    confirmation: dict | None = None
 
     @property
     def feasible(self) -> bool:
@@ -271,7 +284,11 @@ class Sweep:
 
     # -- measuring ---------------------------------------------------------
     def _apply(self, point: dict) -> None:
-        for model, config in configs_for(point, self.originals).items():
+        """Load `point`'s configs; every other model changed so far gets its original back
+        (so the empty point, `ORIGINAL`, is the configs as they were)."""
+        configs = {m: self.originals[m] for m in self.applied}
+        configs.update(configs_for(point, self.originals))
+        for model, config in configs.items():
             text = json.dumps(config, sort_keys=True)
             if self.applied.get(model) != text:
                 self.applied[model] = text  # marked first: a failed load is restored too
@@ -340,6 +357,7 @@ class Sweep:
         self.total = self.estimated_measurements()
         self.started = time.monotonic()
         dims = self.spec.dimensions
+        slo = self.spec.slo_p99_ms
         try:
             with signals_raise_interrupt():
                 if self.spec.search == "brute":
@@ -349,6 +367,10 @@ class Sweep:
                     search.coordinate_descent(
                         dims, start, self.evaluate, self._valid, self.spec.max_passes
                     )
+                best = max(self.trials, key=lambda t: t.score(slo))
+                confirmation = None
+                if self.spec.confirm_rounds and not self._is_original(best.config):
+                    best, confirmation = self._confirm(best)
         finally:
             if self.progress is not None:
                 print(file=sys.stderr)
@@ -356,8 +378,37 @@ class Sweep:
                 errors = restore(self.server, {m: self.originals[m] for m in self.applied})
             if errors:
                 print("could not restore: " + "; ".join(errors), file=sys.stderr)
-        slo = self.spec.slo_p99_ms
-        best = max(self.trials, key=lambda t: t.score(slo))
         return SweepResult(
-            self.spec, self.trials, best, self.originals, time.monotonic() - self.started
+            self.spec,
+            self.trials,
+            best,
+            self.originals,
+            time.monotonic() - self.started,
+            confirmation,
         )
+
+    def _is_original(self, point: dict) -> bool:
+        """Whether every tunable of `point` has the value the original configs hold."""
+        return all(
+            configs_current_value(self.originals[model], tunable) == value
+            for model, tunable, value in (
+                (*dimension.split(".", 1), value) for dimension, value in point.items()
+            )
+        )
+
+    def _confirm(self, winner: Trial) -> tuple[Trial, dict]:
+        """Re-measure the original configs and the winner in turn; keep the winner only if
+        it wins every round, else the original configs (their last measurement)."""
+        self.total = self.done + 2 * self.spec.confirm_rounds * len(self.spec.loads)
+        rounds = []
+        for _ in range(self.spec.confirm_rounds):
+            original_score = self.evaluate(ORIGINAL)
+            original_trial = self.trials[-1]
+            rounds.append((original_score, self.evaluate(winner.config)))
+        kept = confirmed(rounds)
+        throughput = [[score[1] if score[0] == 1 else 0.0 for score in pair] for pair in rounds]
+        return (winner if kept else original_trial), {
+            "winner": winner.index,
+            "rounds": throughput,
+            "kept": kept,
+        }

@@ -5,7 +5,7 @@ perf/results/)."""
 import json
 from pathlib import Path
 
-from perf import bench, quality
+from perf import bench, quality, stage_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
@@ -19,6 +19,11 @@ def test_the_bench_table_is_the_one_in_the_summary():
         text = (ROOT / readme).read_text()
         assert table in text, f"{readme} does not quote docs/results/bench_summary.json"
         assert summary["date"] in text
+    search_cpu = stage_cpu.table(summary["stage_cpu"]["search"])
+    assert search_cpu in (ROOT / "README.md").read_text()
+    perf_readme = (ROOT / "perf" / "README.md").read_text()
+    for kind in ("search", "recommend"):
+        assert stage_cpu.table(summary["stage_cpu"][kind]) in perf_readme, kind
 
 
 def test_the_bls_vs_ensemble_table_is_the_one_in_its_results():

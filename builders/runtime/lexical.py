@@ -86,13 +86,13 @@ class LexicalIndex:
         indexes = np.full((len(queries), k), PADDING, dtype=np.int64)
         scores = np.zeros((len(queries), k), dtype=np.float32)
         also_scores = np.zeros(also.shape, dtype=np.float32)
-        depth = min(k, self.n_items)
         for row, query in enumerate(queries):
             item_scores = self.scores(query)
             also_scores[row] = np.where(also[row] >= 0, item_scores[also[row]], 0)
-            top = np.argpartition(-item_scores, depth - 1)[:depth]
+            top = np.flatnonzero(item_scores > 0)  # usually far fewer than the catalog
+            if len(top) > k:
+                top = top[np.argpartition(-item_scores[top], k - 1)[:k]]
             top = top[np.lexsort((top, -item_scores[top]))]
-            top = top[item_scores[top] > 0]
             indexes[row, : len(top)] = top
             scores[row, : len(top)] = item_scores[top]
         return indexes, scores, also_scores

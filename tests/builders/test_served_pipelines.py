@@ -287,10 +287,19 @@ def test_a_missing_stage_takes_out_only_the_pipelines_that_use_it(server, client
         assert len(call(client, "search", 5, "running shoes", version=release)[0]) == 5
 
 
-def test_the_response_cache_answers_repeated_queries_at_the_encoder(repo, client):
-    """With a cache, a repeated query (with any user) skips the encoder; same answers."""
+def test_the_response_cache_answers_repeated_queries_at_every_query_only_stage(repo, client):
+    """With a cache, a repeated query (with any user) skips every stage before the
+    personalised ranking; same answers."""
     query, users = "wool winter coat", [None, 3, UNKNOWN_USER]
     expected = [call(client, "search", 5, query, user) for user in users]
+    cached_stages = [
+        names.QUERY_TOKENIZER,
+        names.TEXT_ENCODER,
+        names.SEARCH_INDEX,
+        names.LEXICAL_INDEX,
+        names.HYBRID_FUSION,
+    ]
+    assert set(cached_stages) <= set(names.QUERY_ONLY_STAGES)
     with TritonServer(
         repo, model_control="explicit", load_models=["*"], exit_timeout_secs=5,
         response_cache_mb=16,
@@ -302,10 +311,11 @@ def test_the_response_cache_answers_repeated_queries_at_the_encoder(repo, client
                     served_ids, served_scores, _ = call(local, "search", 5, query, user)
                     np.testing.assert_array_equal(served_ids, ids)
                     np.testing.assert_allclose(served_scores, scores, atol=1e-5)
-            stats = local.get_inference_statistics(names.TEXT_ENCODER, as_json=True)
+            stats = {m: local.get_inference_statistics(m, as_json=True) for m in cached_stages}
         finally:
             local.close()
-    (encoder,) = [s for s in stats["model_stats"] if s["version"] == "1"]
-    hits = int(encoder["inference_stats"].get("cache_hit", {}).get("count", 0))
-    computed = int(encoder["inference_stats"].get("cache_miss", {}).get("count", 0))
-    assert (hits, computed) == (5, 1)
+    for stage in cached_stages:
+        (version,) = [s for s in stats[stage]["model_stats"] if s["version"] == "1"]
+        hits = int(version["inference_stats"].get("cache_hit", {}).get("count", 0))
+        computed = int(version["inference_stats"].get("cache_miss", {}).get("count", 0))
+        assert (hits, computed) == (5, 1), stage

@@ -48,6 +48,28 @@ def test_summary_lists_each_repetition_and_says_whether_tuning_won():
                 "triton_tuned_cache": run(900, 950, 920),
             }
         },
+        "search_cache": {
+            "encoder_hit_rate_each_repetition": [0.9, 0.95],
+            "cold_replay": {
+                "searches": 12950,
+                "concurrency": 32,
+                "throughput": 600.0,
+                "p99_ms": 80.0,
+                "encoder_hit_rate": 0.61,
+                "logged_repeat_share": 0.6,
+            },
+        },
+        "stage_cpu": {
+            "search": {
+                "concurrency": 16,
+                "throughput": 250.0,
+                "cpu_us_per_request": 3000.0,
+                "share_of_cores": 0.375,
+                "processes": {
+                    "text_encoder": {"cpu_us_per_request": 3000.0, "share_of_cores": 0.375}
+                },
+            }
+        },
     }
     summary = bench.summarise(serving, 100, 3)
     assert summary["slo_p99_ms"] == 100 and summary["repetitions"] == 3
@@ -56,7 +78,8 @@ def test_summary_lists_each_repetition_and_says_whether_tuning_won():
     ratios = summary["search_ratios"]
     assert ratios["tuned_vs_naive_median"] == 350 / 55
     assert ratios["tuned_beats_default_every_repetition"] is False
-    assert "does NOT beat the defaults" in bench.markdown(
+    assert summary["stage_cpu"] == serving["stage_cpu"]
+    text = bench.markdown(
         {
             "machine": "m",
             "seconds": 4,
@@ -64,3 +87,13 @@ def test_summary_lists_each_repetition_and_says_whether_tuning_won():
         },
         summary,
     )
+    assert "does NOT beat the defaults" in text
+    assert "| text_encoder | 3,000 | 38% |" in text
+    assert "hit rate in each repetition 90%, 95%" in text
+    assert "12,950 logged searches in logged order from a cold cache" in text
+    assert "600 req/s, p99 80 ms, encoder hit rate 61% (60% of them" in text
+
+
+def test_the_repeat_share_is_the_hit_rate_of_a_cache_empty_at_the_start():
+    assert bench.repeat_share(["a", "b", "a", "a", "c"]) == 2 / 5
+    assert bench.repeat_share([]) == 0.0

@@ -11,7 +11,7 @@ import yaml
 from builders import names
 from builders.pipelines import PipelineSpec, Stage, ensemble
 from builders.specs import parse_pbtxt
-from perf import report, spec
+from perf import report, spec, sweep
 from perf.analyzer import Breakdown, Measurement
 from perf.sweep import SweepResult, Trial, apply_tunables, configs_current_value, valid_point
 
@@ -71,6 +71,13 @@ def test_valid_file(repo, tmp_path):
     assert parsed.capacity.target_qps == 10
 
 
+def test_a_winner_is_confirmed_only_by_winning_every_round():
+    assert sweep.confirmed([((1, 100.0), (1, 120.0)), ((1, 110.0), (1, 111.0))])
+    assert not sweep.confirmed([((1, 100.0), (1, 120.0)), ((1, 110.0), (1, 105.0))])
+    assert not sweep.confirmed([((1, 100.0), (0, -80.0))])  # infeasible loses to feasible
+    assert not sweep.confirmed([])
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -91,6 +98,7 @@ def test_valid_file(repo, tmp_path):
         ({"space": {"query_tokenizer": {"length_buckets": ["8,64"]}}}, r"lie in .*\(max_length\)"),
         ({"measurement": {"windows": 3}}, "measurement"),
         ({"capacity": {"target_qps": 0}}, "capacity"),
+        ({"confirm_rounds": -1}, "confirm_rounds must be a whole number"),
     ],
 )
 def test_bad_files_get_clear_errors(repo, changes, message):

@@ -17,7 +17,7 @@ import tritonclient.http as httpclient
 import yaml
 
 from builders import names
-from perf import report, spec
+from perf import report, spec, sweep
 from perf.sweep import Sweep
 from server import TritonServer
 
@@ -186,3 +186,30 @@ def test_unknown_model_on_the_cli(tmp_path):
     )
     assert result.returncode == 1
     assert "error: unknown model 'nosuch'" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_confirmation_round_keeps_the_winner_only_if_it_wins_again(served, tmp_path):
+    original = delay(served, "text_encoder")
+    path = sweep_file(
+        tmp_path,
+        served,
+        confirm_rounds=1,
+        load={"concurrency": [2]},
+        space={"text_encoder": {"max_queue_delay_microseconds": [original, 3000]}},
+    )
+    result = Sweep(spec.load(path), served, tmp_path / "run", progress=None).run()
+    searched = result.trials[:2]
+    if max(searched, key=lambda t: t.score(5000)) is searched[0]:  # the original delay won
+        assert result.confirmation is None and len(result.trials) == 2
+    else:
+        # the original configs, then the winner, once more
+        assert [t.config for t in result.trials[2:]] == [sweep.ORIGINAL, searched[1].config]
+        ((original_figure, winner_figure),) = result.confirmation["rounds"]
+        assert result.confirmation["kept"] == (winner_figure > original_figure)
+        chosen = searched[1] if result.confirmation["kept"] else result.trials[2]
+        assert result.best is chosen
+        summary = report.write(result, tmp_path / "run")
+        assert summary["confirmation"] == result.confirmation
+        assert "Confirmation of config #1" in (tmp_path / "run" / "report.md").read_text()
+    assert delay(served, "text_encoder") == original

@@ -1,0 +1,99 @@
+"""Where a pipeline's CPU time goes, stage by stage, under load (Linux).
+
+Locally every Triton model instance runs in a Python backend stub, a process of its own
+(`triton_python_backend_stub <repository>/<model>/<version>/model.py ...`), so the CPU
+time each process spends while a load runs, divided by the requests answered, is the
+stage's cost per request: its framework call plus its share of the Python backend's
+overhead. `tritonserver` itself holds the HTTP/gRPC front end, the ensemble scheduler and
+the copies into and out of the stubs; the load generator's own process is counted too.
+Unlike the queue and compute times Triton reports, these are CPU seconds, so stages that
+wait for a core do not look costlier than they are, and the rows add up to what the
+machine spent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+STUB = "triton_python_backend_stub"
+#: A process's CPU seconds, keyed by pid: (what it is, user + system seconds).
+Snapshot = dict[int, tuple[str, float]]
+
+
+def process_label(argv: list[str]) -> str:
+    """A stub's model name (the folder above its version), else the program's name."""
+    if not argv or not argv[0]:
+        return "?"
+    program = os.path.basename(argv[0])
+    if program == STUB and len(argv) > 1:
+        return Path(argv[1]).parent.parent.name
+    return program
+
+
+def snapshot(pids: set[int], labels: dict[int, str] | None = None) -> Snapshot:
+    """CPU seconds of the processes `pids` from /proc, labelled by `process_label` or by
+    `labels` (a pid's label given)."""
+    labels = labels or {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    found: Snapshot = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) not in pids:
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        user, system = int(fields[11]), int(fields[12])
+        label = labels.get(int(entry)) or process_label(argv.split("\0"))
+        found[int(entry)] = (label, (user + system) / ticks)
+    return found
+
+
+def breakdown(
+    before: Snapshot,
+    after: Snapshot,
+    requests: int,
+    wall_s: float,
+    cores: int,
+) -> dict:
+    """CPU per request of each process label between two snapshots (processes present in
+    both; a label's processes, e.g. two instances of one model, add up), with each label's
+    share of what the cores could have spent."""
+    if requests <= 0 or wall_s <= 0:
+        raise ValueError("a breakdown needs requests answered over a positive time")
+    spent: dict[str, float] = {}
+    for pid, (label, seconds) in after.items():
+        if pid in before and before[pid][0] == label:
+            spent[label] = spent.get(label, 0.0) + seconds - before[pid][1]
+    rows = {
+        label: {
+            "cpu_us_per_request": round(seconds / requests * 1e6, 1),
+            "share_of_cores": round(seconds / (cores * wall_s), 4),
+        }
+        for label, seconds in sorted(spent.items(), key=lambda item: -item[1])
+    }
+    total = sum(spent.values())
+    return {
+        "requests": requests,
+        "wall_s": round(wall_s, 3),
+        "cores": cores,
+        "throughput": round(requests / wall_s, 1),
+        "cpu_us_per_request": round(total / requests * 1e6, 1),
+        "share_of_cores": round(total / (cores * wall_s), 4),
+        "processes": rows,
+    }
+
+
+def table(measured: dict) -> str:
+    """A Markdown table of one breakdown, costliest process first."""
+    lines = ["| process | CPU µs per request | share of the cores |", "|---|---|---|"]
+    for label, row in measured["processes"].items():
+        lines.append(
+            f"| {label} | {row['cpu_us_per_request']:,.0f} | {row['share_of_cores']:.0%} |"
+        )
+    lines.append(
+        f"| all | {measured['cpu_us_per_request']:,.0f} | {measured['share_of_cores']:.0%} |"
+    )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,54 @@
+"""CPU per stage: labels, the arithmetic of a breakdown, and a real one against Triton."""
+
+import os
+
+import pytest
+
+from builders import names
+from perf import bench, inputs, stage_cpu
+
+
+def test_a_stub_is_labelled_by_its_model_and_anything_else_by_its_program():
+    stub = ["/b/python/triton_python_backend_stub", "/repo/text_encoder/3/model.py", "tpb_1"]
+    assert stage_cpu.process_label(stub) == "text_encoder"
+    assert stage_cpu.process_label(["/opt/tritonserver/bin/tritonserver", "--x"]) == "tritonserver"
+    assert stage_cpu.process_label([""]) == "?"
+
+
+def test_a_breakdown_adds_the_instances_of_one_model_and_skips_new_processes():
+    before = {1: ("text_encoder", 10.0), 2: ("text_encoder", 5.0), 3: ("top_k", 1.0)}
+    after = {
+        1: ("text_encoder", 11.0),
+        2: ("text_encoder", 5.5),
+        3: ("top_k", 1.1),
+        4: ("top_k", 99.0),  # started meanwhile: its CPU is not all from this window
+    }
+    measured = stage_cpu.breakdown(before, after, requests=1000, wall_s=2.0, cores=2)
+    assert list(measured["processes"]) == ["text_encoder", "top_k"]
+    assert measured["processes"]["text_encoder"] == {
+        "cpu_us_per_request": 1500.0,
+        "share_of_cores": 0.375,
+    }
+    assert measured["cpu_us_per_request"] == pytest.approx(1600.0)
+    assert measured["throughput"] == 500.0
+    assert "| text_encoder | 1,500 | 38% |" in stage_cpu.table(measured)
+    with pytest.raises(ValueError, match="requests answered"):
+        stage_cpu.breakdown(before, after, requests=0, wall_s=2.0, cores=2)
+
+
+def test_a_snapshot_reads_this_process_and_its_label():
+    sum(i * i for i in range(200_000))  # some CPU time to read
+    ((label, seconds),) = stage_cpu.snapshot({os.getpid()}, {os.getpid(): "me"}).values()
+    assert label == "me" and seconds > 0
+
+
+def test_the_bench_breakdown_of_search_on_the_real_server(small_server, small_repository):
+    dataset = inputs.dataset_of(small_repository, names.SEARCH)
+    requests = inputs.input_data(names.SEARCH, dataset, small_repository, 64)["data"]
+    bodies = bench.triton_bodies(names.SEARCH, requests)
+    measured = bench.stage_cpu_breakdown(small_server, names.SEARCH, bodies, seconds=1.0)
+    assert measured["errors"] == 0 and measured["requests"] > 0
+    processes = measured["processes"]
+    for label in ("tritonserver", "load generator", names.TEXT_ENCODER, names.LEXICAL_INDEX):
+        assert processes[label]["cpu_us_per_request"] > 0, label
+    assert names.USER_TOWER not in processes  # a stage of the other pipeline
