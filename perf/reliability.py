@@ -774,6 +774,7 @@ def run(repo: Path, work: Path, settings: Settings, scenarios: tuple[str, ...]) 
             harness.client, harness.requests, settings.saturation_seconds, settings.concurrency
         )
         results: dict = {
+            "date": time.strftime("%Y-%m-%d"),
             "repository": str(repo),
             "settings": asdict(settings),
             "saturation": {
@@ -888,6 +889,22 @@ def settings_from(args: argparse.Namespace) -> Settings:
         if getattr(args, name) is not None
     }
     return dataclasses.replace(QUICK if args.quick else Settings(), **given)
+
+
+def readme_table(results: dict) -> str:
+    """The table README.md quotes from a results file (a test checks it quotes the
+    committed copy, docs/results/reliability.json)."""
+    lines = [
+        "| scenario | seconds | calls | errors | p99 ms | accounting | passed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, report in results["scenarios"].items():
+        agrees = "agrees" if report["accounting"]["agree"] else "disagrees"
+        lines.append(
+            f"| {name} | {report['seconds']:g} | {report['requests']:,} | {report['errors']} "
+            f"| {report['p99_ms']} | {agrees} | {'yes' if report['passed'] else 'no'} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

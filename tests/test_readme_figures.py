@@ -5,7 +5,7 @@ perf/results/)."""
 import json
 from pathlib import Path
 
-from perf import bench, quality, stage_cpu
+from perf import bench, quality, reliability, stage_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
@@ -44,3 +44,10 @@ def test_the_quality_tables_are_the_ones_in_its_results():
     text = (ROOT / "README.md").read_text()
     assert quality.readme_table(report) in text, "README.md does not quote quality.json"
     assert f"the run of {report['date']}" in text
+
+
+def test_the_reliability_table_is_the_one_in_its_results():
+    results = json.loads((RESULTS / "reliability.json").read_text())
+    text = (ROOT / "README.md").read_text()
+    assert reliability.readme_table(results) in text, "README.md does not quote reliability.json"
+    assert f"The run of {results['date']}" in text

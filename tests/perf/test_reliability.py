@@ -209,3 +209,20 @@ def test_calls_ride_out_a_server_restart(harness):
     report = reliability.server_restart(harness, SHORT, RATE)
     assert_nothing_lost(report)
     assert report["recovered"] and report["retried_requests"] > 0
+
+
+def test_the_readme_table_has_a_row_per_scenario():
+    results = {
+        "scenarios": {
+            "soak": {
+                "seconds": 600.0,
+                "requests": 185432,
+                "errors": 0,
+                "p99_ms": 41.2,
+                "accounting": {"agree": True},
+                "passed": True,
+            }
+        }
+    }
+    table = reliability.readme_table(results)
+    assert "| soak | 600 | 185,432 | 0 | 41.2 | agrees | yes |" in table.splitlines()
