@@ -44,7 +44,8 @@ from builders import names
 from perf import inputs, loadgen, report, spec, stage_cpu
 from perf.sweep import Sweep
 from server import TritonServer
-from server.launcher import free_port, processes_in_group
+from server.launcher import free_port
+from server.stub_watchdog import server_stubs
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "perf" / "results" / "bench"
@@ -312,20 +313,17 @@ def stage_cpu_breakdown(server: TritonServer, kind: str, bodies: list[bytes], se
     host, port = server.http_url.split(":")
     path = f"/v2/models/{kind}/infer"
     loadgen.closed_loop(host, int(port), path, bodies, STAGE_CPU_CONCURRENCY, 1.0, warmup_s=0)
-    pids = {*processes_in_group(server.pid), os.getpid()}
-    labels = {os.getpid(): "load generator"}
-    wanted = {*spec.pipeline_stages(server.model_repository, kind), *labels.values()}
-    wanted.add("tritonserver")
-
-    def snapshot() -> stage_cpu.Snapshot:
-        return {p: v for p, v in stage_cpu.snapshot(pids, labels).items() if v[0] in wanted}
-
-    before, started = snapshot(), time.monotonic()
+    stages = spec.pipeline_stages(server.model_repository, kind)
+    labels = {pid: s.model for pid, s in server_stubs(server.pid).items() if s.model in stages}
+    labels.update({server.pid: "tritonserver", os.getpid(): "load generator"})
+    before, started = stage_cpu.snapshot(labels), time.monotonic()
     load = loadgen.closed_loop(
         host, int(port), path, bodies, STAGE_CPU_CONCURRENCY, seconds, warmup_s=0
     )
     wall_s = time.monotonic() - started
-    measured = stage_cpu.breakdown(before, snapshot(), load.requests, wall_s, os.cpu_count() or 1)
+    measured = stage_cpu.breakdown(
+        before, stage_cpu.snapshot(labels), load.requests, wall_s, os.cpu_count() or 1
+    )
     return {"concurrency": STAGE_CPU_CONCURRENCY, "errors": load.errors, **measured}
 
 

@@ -1,7 +1,7 @@
 """Where a pipeline's CPU time goes, stage by stage, under load (Linux).
 
 Locally every Triton model instance runs in a Python backend stub, a process of its own
-(`triton_python_backend_stub <repository>/<model>/<version>/model.py ...`), so the CPU
+(`server.stub_watchdog.server_stubs` finds them and their models), so the CPU
 time each process spends while a load runs, divided by the requests answered, is the
 stage's cost per request: its framework call plus its share of the Python backend's
 overhead. `tritonserver` itself holds the HTTP/gRPC front end, the ensemble scheduler and
@@ -16,38 +16,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-STUB = "triton_python_backend_stub"
 #: A process's CPU seconds, keyed by pid: (what it is, user + system seconds).
 Snapshot = dict[int, tuple[str, float]]
 
 
-def process_label(argv: list[str]) -> str:
-    """A stub's model name (the folder above its version), else the program's name."""
-    if not argv or not argv[0]:
-        return "?"
-    program = os.path.basename(argv[0])
-    if program == STUB and len(argv) > 1:
-        return Path(argv[1]).parent.parent.name
-    return program
-
-
-def snapshot(pids: set[int], labels: dict[int, str] | None = None) -> Snapshot:
-    """CPU seconds of the processes `pids` from /proc, labelled by `process_label` or by
-    `labels` (a pid's label given)."""
-    labels = labels or {}
+def snapshot(labels: dict[int, str]) -> Snapshot:
+    """CPU seconds of each process `labels` names (pid -> label), from /proc; a process
+    gone meanwhile is left out."""
     ticks = os.sysconf("SC_CLK_TCK")
     found: Snapshot = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) not in pids:
-            continue
+    for pid, label in labels.items():
         try:
-            argv = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
             continue
         user, system = int(fields[11]), int(fields[12])
-        label = labels.get(int(entry)) or process_label(argv.split("\0"))
-        found[int(entry)] = (label, (user + system) / ticks)
+        found[pid] = (label, (user + system) / ticks)
     return found
 
 
@@ -65,7 +49,7 @@ def breakdown(
         raise ValueError("a breakdown needs requests answered over a positive time")
     spent: dict[str, float] = {}
     for pid, (label, seconds) in after.items():
-        if pid in before and before[pid][0] == label:
+        if pid in before:
             spent[label] = spent.get(label, 0.0) + seconds - before[pid][1]
     rows = {
         label: {

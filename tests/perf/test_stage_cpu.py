@@ -1,4 +1,4 @@
-"""CPU per stage: labels, the arithmetic of a breakdown, and a real one against Triton."""
+"""CPU per stage: the arithmetic of a breakdown, snapshots, and a real one against Triton."""
 
 import os
 
@@ -6,13 +6,6 @@ import pytest
 
 from builders import names
 from perf import bench, inputs, stage_cpu
-
-
-def test_a_stub_is_labelled_by_its_model_and_anything_else_by_its_program():
-    stub = ["/b/python/triton_python_backend_stub", "/repo/text_encoder/3/model.py", "tpb_1"]
-    assert stage_cpu.process_label(stub) == "text_encoder"
-    assert stage_cpu.process_label(["/opt/tritonserver/bin/tritonserver", "--x"]) == "tritonserver"
-    assert stage_cpu.process_label([""]) == "?"
 
 
 def test_a_breakdown_adds_the_instances_of_one_model_and_skips_new_processes():
@@ -38,8 +31,9 @@ def test_a_breakdown_adds_the_instances_of_one_model_and_skips_new_processes():
 
 def test_a_snapshot_reads_this_process_and_its_label():
     sum(i * i for i in range(200_000))  # some CPU time to read
-    ((label, seconds),) = stage_cpu.snapshot({os.getpid()}, {os.getpid(): "me"}).values()
+    ((label, seconds),) = stage_cpu.snapshot({os.getpid(): "me"}).values()
     assert label == "me" and seconds > 0
+    assert stage_cpu.snapshot({2**22 + 1: "gone"}) == {}  # above Linux's pid_max
 
 
 def test_the_bench_breakdown_of_search_on_the_real_server(small_server, small_repository):
