@@ -180,7 +180,7 @@ def lexical_index_spec(num_candidates: int) -> ModelSpec:
 
 
 def hybrid_fusion_spec(num_candidates: int, dim: int) -> ModelSpec:
-    """Reciprocal rank fusion of the dense and lexical candidates (`runtime.fusion`; each
+    """The fusion of the dense and lexical candidates (`runtime.fusion`; each
     version's settings are in its `fusion.json`)."""
     return ModelSpec(
         name=HYBRID_FUSION,

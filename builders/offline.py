@@ -121,9 +121,13 @@ class OfflinePipeline:
         return self._sessions["lexical"].search(queries, self.spec.num_candidates, also)
 
     def candidates(
-        self, queries: list[str] | None = None, user_ids: list[int | None] | None = None
+        self,
+        queries: list[str] | None = None,
+        user_ids: list[int | None] | None = None,
+        fusion: FusionSettings | None = None,
     ) -> Candidates:
-        """What the retrieval stages hand to the ranker (or, without one, to top-k)."""
+        """What the retrieval stages hand to the ranker (or, without one, to top-k); `fusion`
+        replaces the fusion version's settings (to compare methods)."""
         if "lexical" not in self.spec.stages:
             indexes, scores = self.dense(queries, user_ids)
             return Candidates(indexes, scores, scores, None)
@@ -142,7 +146,7 @@ class OfflinePipeline:
             bm25_of_dense,
             dense_of_lexical,
             self.spec.num_candidates,
-            FusionSettings.load(folder),
+            fusion or FusionSettings.load(folder),
         )
         return Candidates(*fused)
 

@@ -8,6 +8,8 @@ Markdown table on stdout:
   a popularity baseline (synthetic and movielens-100k; from the build manifest);
 * ranker: held-out AUC computed offline with the framework and through the
   served model on the same examples (they must agree);
+* the spread of both recommend figures over `--seeds` trainings (the build's, seed 0,
+  and seeds 1.. trained offline the same way);
 * search: NDCG@10 and recall@100 of each retrieval stage alone (dense, lexical),
   the fused (hybrid) candidates, the served pipeline and a plain BM25 over the
   same item texts: on the synthetic graded relevance, and on a catalog-only
@@ -37,6 +39,7 @@ from builders.offline import OfflinePipeline
 from builders.pipelines import PIPELINE_FILE, PipelineSpec
 from builders.repository import model_versions, read_manifest
 from builders.runtime.features import FeatureTables
+from builders.runtime.fusion import FusionSettings
 from clients.client import Client
 from perf import graded_queries
 from server import TritonServer
@@ -111,9 +114,11 @@ def ensure_repository(name: str, repo: Path, build_args: list[str]) -> None:
     )
 
 
-def search_quality(repo: Path, dataset, relevance, client) -> dict:
-    """NDCG@10 and recall@100 of each retrieval stage alone, the fused candidates, the served
-    pipeline (through Triton, without a user) and a plain BM25 over the same item texts."""
+def search_quality(repo: Path, dataset, relevance, client, kinds: dict | None = None) -> dict:
+    """NDCG@10 and recall@100 of each retrieval stage alone, the fused candidates (the
+    served fusion, and reciprocal rank fusion for comparison), the served pipeline (through
+    Triton, without a user) and a plain BM25 over the same item texts; with `kinds` (query ->
+    kind), NDCG@10 per kind of query too."""
     grades = {
         query: dict(zip(group.item_id, group.grade)) for query, group in relevance.groupby("query")
     }
@@ -135,20 +140,34 @@ def search_quality(repo: Path, dataset, relevance, client) -> dict:
     if "lexical" in offline.spec.stages:
         systems["lexical"] = as_ids(offline.lexical(queries)[0])
         systems["hybrid"] = as_ids(offline.candidates(queries).indexes)
-    return {
+        rank_fusion = FusionSettings(method="rrf")
+        systems["hybrid_rrf"] = as_ids(offline.candidates(queries, fusion=rank_fusion).indexes)
+
+    def mean(measure, k: int, ranked, subset=None) -> float:
+        values = [measure(r, grades[q], k) for q, r in zip(queries, ranked) if q in subset]
+        return round(float(np.mean(values)), 4)
+
+    everything = set(queries)
+    report = {
         "queries": len(queries),
         "stages": sorted(offline.spec.stages),
         **{
             f"{measure.__name__}_at_{k}": {
-                system: round(
-                    float(np.mean([measure(r, grades[q], k) for q, r in zip(queries, ranked)])),
-                    4,
-                )
-                for system, ranked in systems.items()
+                system: mean(measure, k, ranked, everything) for system, ranked in systems.items()
             }
             for measure, k in ((ndcg, 10), (recall, 100))
         },
     }
+    if kinds:
+        report["ndcg_at_10_by_kind"] = {
+            kind: {
+                "queries": len(subset),
+                **{system: mean(ndcg, 10, ranked, subset) for system, ranked in systems.items()},
+            }
+            for kind in dict.fromkeys(kinds.values())
+            if (subset := {q for q, k in kinds.items() if k == kind and q in grades})
+        }
+    return report
 
 
 def served_encoder(repo: Path, dataset) -> dict:
@@ -198,11 +217,7 @@ def ranker_auc(repo: Path, dataset, client) -> dict:
         folder(names.USER_TOWER), folder(names.RECOMMEND_INDEX), tables.user_ids
     )
 
-    split = dataset.split()
-    contexts = split.test[split.test["event"].isin(ranker.POSITIVE_EVENTS)].reset_index(drop=True)
-    engaged = ranker.engaged_pairs(tables, dataset.interactions)
-    examples = ranker.build_examples(tables, contexts, scores, engaged, seed=1)
-
+    examples = auc_examples(tables, dataset, scores)
     saved = tf.saved_model.load(str(folder(names.RECOMMEND_RANKER) / "model.savedmodel"))
     signature = saved.signatures["serving_default"]
     offline_scores = signature(sparse=examples.sparse, dense=examples.dense)["score"].numpy()
@@ -216,6 +231,40 @@ def ranker_auc(repo: Path, dataset, client) -> dict:
         "test_groups": len(examples.labels),
         "offline_auc": round(ranker.auc(examples.labels, offline_scores), 4),
         "served_auc": round(ranker.auc(examples.labels, np.concatenate(served_scores)), 4),
+    }
+
+
+def auc_examples(tables: FeatureTables, dataset, scores: np.ndarray) -> ranker.Examples:
+    """The held-out examples the ranker's AUC is measured on: one group per engaged test
+    interaction, scored by the given two-tower `scores`."""
+    split = dataset.split()
+    contexts = split.test[split.test["event"].isin(ranker.POSITIVE_EVENTS)].reset_index(drop=True)
+    engaged = ranker.engaged_pairs(tables, dataset.interactions)
+    return ranker.build_examples(tables, contexts, scores, engaged, seed=1)
+
+
+def recommend_seed_spread(dataset, build: dict, seeds: int) -> dict:
+    """Recall@10 and ranker AUC of `seeds` trainings: the build's (seed 0, figures in `build`)
+    and seeds 1.. trained here offline, as the build trains them. Both figures move by
+    about 0.01 from seed to seed, so one build's figure is one draw."""
+    from builders import two_tower
+
+    recalls, aucs = [build["recall_at_10"]], [build["offline_auc"]]
+    tables = ranker.build_tables(dataset)
+    for seed in range(1, seeds):
+        print(
+            f"{dataset.name}: training the recommend models with seed {seed} ...", file=sys.stderr
+        )
+        towers = two_tower.train(dataset, seed=seed, progress=False)
+        scores = towers.user_embeddings @ towers.item_embeddings.T
+        model = ranker.train(dataset, scores, seed=seed).keras_model
+        examples = auc_examples(tables, dataset, scores)
+        recalls.append(towers.metrics["recall_at_10"])
+        aucs.append(ranker.auc(examples.labels, ranker.predict_keras(model, examples)))
+    return {
+        "seeds": list(range(seeds)),
+        "recall_at_10": [round(float(r), 4) for r in recalls],
+        "auc": [round(float(a), 4) for a in aucs],
     }
 
 
@@ -233,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m perf.quality", description=__doc__)
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "quality")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--seeds", type=int, default=4, help="recommend trainings per dataset (%(default)s)"
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     report: dict = {
@@ -244,18 +296,20 @@ def main(argv: list[str] | None = None) -> int:
         repo = args.work / name
         ensure_repository(name, repo, build_args)
         dataset = load_dataset(source, **params)
-        relevance = dataset.relevance
+        relevance, kinds = dataset.relevance, None
         if source == "files":
-            relevance = graded_queries.relevance(
-                dataset.catalog, graded_queries.load_rules(QUERIES)
-            )
+            rules = graded_queries.load_rules(QUERIES)
+            relevance = graded_queries.relevance(dataset.catalog, rules)
+            kinds = {rule.query: rule.kind for rule in rules}
         entry: dict = {}
         with TritonServer(repo) as server, Client(server.grpc_url, timeout=60.0) as client:
             if dataset.has_interactions:
                 entry["recommend"] = recommend_recall(repo)
                 entry["recommend_ranker"] = ranker_auc(repo, dataset, client)
+                build = {**entry["recommend"], **entry["recommend_ranker"]}
+                entry["recommend_seeds"] = recommend_seed_spread(dataset, build, args.seeds)
             if relevance is not None:
-                entry["search"] = search_quality(repo, dataset, relevance, client)
+                entry["search"] = search_quality(repo, dataset, relevance, client, kinds)
         if source == "synthetic":
             entry["encoder"] = served_encoder(repo, dataset)
         report["datasets"][name] = entry
@@ -270,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
 SEARCH_SYSTEMS = (
     ("served", "served"),
     ("hybrid", "fused"),
+    ("hybrid_rrf", "fused by RRF"),
     ("dense", "dense"),
     ("lexical", "lexical"),
     ("bm25", "BM25"),
@@ -278,6 +333,12 @@ SEARCH_SYSTEMS = (
 
 def _figure(value) -> str:
     return "–" if value is None else f"{value:.4f}"
+
+
+def _spread(values) -> str:
+    if not values:
+        return "–"
+    return f"{np.mean(values):.4f} ({min(values):.4f}–{max(values):.4f})"
 
 
 def _ratio(numerator, denominator) -> str:
@@ -304,19 +365,35 @@ def readme_table(report: dict) -> str:
             lines.append(f"| {name} | {label} | {cells} | {ratios} |")
     lines += [
         "",
-        "| dataset | recommend recall@10: two-tower | popularity | ranker AUC: offline | served |",
-        "|---|---|---|---|---|",
+        "| dataset | recommend recall@10: two-tower | popularity | ranker AUC: offline | served "
+        "| seeds | recall@10 mean (range) | AUC mean (range) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, entry in report["datasets"].items():
         recommend, ranker_figures = entry.get("recommend"), entry.get("recommend_ranker", {})
         if not recommend:
             continue
+        spread = entry.get("recommend_seeds", {})
         lines.append(
             f"| {name} | {_figure(recommend.get('recall_at_10'))} "
             f"| {_figure(recommend.get('popularity_recall_at_10'))} "
             f"| {_figure(ranker_figures.get('offline_auc'))} "
-            f"| {_figure(ranker_figures.get('served_auc'))} |"
+            f"| {_figure(ranker_figures.get('served_auc'))} "
+            f"| {len(spread.get('seeds', [])) or '–'} "
+            f"| {_spread(spread.get('recall_at_10'))} | {_spread(spread.get('auc'))} |"
         )
+    for name, entry in report["datasets"].items():
+        by_kind = entry.get("search", {}).get("ndcg_at_10_by_kind")
+        if not by_kind:
+            continue
+        lines += [
+            "",
+            f"| {name}: NDCG@10 by kind of query | queries | {header} |",
+            "|---|---|" + "---|" * len(SEARCH_SYSTEMS),
+        ]
+        for kind, values in by_kind.items():
+            cells = " | ".join(_figure(values.get(system)) for system, _ in SEARCH_SYSTEMS)
+            lines.append(f"| {kind} | {values['queries']} | {cells} |")
     for name, entry in report["datasets"].items():
         if encoder := entry.get("encoder"):
             lines += [

@@ -1,7 +1,7 @@
 """Triton Python-backend model `hybrid_fusion`: dense and lexical candidates to one list.
 
 Copied as `model.py` into a version folder next to `fusion.py`, `fusion.json` (this version's
-`rrf_k` and `lexical_weight`: versions share the config) and `item_embeddings.npy` (the paired
+`FusionSettings`: versions share the config) and `item_embeddings.npy` (the paired
 search index's). Config: `max_batch_size` > 0 with dynamic batching; inputs `dense_indexes`,
 `lexical_indexes` TYPE_INT64 dims [-1], `dense_scores`, `lexical_scores`, `bm25_of_dense`
 TYPE_FP32 dims [-1] (each list best first, -1 = padding) and `query_embedding` TYPE_FP32

@@ -5,12 +5,15 @@ saved index (`bm25/`). The build, the offline pipeline and the ranker's training
 the same `LexicalIndex`, so what the ranker learns from is what the stage serves.
 
 Terms: the words `bm25s` tokenises (lower case, English stop words removed, Snowball English
-stemming by PyStemmer) plus the character trigrams of each word with its boundaries
-(`#hi`, `hik`, ..., `ng#`), so a misspelt word still shares most of its terms with the right
-one ("sundess" and "sundress" share 5 of 7). Scored with bm25s's defaults (Lucene BM25,
-k1 = 1.5, b = 0.75). A query with no indexed term (only stop words, or nothing an item has)
-matches nothing: every candidate is padding (-1, score 0), and the dense candidates answer
-alone.
+stemming by PyStemmer; one-character words kept, unlike bm25s's default pattern, since
+shoppers type sizes, plies and counts: "size 4", "3 ply", "2 batteries") plus the character
+trigrams of each word of four or more characters, with its boundaries (`#hi`, `hik`, ...,
+`ng#`), so a misspelt word still shares most of its terms with the right one ("sundess" and
+"sundress" share 5 of 7). Shorter words get none: what a three-letter word shares with
+others is one or two trigrams, which are noise, not typos ("tee" would match "tea tree").
+Scored with bm25s's defaults (Lucene BM25, k1 = 1.5, b = 0.75). A query with no indexed
+term (only stop words, or nothing an item has) matches nothing: every candidate is padding
+(-1, score 0), and the dense candidates answer alone.
 """
 
 from __future__ import annotations
@@ -25,14 +28,21 @@ INDEX_FOLDER = "bm25"
 #: The index of a padding candidate (fewer items match than candidates are asked for).
 PADDING = -1
 _STEMMER = Stemmer.Stemmer("english")
+_WORD = r"(?u)\b\w+\b"
 
 
 def terms(texts: list[str]) -> list[list[str]]:
-    """The indexed terms of each text: its words, then their character trigrams."""
+    """The indexed terms of each text: its words, then the character trigrams of its words
+    of four or more characters."""
     words = bm25s.tokenize(
-        texts, stopwords="en", stemmer=_STEMMER, return_ids=False, show_progress=False
+        texts,
+        token_pattern=_WORD,
+        stopwords="en",
+        stemmer=_STEMMER,
+        return_ids=False,
+        show_progress=False,
     )
-    return [[*ws, *(t for word in ws if word for t in _trigrams(word))] for ws in words]
+    return [[*ws, *(t for word in ws if len(word) >= 4 for t in _trigrams(word))] for ws in words]
 
 
 def _trigrams(word: str) -> list[str]:

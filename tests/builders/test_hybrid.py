@@ -1,10 +1,10 @@
-"""Hybrid retrieval's pure parts: the BM25 stage and reciprocal rank fusion."""
+"""Hybrid retrieval's pure parts: the BM25 stage and the fusion of dense and BM25 lists."""
 
 import numpy as np
 import pytest
 
 from builders.runtime.fusion import FusionError, FusionSettings, dense_scores_of, fuse
-from builders.runtime.lexical import PADDING, LexicalIndex
+from builders.runtime.lexical import PADDING, LexicalIndex, terms
 
 TITLES = [
     "Kestrel Air 3 Waterproof Leather Hiking Boots, Brown",
@@ -30,8 +30,15 @@ def test_bm25_ranks_term_matches_and_pads_the_rest(index):
 def test_stemming_case_and_typos_match_and_stop_words_alone_match_nothing(index):
     assert index.search(["HIKING BOOT"], 1)[0][0, 0] == 0
     assert index.search(["headphnoes"], 1)[0][0, 0] == 3  # shares most trigrams
+    assert index.search(["2"], 2)[0][0].tolist() == [3, PADDING]  # one-character words count
     indexes, scores, _ = index.search(["the", "zzzz qqqq"], 3)
     assert (indexes == PADDING).all() and (scores == 0).all()
+
+
+def test_only_words_of_four_or_more_characters_get_trigrams():
+    assert terms(["tee dress"]) == [["tee", "dress", "~#dr", "~dre", "~res", "~ess", "~ss#"]]
+    # A three-letter word's one or two shared trigrams are no evidence of a typo.
+    assert LexicalIndex.build(["Tea Tree Shampoo"]).search(["tee"], 1)[0][0, 0] == PADDING
 
 
 def test_the_stage_also_scores_given_items(index):
@@ -57,28 +64,48 @@ def test_an_empty_catalog_or_k_is_refused(index):
         index.search(["boots"], 0)
 
 
-def test_fusion_sums_reciprocal_ranks_and_carries_both_scores():
-    dense_indexes = np.array([[7, 3, 5]])
-    dense_scores = np.array([[0.9, 0.8, 0.7]], np.float32)
-    lexical_indexes = np.array([[3, 2, -1]])
-    lexical_scores = np.array([[4.0, 2.0, 0.0]], np.float32)
-    bm25_of_dense = np.array([[1.0, 4.0, 0.0]], np.float32)
-    dense_of_lexical = np.array([[0.8, 0.3, 0.0]], np.float32)
-    indexes, fused, dense, lexical = fuse(
-        dense_indexes,
-        dense_scores,
-        lexical_indexes,
-        lexical_scores,
-        bm25_of_dense,
-        dense_of_lexical,
-        5,
+#: One request: dense list 7, 3, 5; lexical list 3, 2 (and padding); each candidate's other score.
+ONE_REQUEST = (
+    np.array([[7, 3, 5]]),
+    np.array([[0.9, 0.8, 0.7]], np.float32),
+    np.array([[3, 2, -1]]),
+    np.array([[4.0, 2.0, 0.0]], np.float32),
+    np.array([[1.0, 4.0, 0.0]], np.float32),  # BM25 of 7, 3, 5
+    np.array([[0.8, 0.3, 0.0]], np.float32),  # dense score of 3, 2 (and padding)
+)
+
+
+def test_convex_fusion_blends_scaled_scores_and_carries_both():
+    indexes, fused, dense, lexical = fuse(*ONE_REQUEST, 5)
+    # Dense scaled over the candidates (0.3..0.9), BM25 over the best (4), equal weights.
+    expected = {3: (5 / 6 + 1) / 2, 7: (1 + 0.25) / 2, 5: (4 / 6 + 0) / 2, 2: (0 + 0.5) / 2}
+    np.testing.assert_array_equal(indexes[0], [3, 7, 5, 2, -1])
+    np.testing.assert_allclose(fused[0, :4], [expected[i] for i in (3, 7, 5, 2)], rtol=1e-6)
+    np.testing.assert_allclose(dense[0], [0.8, 0.9, 0.7, 0.3, 0])
+    np.testing.assert_allclose(lexical[0], [1.0, 0.25, 0, 0.5, 0])
+    assert indexes.dtype == np.int64 and fused.dtype == np.float32
+    only_dense = fuse(*ONE_REQUEST, 5, FusionSettings(dense_weight=1.0))[0]
+    np.testing.assert_array_equal(only_dense[0], [7, 3, 5, 2, -1])
+
+
+def test_convex_fusion_without_lexical_matches_keeps_the_dense_order():
+    dense_indexes, dense_scores, _, _, _, _ = ONE_REQUEST
+    no_match = (np.full((1, 2), -1), np.zeros((1, 2), np.float32))
+    indexes, fused, _, lexical = fuse(
+        dense_indexes, dense_scores, *no_match, np.zeros((1, 3)), no_match[1], 3
     )
+    np.testing.assert_array_equal(indexes[0], [7, 3, 5])
+    np.testing.assert_allclose(fused[0], [0.5, 0.25, 0], atol=1e-6)
+    assert not lexical.any()
+
+
+def test_rank_fusion_sums_reciprocal_ranks_and_carries_both_scores():
+    indexes, fused, dense, lexical = fuse(*ONE_REQUEST, 5, FusionSettings(method="rrf"))
     # Item 3 is in both lists; 7 is first in one; 2 (lexical only) ties with 3's dense rank.
     np.testing.assert_array_equal(indexes[0], [3, 7, 2, 5, -1])
     np.testing.assert_allclose(fused[0, :2], [1 / 62 + 1 / 61, 1 / 61])
     np.testing.assert_allclose(dense[0], [0.8, 0.9, 0.3, 0.7, 0])
     np.testing.assert_allclose(lexical[0], [1.0, 0.25, 0.5, 0, 0])  # BM25 over the best, 4
-    assert indexes.dtype == np.int64 and fused.dtype == np.float32
 
 
 def test_dense_scores_of_given_items():
@@ -104,17 +131,26 @@ TWO_AND_TWO = (
 
 def test_fusion_weights_and_truncates():
     args = TWO_AND_TWO
-    favour_lexical = FusionSettings(rrf_k=60, lexical_weight=2.0)
+    favour_lexical = FusionSettings(method="rrf", rrf_k=60, lexical_weight=2.0)
     indexes, *_ = fuse(*args, 2, favour_lexical)
     np.testing.assert_array_equal(indexes[0], [3, 4])
     with pytest.raises(ValueError, match="non-negative"):
         FusionSettings(lexical_weight=-1)
+    with pytest.raises(ValueError, match="dense_weight"):
+        FusionSettings(dense_weight=1.5)
+    with pytest.raises(ValueError, match="unknown fusion method 'sum'"):
+        FusionSettings(method="sum")
 
 
 def test_fusion_settings_round_trip(tmp_path):
-    settings = FusionSettings(rrf_k=10, lexical_weight=0.5)
+    settings = FusionSettings(method="rrf", rrf_k=10, lexical_weight=0.5)
     settings.save(tmp_path)
     assert FusionSettings.load(tmp_path) == settings
+
+
+def test_fusion_settings_saved_before_methods_are_rank_fusion(tmp_path):
+    (tmp_path / "fusion.json").write_text('{"rrf_k": 60.0, "lexical_weight": 1.0}')
+    assert FusionSettings.load(tmp_path) == FusionSettings(method="rrf")
 
 
 @pytest.mark.parametrize(

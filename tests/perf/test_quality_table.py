@@ -8,9 +8,11 @@ REPORT = {
         "synthetic": {
             "recommend": {"recall_at_10": 0.157, "popularity_recall_at_10": 0.05},
             "recommend_ranker": {"offline_auc": 0.8241, "served_auc": 0.8241},
+            "recommend_seeds": {"seeds": [0, 1, 2], "recall_at_10": [0.157, 0.15, 0.164],
+                                "auc": [0.8241, 0.83, 0.8182]},
             "search": {
-                "ndcg_at_10": {"served": 0.9, "hybrid": 0.85, "dense": 0.8, "lexical": 0.7,
-                               "bm25": 0.75},
+                "ndcg_at_10": {"served": 0.9, "hybrid": 0.85, "hybrid_rrf": 0.84, "dense": 0.8,
+                               "lexical": 0.7, "bm25": 0.75},
                 "recall_at_100": {"served": 0.6, "hybrid": 0.6, "dense": 0.5, "lexical": 0.4,
                                   "bm25": 0.3},
             },
@@ -23,6 +25,10 @@ REPORT = {
                                "bm25": 0.6},
                 "recall_at_100": {"served": 0.9, "hybrid": 0.9, "dense": 0.8, "lexical": 0.85,
                                   "bm25": 0.8},
+                "ndcg_at_10_by_kind": {
+                    "typo": {"queries": 2, "served": 0.5, "hybrid": 0.5, "hybrid_rrf": 0.4,
+                             "dense": 0.3, "lexical": 0.6, "bm25": 0.2},
+                },
             }
         },
         "no-relevance": {"recommend": {"recall_at_10": 0.07}},
@@ -32,18 +38,25 @@ REPORT = {
 
 def test_each_dataset_gets_its_search_rows_with_the_ratios_to_bm25_and_dense():
     lines = readme_table(REPORT).splitlines()
-    figures = "0.9000 | 0.8500 | 0.8000 | 0.7000 | 0.7500 | 1.200× | 1.125×"
+    figures = "0.9000 | 0.8500 | 0.8400 | 0.8000 | 0.7000 | 0.7500 | 1.200× | 1.125×"
     assert f"| synthetic | NDCG@10 | {figures} |" in lines
-    figures = "0.6600 | 0.6600 | 0.5000 | 0.6000 | 0.6000 | 1.100× | 1.320×"
+    figures = "0.6600 | 0.6600 | – | 0.5000 | 0.6000 | 0.6000 | 1.100× | 1.320×"
     assert f"| catalog-only | NDCG@10 | {figures} |" in lines
-    figures = "0.6000 | 0.6000 | 0.5000 | 0.4000 | 0.3000 | 2.000× | 1.200×"
+    figures = "0.6000 | 0.6000 | – | 0.5000 | 0.4000 | 0.3000 | 2.000× | 1.200×"
     assert f"| synthetic | recall@100 | {figures} |" in lines
     assert not any(line.startswith("| no-relevance | NDCG") for line in lines)
 
 
 def test_recommend_rows_show_what_was_measured_and_a_dash_for_what_was_not():
     lines = readme_table(REPORT).splitlines()
-    assert "| synthetic | 0.1570 | 0.0500 | 0.8241 | 0.8241 |" in lines
-    assert "| no-relevance | 0.0700 | – | – | – |" in lines
+    spread = "| 3 | 0.1570 (0.1500–0.1640) | 0.8241 (0.8182–0.8300) |"
+    assert f"| synthetic | 0.1570 | 0.0500 | 0.8241 | 0.8241 {spread}" in lines
+    assert "| no-relevance | 0.0700 | – | – | – | – | – | – |" in lines
     assert not any(line.startswith("| catalog-only | 0.") for line in lines)
     assert any("`text_encoder`" in line and "1.0000" in line for line in lines)
+
+
+def test_queries_of_each_kind_get_a_row_where_the_report_has_them():
+    lines = readme_table(REPORT).splitlines()
+    assert "| typo | 2 | 0.5000 | 0.5000 | 0.4000 | 0.3000 | 0.6000 | 0.2000 |" in lines
+    assert sum("by kind of query" in line for line in lines) == 1
