@@ -39,7 +39,7 @@ RAY_STAMP := $(RAY_VENV)/.setup-done
 # `make test` options, e.g. `make test PYTEST_ARGS="-k launcher -x"`
 PYTEST_ARGS ?=
 
-.PHONY: help setup apt-deps helm-tools models demo quality bench-client serve test lint format clean distclean sweep bench bench-ma bench-retrieval reliability ray-env
+.PHONY: help setup apt-deps helm-tools models demo quality bench-client serve test lint format clean distclean sweep bench bench-ma bench-retrieval bench-search-scale reliability ray-env
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -102,6 +102,9 @@ reliability: models ## Soak, hot swap, canary rollback, stage crash, server rest
 
 bench-retrieval: setup ## Exact vs ANN retrieval at 10k/100k/1M items (perf/results/retrieval_scale.json, .png)
 	$(PY) -m perf.retrieval_scale
+
+bench-search-scale: setup ## A whole search build at 1M items, served and graded (perf/results/search_scale.json; about 45 min)
+	$(PY) -m perf.search_scale
 
 # Model Analyzer lives in its own environment: its dependencies stay out of $(VENV).
 MA_VENV := build/model-analyzer-venv

@@ -1,7 +1,7 @@
 """The pipelines run without Triton, straight from a repository's version folders.
 
 Reads a release's `pipeline.json` and runs each pinned stage with its
-framework (the tokenizer module, ONNX Runtime, the BM25 and fusion modules,
+framework (the tokenizer module, ONNX Runtime or FAISS, the BM25 and fusion modules,
 TensorFlow, the features module), then the same top-k as the served `top_k`
 step. Served results must equal these (the end-to-end parity tests), and the
 quality benchmark scores them.
@@ -15,6 +15,8 @@ from typing import NamedTuple
 import numpy as np
 
 from builders.pipelines import PIPELINE_FILE, PipelineSpec
+from builders.runtime.ann_index import INDEX_FILE as ANN_INDEX_FILE
+from builders.runtime.ann_index import AnnIndex
 from builders.runtime.features import FeatureTables, ranker_inputs
 from builders.runtime.fusion import EMBEDDINGS_FILE, FusionSettings, dense_scores_of, fuse
 from builders.runtime.lexical import LexicalIndex
@@ -106,10 +108,22 @@ class OfflinePipeline:
         return self._dense_index(embedding)
 
     def _dense_index(self, embedding: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        candidates, scores = self._onnx(
-            "index", {"query_embedding": embedding}, ["candidate_indexes", "candidate_scores"]
-        )
-        return candidates, scores
+        folder = self._stage_folder("index")
+        if not (folder / ANN_INDEX_FILE).exists():
+            return tuple(
+                self._onnx(
+                    "index",
+                    {"query_embedding": embedding},
+                    ["candidate_indexes", "candidate_scores"],
+                )
+            )
+        if "index" not in self._sessions:
+            config = parse_pbtxt((folder.parent / "config.pbtxt").read_text())
+            nprobe = config.get("parameters", {}).get("nprobe", {}).get("string_value")
+            self._sessions["index"] = AnnIndex.load(
+                folder, self.spec.num_candidates, nprobe=int(nprobe) if nprobe else None
+            )
+        return self._sessions["index"].search(embedding)
 
     def lexical(
         self, queries: list[str], also: np.ndarray | None = None

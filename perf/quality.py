@@ -345,24 +345,31 @@ def _ratio(numerator, denominator) -> str:
     return f"{numerator / denominator:.3f}×" if numerator and denominator else "–"
 
 
-def readme_table(report: dict) -> str:
-    """The tables README.md quotes, from quality.json (a test checks that it quotes the
-    committed copy, docs/results/quality.json)."""
+def search_table(searches: dict[str, dict]) -> list[str]:
+    """The NDCG@10 and recall@100 rows of `search_quality` reports, one pair per name."""
     header = " | ".join(label for _, label in SEARCH_SYSTEMS)
     lines = [
         f"| dataset | measure | {header} | served ÷ BM25 | served ÷ dense |",
         "|---|---|" + "---|" * (len(SEARCH_SYSTEMS) + 2),
     ]
-    for name, entry in report["datasets"].items():
-        search = entry.get("search")
-        if not search:
-            continue
+    for name, search in searches.items():
         for key, label in (("ndcg_at_10", "NDCG@10"), ("recall_at_100", "recall@100")):
             values = search[key]
             cells = " | ".join(_figure(values.get(system)) for system, _ in SEARCH_SYSTEMS)
             served = values.get("served")
             ratios = f"{_ratio(served, values.get('bm25'))} | {_ratio(served, values.get('dense'))}"
             lines.append(f"| {name} | {label} | {cells} | {ratios} |")
+    return lines
+
+
+def readme_table(report: dict) -> str:
+    """The tables README.md quotes, from quality.json (a test checks that it quotes the
+    committed copy, docs/results/quality.json)."""
+    header = " | ".join(label for _, label in SEARCH_SYSTEMS)
+    searches = {
+        name: entry["search"] for name, entry in report["datasets"].items() if entry.get("search")
+    }
+    lines = search_table(searches)
     lines += [
         "",
         "| dataset | recommend recall@10: two-tower | popularity | ranker AUC: offline | served "

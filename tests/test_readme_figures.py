@@ -5,7 +5,7 @@ perf/results/)."""
 import json
 from pathlib import Path
 
-from perf import bench, quality, reliability, stage_cpu
+from perf import bench, quality, reliability, search_scale, stage_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
@@ -51,3 +51,10 @@ def test_the_reliability_table_is_the_one_in_its_results():
     text = (ROOT / "README.md").read_text()
     assert reliability.readme_table(results) in text, "README.md does not quote reliability.json"
     assert f"The run of {results['date']}" in text
+
+
+def test_the_search_scale_tables_are_the_ones_in_its_results():
+    results = json.loads((RESULTS / "search_scale.json").read_text())
+    text = (ROOT / "README.md").read_text()
+    assert search_scale.readme_table(results) in text, "README.md does not quote it"
+    assert f"search_scale.json of {results['date'][:10]}" in text
