@@ -11,12 +11,12 @@
    kept in `build.log`: wall time, each model's time, the embedding rate and the
    build's peak RSS;
 3. the repository served by the real tritonserver: time to ready, the server's memory
-   (proportional set size of every process in its group), a few queries' first hits,
-   batch-1 latency of `search` over gRPC on the graded queries (`--repeats` passes) and
-   each stage's queue and compute time per request in those passes (Triton's statistics),
-   and NDCG@10 / recall@100 of every stage, the served pipeline and a plain BM25 over
-   the same item texts (`perf.quality.search_quality`) on the generator's graded
-   relevance for that catalog.
+   (proportional set size of every process in its group, in all and per process), a few
+   queries' first hits, batch-1 latency of `search` over gRPC on the graded queries
+   (`--repeats` passes) and each stage's queue and compute time per request in those
+   passes (Triton's statistics), and NDCG@10 / recall@100 of every stage, the served
+   pipeline and a plain BM25 over the same item texts (`perf.quality.search_quality`) on
+   the generator's graded relevance for that catalog.
 
 Steps 1-2 are skipped when `repo` and `build.json` exist (`--rebuild` forces them).
 Results go to `perf/results/search_scale.json`. A catalog-only build has no logged
@@ -61,10 +61,15 @@ def parse_build_log(lines: list[str]) -> dict:
 
 def group_memory_mb(pgid: int) -> dict:
     """Resident and proportional set size of every process in a group (shared pages counted
-    once by PSS)."""
+    once by PSS), and the PSS of each: a Python-backend stub under its model's name, the
+    group's leader as `tritonserver` (the server and its in-process backends, ONNX Runtime
+    among them), any other process as `other`."""
     from server.launcher import processes_in_group
+    from server.stub_watchdog import server_stubs
 
+    stubs = server_stubs(pgid)
     rss = pss = 0
+    by_process: dict[str, int] = {}
     pids = processes_in_group(pgid)
     for pid in pids:
         try:
@@ -74,7 +79,14 @@ def group_memory_mb(pgid: int) -> dict:
         fields = dict(line.split(":", 1) for line in rollup.splitlines()[1:])
         rss += int(fields["Rss"].split()[0])
         pss += int(fields["Pss"].split()[0])
-    return {"processes": len(pids), "rss_mb": round(rss / 1024), "pss_mb": round(pss / 1024)}
+        label = stubs[pid].model if pid in stubs else "tritonserver" if pid == pgid else "other"
+        by_process[label] = by_process.get(label, 0) + int(fields["Pss"].split()[0])
+    return {
+        "processes": len(pids),
+        "rss_mb": round(rss / 1024),
+        "pss_mb": round(pss / 1024),
+        "pss_mb_by_process": {label: round(kb / 1024) for label, kb in sorted(by_process.items())},
+    }
 
 
 def percentiles(times_ms: list[float]) -> dict:
@@ -226,17 +238,24 @@ def readme_table(result: dict) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     passes = served["latency_batch1_k10"]
+    memory = served["memory"].get("pss_mb_by_process", {})
     p50 = ", ".join(f"{p['p50_ms']:.1f}" for p in passes)
     p99 = ", ".join(f"{p['p99_ms']:.1f}" for p in passes)
     lines += [
         f"| `search`, batch 1, k 10, {passes[0]['requests']} queries | {served['ready_s']:.1f} "
         f"| {served['memory']['pss_mb']:,} | {p50} | {p99} |",
         "",
-        "| stage (server side, per request) | queue ms | compute ms |",
-        "|---|---:|---:|",
+        "| stage (server side, per request) | queue ms | compute ms | process PSS MB |",
+        "|---|---:|---:|---:|",
         *(
-            f"| `{model}` | {t['queue_ms']:.2f} | {t['compute_ms']:.2f} |"
+            f"| `{model}` | {t['queue_ms']:.2f} | {t['compute_ms']:.2f} | "
+            f"{format(memory[model], ',') if model in memory else ''} |"
             for model, t in served["stage_ms"].items()
+        ),
+        *(
+            f"| {label} (process) | | | {mb:,} |"
+            for label, mb in memory.items()
+            if label not in served["stage_ms"]
         ),
         "",
         *search_table({f"{result['items']:,} items": served["quality"]}),

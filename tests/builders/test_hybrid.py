@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from builders.runtime.fusion import FusionError, FusionSettings, dense_scores_of, fuse
-from builders.runtime.lexical import PADDING, LexicalIndex, terms
+from builders.runtime.lexical import PADDING, SAMPLE_STEP, LexicalIndex, best_items, terms
 
 TITLES = [
     "Kestrel Air 3 Waterproof Leather Hiking Boots, Brown",
@@ -73,6 +73,28 @@ ONE_REQUEST = (
     np.array([[1.0, 4.0, 0.0]], np.float32),  # BM25 of 7, 3, 5
     np.array([[0.8, 0.3, 0.0]], np.float32),  # dense score of 3, 2 (and padding)
 )
+
+
+def every_best(scores: np.ndarray, k: int) -> list[int]:
+    """The k best positive scores by sorting all of them: best first, ties by index."""
+    return sorted(np.flatnonzero(scores > 0).tolist(), key=lambda i: (-scores[i], i))[:k]
+
+
+@pytest.mark.parametrize("positive", [1.0, 0.3, 0.002, 0.0])
+def test_best_items_of_a_large_catalog_are_those_of_a_full_sort(positive):
+    rng = np.random.default_rng(7)
+    for size in (50, SAMPLE_STEP * 10 + 1, 200_000):
+        # few distinct values: many ties, also at the k-th place
+        scores = rng.integers(1, 40, size).astype(np.float32)
+        scores[rng.random(size) >= positive] = 0
+        for k in (1, 10, 100):
+            assert best_items(scores, k).tolist() == every_best(scores, k), (size, k)
+    # fewer than k reach the sample's threshold: 7 sampled items, 50 others below them
+    scores = np.zeros(100_000, dtype=np.float32)
+    scores[: 7 * SAMPLE_STEP : SAMPLE_STEP] = 1.0
+    scores[1:51] = 0.5
+    assert best_items(scores, 100).tolist() == every_best(scores, 100)
+    assert len(every_best(scores, 100)) == 57
 
 
 def test_convex_fusion_blends_scaled_scores_and_carries_both():

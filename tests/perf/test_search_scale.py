@@ -83,6 +83,10 @@ def test_small_run_builds_serves_grades_and_then_reuses_the_build(tmp_path, caps
 
     served = result["served"]
     assert served["ready_s"] > 0 and served["memory"]["pss_mb"] > 100
+    by_process = served["memory"]["pss_mb_by_process"]
+    python_stages = {"query_tokenizer", "search_index", "lexical_index", "hybrid_fusion", "top_k"}
+    assert set(by_process) >= python_stages | {"tritonserver"}
+    assert abs(sum(by_process.values()) - served["memory"]["pss_mb"]) <= len(by_process)
     assert len(served["first_hits"]) == 4
     assert all(len(titles) == 3 for titles in served["first_hits"].values())
     assert [p["requests"] for p in served["latency_batch1_k10"]] == [result["graded_queries"]] * 2
@@ -92,6 +96,7 @@ def test_small_run_builds_serves_grades_and_then_reuses_the_build(tmp_path, caps
     table = search_scale.readme_table(result)
     assert f"| whole build, wall clock | {build['wall_s']:.1f} |" in table
     assert f"| 1,500 items | NDCG@10 | {ndcg['served']:.4f} |" in table
+    assert f"| tritonserver (process) | | | {by_process['tritonserver']:,} |" in table
 
     capsys.readouterr()
     assert search_scale.main([*args, "--repeats", "1"]) == 0
