@@ -103,7 +103,7 @@ reliability: models ## Soak, hot swap, canary rollback, stage crash, server rest
 bench-retrieval: setup ## Exact vs ANN retrieval at 10k/100k/1M items (perf/results/retrieval_scale.json, .png)
 	$(PY) -m perf.retrieval_scale
 
-bench-search-scale: setup ## A whole search build at 1M items, served and graded (perf/results/search_scale.json; about 45 min)
+bench-search-scale: setup ## A whole search build at 1M items, served and graded (perf/results/search_scale.json; 35-45 min)
 	$(PY) -m perf.search_scale
 
 # Model Analyzer lives in its own environment: its dependencies stay out of $(VENV).

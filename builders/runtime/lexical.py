@@ -113,7 +113,7 @@ def best_items(scores: np.ndarray, k: int) -> np.ndarray:
     """The indexes of the `k` best positive `scores`, best first, ties by index; fewer when
     fewer are positive.
 
-    At 1M items a query's words and trigrams match about a third of the catalog, and sorting
+    At 1M items a query's words and trigrams match a large share of the catalog, and sorting
     out every match costs more than scoring. So a large catalog's candidates are only the
     scores at or above a threshold, the best few of a strided sample (about 4 * k items
     reach it). When at least k items reach it, the k-th best score is at or above it, so the
