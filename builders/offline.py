@@ -110,13 +110,10 @@ class OfflinePipeline:
     def _dense_index(self, embedding: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         folder = self._stage_folder("index")
         if not (folder / ANN_INDEX_FILE).exists():
-            return tuple(
-                self._onnx(
-                    "index",
-                    {"query_embedding": embedding},
-                    ["candidate_indexes", "candidate_scores"],
-                )
+            candidates, scores = self._onnx(
+                "index", {"query_embedding": embedding}, ["candidate_indexes", "candidate_scores"]
             )
+            return candidates, scores
         if "index" not in self._sessions:
             config = parse_pbtxt((folder.parent / "config.pbtxt").read_text())
             nprobe = config.get("parameters", {}).get("nprobe", {}).get("string_value")
