@@ -170,8 +170,9 @@ def progress(message: str) -> None:
 
 
 def copy_runtime(folder: Path, *modules: str, glue: str) -> None:
-    """Put pure runtime modules and the glue (as model.py) into a version folder."""
-    for module in modules:
+    """Put pure runtime modules, `stage_glue` and the glue (as model.py) into a version
+    folder."""
+    for module in (*modules, "stage_glue"):
         shutil.copy2(RUNTIME / f"{module}.py", folder / f"{module}.py")
     shutil.copy2(RUNTIME / f"{glue}.py", folder / "model.py")
 

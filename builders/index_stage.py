@@ -151,7 +151,8 @@ def prepare_index(
 def write_ann_files(folder: Path, index, params: dict, item_ids: np.ndarray) -> None:
     import faiss
 
-    shutil.copy2(RUNTIME / "ann_index.py", folder / "ann_index.py")
+    for module in ("ann_index", "stage_glue"):
+        shutil.copy2(RUNTIME / f"{module}.py", folder / f"{module}.py")
     shutil.copy2(RUNTIME / "ann_index_model.py", folder / "model.py")
     faiss.write_index(index, str(folder / "index.faiss"))
     (folder / "ann.json").write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")

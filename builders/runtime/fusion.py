@@ -99,7 +99,8 @@ def fuse(
     """Fuse [B, Nd] dense and [B, Nl] lexical candidates (each best first) into [B, n]:
     (candidate indexes int64, fused scores, dense scores, lexical scores: float32).
     `bm25_of_dense` [B, Nd] is the BM25 of the dense candidates, `dense_of_lexical` [B, Nl]
-    the dense score of the lexical ones; `settings` default to `FusionSettings()`."""
+    the dense score of the lexical ones; `settings` default to `FusionSettings()`. All rows
+    are fused at once, each exactly as it would be alone."""
     settings = settings or FusionSettings()
     arrays = [
         np.asarray(a)
@@ -133,38 +134,57 @@ def fuse(
         raise FusionError(
             f"{len(dense_indexes)} dense and {len(lexical_indexes)} lexical rows differ"
         )
-    shape = (len(dense_indexes), num_candidates)
-    candidates = np.full(shape, PADDING, dtype=np.int64)
-    fused, dense, lexical = (np.zeros(shape, dtype=np.float32) for _ in range(3))
-    for row in range(len(dense_indexes)):
-        d_valid = dense_indexes[row] != PADDING
-        l_valid = lexical_indexes[row] != PADDING
-        d_items, l_items = dense_indexes[row][d_valid], lexical_indexes[row][l_valid]
-        items, slots = np.unique(np.concatenate([d_items, l_items]), return_inverse=True)
-        item_dense = np.zeros(len(items), dtype=np.float64)
-        item_dense[slots[len(d_items) :]] = dense_of_lexical[row][l_valid]
-        item_dense[slots[: len(d_items)]] = dense_scores[row][d_valid]
-        item_lexical = np.zeros(len(items), dtype=np.float64)
-        item_lexical[slots[: len(d_items)]] = bm25_of_dense[row][d_valid]
-        item_lexical[slots[len(d_items) :]] = lexical_scores[row][l_valid]
-        best = lexical_scores[row][l_valid].max() if l_valid.any() else 0.0
-        if best > 0:
-            item_lexical /= best
-        if settings.method == "convex":
-            low, spread = (item_dense.min(), np.ptp(item_dense)) if len(items) else (0.0, 0.0)
-            scaled = (item_dense - low) / spread if spread > 0 else np.zeros_like(item_dense)
-            totals = settings.dense_weight * scaled + (1 - settings.dense_weight) * item_lexical
-        else:
-            d_ranks = np.flatnonzero(d_valid) + 1.0
-            l_ranks = np.flatnonzero(l_valid) + 1.0
-            d_parts = 1 / (settings.rrf_k + d_ranks)
-            l_parts = settings.lexical_weight / (settings.rrf_k + l_ranks)
-            contributions = np.concatenate([d_parts, l_parts])
-            totals = np.bincount(slots, contributions, minlength=len(items))
-        order = np.lexsort((items, -totals))[:num_candidates]
-        width = len(order)
-        candidates[row, :width] = items[order]
-        fused[row, :width] = totals[order]
-        dense[row, :width] = item_dense[order]
-        lexical[row, :width] = item_lexical[order]
-    return candidates, fused, dense, lexical
+    # Each row's items of both lists in ascending order; an item's slot is its first place
+    # there (padding's slot, and a repeated item's later places, are not candidates).
+    listed = np.concatenate([dense_indexes, lexical_indexes], axis=1).astype(np.int64)
+    rows = np.arange(len(listed))[:, None]
+    order = np.argsort(listed, axis=1, kind="stable")
+    items = listed[rows, order]
+    first = np.ones(items.shape, dtype=bool)
+    first[:, 1:] = items[:, 1:] != items[:, :-1]
+    valid = first & (items != PADDING)
+    slots = np.empty_like(order)
+    places = np.arange(listed.shape[1])
+    slots[rows, order] = np.maximum.accumulate(np.where(first, places, 0), axis=1)
+    d_slots, l_slots = np.split(slots, [dense_indexes.shape[1]], axis=1)
+
+    # Later writes win: a dense candidate's own dense score over `dense_of_lexical`, a
+    # lexical candidate's own BM25 over `bm25_of_dense`.
+    item_dense = np.zeros(items.shape, dtype=np.float64)
+    item_dense[rows, l_slots] = dense_of_lexical
+    item_dense[rows, d_slots] = dense_scores
+    item_lexical = np.zeros(items.shape, dtype=np.float64)
+    item_lexical[rows, d_slots] = bm25_of_dense
+    item_lexical[rows, l_slots] = lexical_scores
+    best = np.where(lexical_indexes != PADDING, lexical_scores, 0).max(axis=1, initial=0)[:, None]
+    np.divide(item_lexical, best, out=item_lexical, where=best > 0)
+    if settings.method == "convex":
+        low = item_dense.min(axis=1, keepdims=True, where=valid, initial=np.inf)
+        spread = item_dense.max(axis=1, keepdims=True, where=valid, initial=-np.inf) - low
+        scaled = np.zeros_like(item_dense)
+        np.divide(item_dense - low, spread, out=scaled, where=spread > 0)
+        totals = settings.dense_weight * scaled + (1 - settings.dense_weight) * item_lexical
+    else:
+        # Ranks count from 1 in each list; each item's sum adds its dense part first.
+        d_ranks = np.arange(1.0, dense_indexes.shape[1] + 1)
+        l_ranks = np.arange(1.0, lexical_indexes.shape[1] + 1)
+        totals = np.zeros(items.shape, dtype=np.float64)
+        np.add.at(totals, (rows, d_slots), 1 / (settings.rrf_k + d_ranks))
+        np.add.at(totals, (rows, l_slots), settings.lexical_weight / (settings.rrf_k + l_ranks))
+
+    # Best fused score first, ties by item index (slots are in item order).
+    ranked = np.argsort(np.where(valid, -totals, np.inf), axis=1, kind="stable")
+    ranked = ranked[:, :num_candidates]
+    kept = valid[rows, ranked]
+
+    def column(values: np.ndarray, pad: int, dtype) -> np.ndarray:
+        out = np.full((len(listed), num_candidates), pad, dtype=dtype)
+        out[:, : ranked.shape[1]] = np.where(kept, values[rows, ranked], pad)
+        return out
+
+    return (
+        column(items, PADDING, np.int64),
+        column(totals, 0, np.float32),
+        column(item_dense, 0, np.float32),
+        column(item_lexical, 0, np.float32),
+    )

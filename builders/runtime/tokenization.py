@@ -6,7 +6,8 @@ fixed widths so that Triton's dynamic batcher can join the encoder's requests (i
 equal shapes only): to `max_length`, or with length buckets (e.g. 8, 16, 32) to the
 smallest bucket that holds the batch's longest query, so the encoder's cost follows the
 queries' real length (logged queries average under 6 tokens) while the requests of one
-bucket still batch together.
+bucket still batch together. The requests of one dynamic batch are tokenised in one call
+(`encode_each`), each still padded to its own width.
 Normalisation (lower-casing, accent stripping, control-character removal) is the one
 `tokenizer.json` declares.
 """
@@ -114,23 +115,49 @@ class QueryTokenizer:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Tokenise a batch; raises EmptyQueryError naming the first query without a letter
         or digit (with `searchable=False`, only one without any token: item titles)."""
-        encodings = self._tokenizer.encode_batch([decode_query(text) for text in texts])
-        for index, encoding in enumerate(encodings):
-            # Special tokens ([CLS], [SEP], padding) are marked 1: all 1 means no token.
-            has_token = 0 in encoding.special_tokens_mask
-            if not (self._searchable(encoding) if searchable else has_token):
-                raise EmptyQueryError(index)
+        encoded = self.encode_each([texts], searchable)[0]
+        if isinstance(encoded, EmptyQueryError):
+            raise encoded
+        return encoded
+
+    def encode_each(
+        self, batches: Sequence[Sequence[bytes | str]], searchable: bool = True
+    ) -> list[tuple[np.ndarray, np.ndarray] | EmptyQueryError]:
+        """`encode` of several batches (a Python model's requests) in one tokenizer call:
+        each batch's arrays, padded to its own width, or the EmptyQueryError refusing it."""
+        texts = [decode_query(text) for batch in batches for text in batch]
+        encodings = self._tokenizer.encode_batch(texts)
         shape = (len(encodings), self.max_length)
         input_ids = np.array([e.ids for e in encodings], dtype=np.int64).reshape(shape)
         attention_mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
         attention_mask = attention_mask.reshape(shape)
-        width = self.width(int(attention_mask.sum(axis=1).max(initial=0)))
-        # Padding is on the right, so cutting the max_length-wide arrays is exact.
-        return input_ids[:, :width].copy(), attention_mask[:, :width].copy()
+        lengths = attention_mask.sum(axis=1)
+        answers, start = [], 0
+        for batch in batches:
+            rows = slice(start, start + len(batch))
+            start = rows.stop
+            empty = self._first_empty(encodings[rows], searchable)
+            if empty is not None:
+                answers.append(EmptyQueryError(empty))
+                continue
+            width = self.width(int(lengths[rows].max(initial=0)))
+            # Padding is on the right, so cutting the max_length-wide arrays is exact.
+            answers.append((input_ids[rows, :width].copy(), attention_mask[rows, :width].copy()))
+        return answers
 
     def width(self, longest: int) -> int:
         """The padded width for a batch whose longest sequence has `longest` tokens."""
         return next(w for w in self.buckets if w >= longest)
+
+    def _first_empty(self, encodings, searchable: bool) -> int | None:
+        """The position of the first encoding without a letter or digit (with
+        `searchable=False`, without any token), or None."""
+        for index, encoding in enumerate(encodings):
+            # Special tokens ([CLS], [SEP], padding) are marked 1: all 1 means no token.
+            has_token = 0 in encoding.special_tokens_mask
+            if not (self._searchable(encoding) if searchable else has_token):
+                return index
+        return None
 
     def _searchable(self, encoding) -> bool:
         """Whether a token other than [CLS], [SEP], padding and [UNK] has a letter or digit."""

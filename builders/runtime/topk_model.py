@@ -1,57 +1,46 @@
 """Triton Python-backend model `top_k`: ranked candidates to the pipelines' answer.
 
-Copied as `model.py` into a version folder next to `topk.py` and `item_ids.npy` (the
-catalog's item ids in item-index order). Config: `max_batch_size` > 0 with dynamic
-batching; inputs `candidate_indexes` TYPE_INT64 dims [-1] (-1 = padding),
+Copied as `model.py` into a version folder next to `topk.py`, `stage_glue.py` and
+`item_ids.npy` (the catalog's item ids in item-index order). Config: `max_batch_size` > 0
+with dynamic batching; inputs `candidate_indexes` TYPE_INT64 dims [-1] (-1 = padding),
 `candidate_scores` TYPE_FP32 dims [-1] and `k` TYPE_INT32 dims [1]; outputs `item_ids`
 TYPE_INT64 dims [-1], `scores` TYPE_FP32 dims [-1] (best first) and `truncated`
-TYPE_BOOL dims [1]. Each request is answered on its own (its own k and length), so a
-bad `k` gets an INVALID_ARG error of its own and the rest of the batch is answered.
+TYPE_BOOL dims [1]. A batch is ordered in one sort; each request keeps its own k and
+output length, and a bad `k` gets an INVALID_ARG error of its own.
 """
 
 import sys
 from pathlib import Path
 
 import numpy as np
-import triton_python_backend_utils as pb_utils
 
 VERSION_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(VERSION_DIR))
 
-from topk import RequestError, parse_k, results  # noqa: E402
+import stage_glue  # noqa: E402
+from topk import RequestError, results  # noqa: E402
 
 
 class TritonPythonModel:
+    name = "top-k"
+    inputs = ("candidate_indexes", "candidate_scores", "k")
+    outputs = ("item_ids", "scores", "truncated")
+    invalid = RequestError
+
     def initialize(self, args: dict) -> None:
         self.item_ids = np.load(VERSION_DIR / "item_ids.npy")
 
     def execute(self, requests: list) -> list:
-        return [self._respond(request) for request in requests]
+        return stage_glue.execute(requests, self)
 
-    def _respond(self, request):
-        def get(name):
-            tensor = pb_utils.get_input_tensor_by_name(request, name)
-            return None if tensor is None else tensor.as_numpy()
-
-        try:
-            k = parse_k(get("k"))
-            ids, scores, truncated = results(
-                self.item_ids, get("candidate_indexes"), get("candidate_scores"), k
-            )
-        except RequestError as err:
-            return _error_response(str(err), pb_utils.TritonError.INVALID_ARG)
-        except Exception as err:  # noqa: BLE001 - one bad request must not fail the others
-            return _error_response(
-                f"top-k failed: {type(err).__name__}: {err}", pb_utils.TritonError.INTERNAL
-            )
-        return pb_utils.InferenceResponse(
-            output_tensors=[
-                pb_utils.Tensor("item_ids", ids.reshape(1, -1)),
-                pb_utils.Tensor("scores", scores.reshape(1, -1)),
-                pb_utils.Tensor("truncated", np.array([[truncated]], dtype=np.bool_)),
-            ]
-        )
+    def answer(self, group: list[dict]) -> list:
+        requests = [(i["candidate_indexes"], i["candidate_scores"], i["k"]) for i in group]
+        return [
+            answer if isinstance(answer, RequestError) else _outputs(*answer)
+            for answer in results(self.item_ids, requests)
+        ]
 
 
-def _error_response(message: str, code):
-    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message, code))
+def _outputs(item_ids, scores, truncated):
+    """One request's answer shaped as the outputs: a batch of one."""
+    return item_ids.reshape(1, -1), scores.reshape(1, -1), np.array([[truncated]], np.bool_)

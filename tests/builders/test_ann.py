@@ -12,6 +12,7 @@ from builders.repository import RepositoryError, read_manifest
 from builders.retrieval import exact_top_k, index_items, item_matrix
 from builders.runtime.ann_index import PAD_SCORE, AnnIndex
 from builders.specs import parse_pbtxt
+from tests.fake_pb_utils import import_model, outputs
 
 
 def clustered(n, dim=32, clusters=40, spread=0.8, seed=0):
@@ -84,9 +85,8 @@ def test_ann_version_layout_and_search(tmp_path, items):
     path, metrics = index_stage.write_standalone(
         tmp_path, "search_index", items, ids, kind="ann", num_candidates=50
     )
-    assert {"model.py", "ann_index.py", "index.faiss", "ann.json", "item_ids.npy"} <= {
-        p.name for p in path.iterdir()
-    }
+    files = {"model.py", "ann_index.py", "stage_glue.py", "index.faiss", "ann.json", "item_ids.npy"}
+    assert files <= {p.name for p in path.iterdir()}
     config = parse_pbtxt((tmp_path / "search_index" / "config.pbtxt").read_text())
     assert config["backend"] == "python"
     assert [o["name"] for o in config["output"]] == ["candidate_indexes", "candidate_scores"]
@@ -103,6 +103,34 @@ def test_ann_version_layout_and_search(tmp_path, items):
     np.testing.assert_allclose(
         scores, np.take_along_axis(queries @ items.T, indexes, axis=1), atol=1e-5
     )
+
+
+def test_ann_model_batch_equals_each_request_alone(tmp_path, items, monkeypatch):
+    """One FAISS search for the batch; a query of the wrong width fails alone."""
+    ids = np.arange(len(items), dtype=np.int64)
+    path, _ = index_stage.write_standalone(
+        tmp_path, "search_index", items, ids, kind="ann", num_candidates=20
+    )
+    stage = import_model(path, "ann_index", monkeypatch=monkeypatch).TritonPythonModel()
+    config = {
+        "output": [{"name": "candidate_indexes", "dims": [20]}],
+        "parameters": {"device": {"string_value": "cpu"}},
+    }
+    stage.initialize({"model_config": json.dumps(config)})
+    queries = ann.probe_queries(items, 5, seed=6)
+    requests = [{"query_embedding": queries[i : i + 1]} for i in range(5)]
+    requests[2] = {"query_embedding": queries[2:3, :-1]}
+    batched = [outputs(r) for r in stage.execute(requests)]
+    alone = [outputs(stage.execute([r])[0]) for r in requests]
+    assert (
+        batched[2]
+        == alone[2]
+        == ("INVALID_ARG", "query_embedding must be [batch, 32], got (1, 31)")
+    )
+    for index in (0, 1, 3, 4):
+        for name in ("candidate_indexes", "candidate_scores"):
+            np.testing.assert_array_equal(batched[index][name], alone[index][name])
+            assert batched[index][name].shape == (1, 20)
 
 
 def test_fewer_items_than_candidates_pad(tmp_path):

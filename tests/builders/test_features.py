@@ -26,6 +26,7 @@ from builders.runtime.features import (
     FeatureTables,
     ranker_inputs,
 )
+from tests.fake_pb_utils import load_model, outputs
 
 RUNTIME = Path(features.__file__).parent
 UNKNOWN_USER_ID = -12345
@@ -166,6 +167,46 @@ def test_missing_brand_price_and_log_give_zero_features():
     assert (sparse[..., 0] == 0).all() and (dense[..., 1:] == 0).all()
 
 
+# --- the Python-backend model, with a fake `triton_python_backend_utils` ---------------------
+
+
+def test_model_batch_equals_each_request_alone(tables, tmp_path, monkeypatch):
+    """Requests with and without a user or lexical scores, of two candidate counts, and a
+    malformed one: one `ranker_inputs` call per group, the same answers as alone."""
+    model = load_model(tmp_path, "features_model", "features", monkeypatch=monkeypatch)
+    tables.save(tmp_path / "tables.npz")
+    stage = model.TritonPythonModel()
+    stage.initialize({})
+    requests = []
+    for seed in range(8):
+        user_ids, item_indexes, scores = candidates(tables, batch=1, n=6 + seed % 2, seed=seed)
+        request = {"candidate_ids": item_indexes, "candidate_scores": scores}
+        if seed % 3:
+            request["user_id"] = user_ids.reshape(1, 1)
+        if seed % 4:
+            request["lexical_scores"] = np.abs(scores)
+        requests.append(request)
+    requests[5]["candidate_ids"] = requests[5]["candidate_ids"] + tables.n_items
+    batched = [outputs(r) for r in stage.execute(requests)]
+    assert batched[5][0] == "INVALID_ARG" and "outside" in batched[5][1]
+    for index, (request, answer) in enumerate(zip(requests, batched)):
+        if index == 5:
+            continue
+        user_ids = request.get("user_id")
+        expected = ranker_inputs(
+            tables,
+            None if user_ids is None else user_ids.reshape(-1),
+            request["candidate_ids"],
+            request["candidate_scores"],
+            request.get("lexical_scores"),
+        )
+        alone = outputs(stage.execute([request])[0])
+        for name, wanted in zip(("sparse", "dense"), expected):
+            np.testing.assert_array_equal(answer[name], wanted)
+            np.testing.assert_array_equal(alone[name], wanted)
+            assert answer[name].dtype == wanted.dtype and answer[name].shape == wanted.shape
+
+
 # --- the Python-backend model in the real server -----------------------------------------
 
 
@@ -173,6 +214,7 @@ def write_features_model(repo: Path, tables: FeatureTables, name: str) -> None:
     version = repo / name / "1"
     version.mkdir(parents=True)
     shutil.copy(RUNTIME / "features.py", version / "features.py")
+    shutil.copy(RUNTIME / "stage_glue.py", version / "stage_glue.py")
     shutil.copy(RUNTIME / "features_model.py", version / "model.py")
     tables.save(version / "tables.npz")
 

@@ -1,10 +1,14 @@
-"""Hybrid retrieval's pure parts: the BM25 stage and the fusion of dense and BM25 lists."""
+"""Hybrid retrieval's pure parts: the BM25 stage and the fusion of dense and BM25 lists, and
+their Python-backend models with a fake `triton_python_backend_utils`."""
+
+import json
 
 import numpy as np
 import pytest
 
 from builders.runtime.fusion import FusionError, FusionSettings, dense_scores_of, fuse
 from builders.runtime.lexical import PADDING, SAMPLE_STEP, LexicalIndex, best_items, terms
+from tests.fake_pb_utils import load_model, outputs
 
 TITLES = [
     "Kestrel Air 3 Waterproof Leather Hiking Boots, Brown",
@@ -188,3 +192,170 @@ def test_fusion_settings_saved_before_methods_are_rank_fusion(tmp_path):
 def test_fusion_refuses_malformed_inputs(change, message):
     with pytest.raises(FusionError, match=message):
         fuse(*change(TWO_AND_TWO), 3)
+
+
+# --- whole batches: the same answers as each request alone ----------------------------------
+
+
+def assert_same_answers(batched: list, alone: list) -> None:
+    """Responses (`outputs`) of a batch equal those of each request sent alone."""
+    for one, other in zip(batched, alone, strict=True):
+        if isinstance(one, tuple):  # an error: (code, message)
+            assert one == other
+            continue
+        assert one.keys() == other.keys()
+        for name in one:
+            np.testing.assert_array_equal(one[name], other[name])
+            assert one[name].dtype == other[name].dtype and one[name].shape == other[name].shape
+
+
+def test_a_batch_of_queries_scores_as_each_query_alone(index):
+    rng = np.random.default_rng(11)
+    words = " ".join(TITLES).split() + ["the", "zzzz", "headphnoes"]
+    queries = [" ".join(rng.choice(words, rng.integers(0, 5))) for _ in range(12)]
+    also = rng.integers(-1, len(TITLES), (len(queries), 6))
+    batched = index.search(queries, 3, also)
+    for row, query in enumerate(queries):
+        for whole, alone in zip(batched, index.search([query], 3, also[row : row + 1])):
+            np.testing.assert_array_equal(whole[row : row + 1], alone)
+
+
+def fuse_row_by_row(*arrays, num_candidates, settings):
+    """The fusion one row at a time, as it was before it took whole batches."""
+    (
+        dense_indexes,
+        dense_scores,
+        lexical_indexes,
+        lexical_scores,
+        bm25_of_dense,
+        dense_of_lexical,
+    ) = arrays
+    shape = (len(dense_indexes), num_candidates)
+    candidates = np.full(shape, PADDING, dtype=np.int64)
+    fused, dense, lexical = (np.zeros(shape, dtype=np.float32) for _ in range(3))
+    for row in range(len(dense_indexes)):
+        d_valid, l_valid = dense_indexes[row] != PADDING, lexical_indexes[row] != PADDING
+        d_items, l_items = dense_indexes[row][d_valid], lexical_indexes[row][l_valid]
+        items, slots = np.unique(np.concatenate([d_items, l_items]), return_inverse=True)
+        item_dense = np.zeros(len(items))
+        item_dense[slots[len(d_items) :]] = dense_of_lexical[row][l_valid]
+        item_dense[slots[: len(d_items)]] = dense_scores[row][d_valid]
+        item_lexical = np.zeros(len(items))
+        item_lexical[slots[: len(d_items)]] = bm25_of_dense[row][d_valid]
+        item_lexical[slots[len(d_items) :]] = lexical_scores[row][l_valid]
+        best = lexical_scores[row][l_valid].max() if l_valid.any() else 0.0
+        if best > 0:
+            item_lexical /= best
+        if settings.method == "convex":
+            low, spread = (item_dense.min(), np.ptp(item_dense)) if len(items) else (0.0, 0.0)
+            scaled = (item_dense - low) / spread if spread > 0 else np.zeros_like(item_dense)
+            totals = settings.dense_weight * scaled + (1 - settings.dense_weight) * item_lexical
+        else:
+            d_parts = 1 / (settings.rrf_k + np.flatnonzero(d_valid) + 1.0)
+            l_parts = settings.lexical_weight / (settings.rrf_k + np.flatnonzero(l_valid) + 1.0)
+            totals = np.bincount(slots, np.concatenate([d_parts, l_parts]), minlength=len(items))
+        order = np.lexsort((items, -totals))[:num_candidates]
+        candidates[row, : len(order)] = items[order]
+        fused[row, : len(order)] = totals[order]
+        dense[row, : len(order)] = item_dense[order]
+        lexical[row, : len(order)] = item_lexical[order]
+    return candidates, fused, dense, lexical
+
+
+def random_fusion_inputs(rng, rows: int, n_dense: int, n_lexical: int, n_items: int) -> tuple:
+    """Both lists with padding, repeated items, tied scores, a row without lexical matches,
+    one whose dense scores are all equal and one whose best BM25 is negative."""
+    dense_indexes = rng.integers(-1, n_items, (rows, n_dense))
+    lexical_indexes = rng.integers(-1, n_items, (rows, n_lexical))
+    dense_scores = rng.integers(-4, 5, (rows, n_dense)).astype(np.float32) / 4
+    lexical_scores = rng.uniform(0, 5, (rows, n_lexical)).astype(np.float32)
+    bm25_of_dense = rng.uniform(0, 5, (rows, n_dense)).astype(np.float32)
+    dense_of_lexical = rng.normal(size=(rows, n_lexical)).astype(np.float32)
+    lexical_indexes[0] = PADDING
+    dense_scores[1] = 0.5
+    lexical_scores[2] = -lexical_scores[2]
+    return (
+        dense_indexes,
+        dense_scores,
+        lexical_indexes,
+        lexical_scores,
+        bm25_of_dense,
+        dense_of_lexical,
+    )
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [FusionSettings(), FusionSettings(dense_weight=0.3), FusionSettings(method="rrf", rrf_k=10)],
+)
+@pytest.mark.parametrize(
+    ("n_dense", "n_lexical", "n_items", "num_candidates"),
+    [
+        (12, 8, 15, 10),
+        (30, 30, 1000, 20),
+        (3, 4, 6, 12),
+        (0, 5, 9, 4),
+    ],
+)
+def test_fusing_a_batch_equals_fusing_row_by_row(
+    settings, n_dense, n_lexical, n_items, num_candidates
+):
+    rng = np.random.default_rng(n_dense + n_lexical)
+    arrays = random_fusion_inputs(rng, 9, n_dense, n_lexical, n_items)
+    expected = fuse_row_by_row(*arrays, num_candidates=num_candidates, settings=settings)
+    for actual, wanted in zip(fuse(*arrays, num_candidates, settings), expected, strict=True):
+        np.testing.assert_array_equal(actual, wanted)
+        assert actual.dtype == wanted.dtype
+    for row in range(9):
+        alone = fuse(*(a[row : row + 1] for a in arrays), num_candidates, settings)
+        for actual, wanted in zip(alone, expected):
+            np.testing.assert_array_equal(actual, wanted[row : row + 1])
+
+
+def model_args(num_candidates: int) -> dict:
+    """What Triton passes `initialize`: the config's outputs are all the models read."""
+    output = {"name": "candidate_indexes", "data_type": "TYPE_INT64", "dims": [num_candidates]}
+    return {"model_config": json.dumps({"output": [output]})}
+
+
+def test_served_fusion_batch_equals_each_request_alone(tmp_path, monkeypatch):
+    model = load_model(tmp_path, "fusion_model", "fusion", monkeypatch=monkeypatch)
+    rng = np.random.default_rng(4)
+    n_items, dim = 40, 8
+    np.save(tmp_path / "item_embeddings.npy", rng.normal(size=(n_items, dim)).astype(np.float32))
+    FusionSettings().save(tmp_path)
+    stage = model.TritonPythonModel()
+    stage.initialize(model_args(num_candidates=15))
+    arrays = random_fusion_inputs(rng, 6, 10, 10, n_items)
+    queries = rng.normal(size=(6, dim)).astype(np.float32)
+    requests = [
+        dict(zip(stage.inputs, (*(a[r : r + 1] for a in arrays[:5]), queries[r : r + 1])))
+        for r in range(6)
+    ]
+    requests[3]["dense_scores"] = requests[3]["dense_scores"] * np.nan
+    requests[4]["lexical_indexes"] = requests[4]["lexical_indexes"] + n_items  # foreign items
+    batched = [outputs(r) for r in stage.execute(requests)]
+    assert batched[3] == ("INVALID_ARG", "dense scores must be finite")
+    assert batched[4] == ("INVALID_ARG", f"item indexes must be in 0..{n_items - 1} (or -1)")
+    assert_same_answers(batched, [outputs(stage.execute([r])[0]) for r in requests])
+    assert batched[0]["candidate_indexes"].shape == (1, 15)
+
+
+def test_served_lexical_batch_equals_each_request_alone(index, tmp_path, monkeypatch):
+    model = load_model(
+        tmp_path, "lexical_model", "lexical", "tokenization", monkeypatch=monkeypatch
+    )
+    index.save(tmp_path)
+    stage = model.TritonPythonModel()
+    stage.initialize(model_args(num_candidates=4))
+    queries = [b"black cotton t-shirt", b"the", b"headphnoes", b"brown \xff leather", b"boots"]
+    requests = [
+        {"query": np.array([[q]], dtype=object), "dense_indexes": np.array([[4, -1, i % 5]])}
+        for i, q in enumerate(queries)
+    ]
+    requests[2]["dense_indexes"] = np.full((1, 3), len(TITLES))
+    batched = [outputs(r) for r in stage.execute(requests)]
+    assert batched[2] == ("INVALID_ARG", f"items to score must be in 0..{len(TITLES) - 1} (or -1)")
+    assert_same_answers(batched, [outputs(stage.execute([r])[0]) for r in requests])
+    assert batched[0]["candidate_indexes"][0, 0] == 1  # the only title with "cotton"
+    assert (batched[1]["candidate_indexes"] == PADDING).all()  # stop words match nothing

@@ -13,6 +13,7 @@ from builders.pipelines import (
 )
 from builders.runtime.topk import RequestError, parse_k, results, top_k
 from builders.specs import parse_pbtxt
+from tests.fake_pb_utils import load_model, outputs
 
 SEARCH_STAGES = {
     "tokenizer": Stage(names.QUERY_TOKENIZER, 1),
@@ -55,18 +56,83 @@ def test_top_k_orders_by_score_and_drops_padding():
 
 def test_results_map_indexes_to_item_ids_and_flag_truncation():
     item_ids = np.array([100, 101, 102, 103])
-    ids, scores, truncated = results(item_ids, np.array([[3, 0, -1]]), np.array([[0.2, 0.5, 0]]), 2)
+    (ids, scores, truncated), (*_, short) = results(
+        item_ids,
+        [
+            (np.array([[3, 0, -1]]), np.array([[0.2, 0.5, 0]]), np.array([[2]])),
+            (np.array([[3, 0, -1]]), np.array([[0.2, 0.5, 0]]), np.array([[3]])),
+        ],
+    )
     np.testing.assert_array_equal(ids, [100, 103])
     np.testing.assert_allclose(scores, [0.5, 0.2])
-    assert not truncated
-    assert results(item_ids, np.array([3, 0, -1]), np.array([0.2, 0.5, 0.0]), 3)[2]
+    assert not truncated and short
 
 
-def test_results_refuse_mismatched_or_foreign_candidates():
-    with pytest.raises(RequestError, match="3 candidates but 2 scores"):
-        results(np.arange(4), np.array([1, 2, 3]), np.array([0.1, 0.2]), 1)
-    with pytest.raises(RequestError, match="item index 9 is outside 0..3"):
-        results(np.arange(4), np.array([9]), np.array([0.1]), 1)
+def test_results_refuse_mismatched_or_foreign_candidates_and_bad_k():
+    k = np.array([[1]])
+    answers = results(
+        np.arange(4),
+        [
+            (np.array([1, 2, 3]), np.array([0.1, 0.2]), k),
+            (np.array([9]), np.array([0.1]), k),
+            (np.array([2]), np.array([0.1]), np.array([[0]])),
+            (np.array([2]), np.array([0.1]), k),
+        ],
+    )
+    assert [str(a) for a in answers[:3]] == [
+        "3 candidates but 2 scores; they must match",
+        "item index 9 is outside 0..3",
+        "'k' must be at least 1, got 0",
+    ]
+    assert all(isinstance(a, RequestError) for a in answers[:3])
+    assert answers[3][0].tolist() == [2]
+
+
+def random_top_k_requests(rng, n_requests: int, n_candidates: int, n_items: int) -> list:
+    """Requests with padding, tied scores and k from 1 to beyond the candidates."""
+    requests = []
+    for _ in range(n_requests):
+        indexes = rng.integers(-1, n_items, (1, n_candidates))
+        scores = rng.integers(0, 5, (1, n_candidates)).astype(np.float32) / 4
+        requests.append((indexes, scores, rng.integers(1, n_candidates + 5, (1, 1), np.int32)))
+    return requests
+
+
+def test_batched_results_equal_top_k_of_each_request():
+    rng = np.random.default_rng(3)
+    item_ids = np.arange(50) * 10 + 7
+    requests = random_top_k_requests(rng, 16, 30, len(item_ids))
+    for (indexes, scores, k), answer in zip(requests, results(item_ids, requests)):
+        expected, best = top_k(indexes, scores, int(k[0, 0]))
+        np.testing.assert_array_equal(answer[0], item_ids[expected])
+        np.testing.assert_array_equal(answer[1], best)
+        assert answer[0].dtype == np.int64 and answer[1].dtype == np.float32
+        assert answer[2] == (len(expected) < k[0, 0])
+
+
+def test_served_top_k_batch_equals_each_request_alone(tmp_path, monkeypatch):
+    model = load_model(tmp_path, "topk_model", "topk", monkeypatch=monkeypatch)
+    item_ids = np.arange(40, dtype=np.int64) + 1000
+    np.save(tmp_path / "item_ids.npy", item_ids)
+    stage = model.TritonPythonModel()
+    stage.initialize({})
+    names_ = ("candidate_indexes", "candidate_scores", "k")
+    rng = np.random.default_rng(5)
+    requests = [dict(zip(names_, r)) for r in random_top_k_requests(rng, 8, 20, len(item_ids))]
+    requests[3]["k"] = np.array([[0]], np.int32)
+    requests[5]["candidate_indexes"] = requests[5]["candidate_indexes"] + 100  # foreign items
+    batched = [outputs(r) for r in stage.execute(requests)]
+    alone = [outputs(stage.execute([r])[0]) for r in requests]
+    assert batched[3] == ("INVALID_ARG", "'k' must be at least 1, got 0")
+    assert batched[5][0] == "INVALID_ARG" and "is outside 0..39" in batched[5][1]
+    for one, other in zip(batched, alone):
+        if isinstance(one, tuple):
+            assert one == other
+            continue
+        assert one.keys() == other.keys() == {"item_ids", "scores", "truncated"}
+        for name in one:
+            np.testing.assert_array_equal(one[name], other[name])
+            assert one[name].dtype == other[name].dtype and one[name].ndim == 2
 
 
 def test_spec_json_round_trip(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,6 +22,7 @@ from builders.runtime.tokenization import (
     decode_query,
 )
 from builders.text_encoder import tokenizer_json
+from tests.fake_pb_utils import load_model, outputs
 from tests.tiny_models import write_config
 
 CLS, SEP, PAD = 101, 102, 0
@@ -163,6 +165,54 @@ def test_huge_multibyte_query_keeps_whole_characters():
     assert decode_query(query) == "€" * MAX_QUERY_CHARS
 
 
+#: Requests of a dynamic batch: short and long queries (each its own bucket), an empty
+#: request, invalid UTF-8, a huge query, and one request refused for its second query.
+BATCH = [
+    [b"red running shoes"],
+    [b"waterproof hiking boots for men size ten and a half wide", b"tv"],
+    [],
+    [b"red \xff\xfe shoes", HUGE_QUERY],
+    [b"blender", b"!!!", b"   "],
+    ["Crème Brûlée Ramekins".encode(), b"a " * 100],
+]
+
+
+def test_one_call_for_many_requests_pads_each_to_its_own_width():
+    bucketed = QueryTokenizer(tokenizer_json(), 32, buckets=(8, 16))
+    answers = bucketed.encode_each(BATCH)
+    assert isinstance(answers[4], EmptyQueryError) and answers[4].index == 1
+    widths = [answer[0].shape[1] for i, answer in enumerate(answers) if i != 4]
+    assert widths == [8, 16, 8, 32, 32]
+    for texts, answer in zip(BATCH, answers):
+        if isinstance(answer, EmptyQueryError):
+            with pytest.raises(EmptyQueryError, match="query 1 "):
+                bucketed.encode(texts)
+            continue
+        for alone, batched in zip(bucketed.encode(texts), answer):
+            np.testing.assert_array_equal(alone, batched)
+            assert alone.shape == batched.shape and batched.dtype == np.int64
+            assert batched.flags.c_contiguous
+
+
+def test_served_model_batch_equals_each_request_alone(tmp_path, monkeypatch):
+    model = load_model(tmp_path, "tokenizer_model", "tokenization", monkeypatch=monkeypatch)
+    shutil.copy(tokenizer_json(), tmp_path / "tokenizer.json")
+    stage = model.TritonPythonModel()
+    parameters = {"max_length": {"string_value": "32"}, "length_buckets": {"string_value": "8,16"}}
+    stage.initialize({"model_config": json.dumps({"parameters": parameters})})
+    requests = [{"query": np.array(texts, dtype=object).reshape(-1, 1)} for texts in BATCH]
+    batched = [outputs(r) for r in stage.execute(requests)]
+    assert batched[4] == ("INVALID_ARG", str(EmptyQueryError(1)))
+    for request, answer in zip(requests, batched):
+        alone = outputs(stage.execute([request])[0])
+        if isinstance(answer, tuple):
+            assert answer == alone
+            continue
+        for name in ("input_ids", "attention_mask"):
+            np.testing.assert_array_equal(answer[name], alone[name])
+            assert answer[name].shape == alone[name].shape
+
+
 def test_max_length_below_three_is_refused():
     with pytest.raises(ValueError, match="max_length"):
         QueryTokenizer(tokenizer_json(), max_length=2)
@@ -185,6 +235,7 @@ def write_tokenizer_model(repository: Path, name: str) -> None:
     runtime = Path(builders.runtime.__file__).parent
     shutil.copy(runtime / "tokenizer_model.py", version / "model.py")
     shutil.copy(runtime / "tokenization.py", version / "tokenization.py")
+    shutil.copy(runtime / "stage_glue.py", version / "stage_glue.py")
     shutil.copy(tokenizer_json(), version / "tokenizer.json")
     write_config(
         repository / name,
