@@ -25,6 +25,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     build.add_argument("--catalog", type=Path, help="--dataset files: the catalog CSV/Parquet")
     build.add_argument("--interactions", type=Path, help="--dataset files: the event log")
+    build.add_argument(
+        "--relevance",
+        type=Path,
+        help="--dataset files: graded queries (query, item_id, grade) the query encoder's "
+        "quality gate judges on (default: the searches of the event log)",
+    )
     build.add_argument("--n-items", type=int, help="--dataset synthetic: catalog size")
     build.add_argument("--n-users", type=int, help="--dataset synthetic: number of users")
     build.add_argument("--seed", type=int, default=0)
@@ -49,10 +55,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     build.add_argument(
         "--encoder",
-        choices=[names.AUTO_ENCODER, *names.TEXT_ENCODERS],
+        choices=[names.AUTO_ENCODER, *names.QUERY_ENCODERS],
         default=names.AUTO_ENCODER,
-        help="the encoder the search pipeline and index use (default %(default)s: the fastest "
-        "variant that passes the retrieval gate against fp32, fp32 when none does)",
+        help="the query encoder search serves (default %(default)s: the fastest variant that "
+        "passes the quality gate against the teacher, text_encoder, which always embeds the "
+        "items; the teacher when none passes)",
     )
     build.add_argument(
         "--index",
@@ -102,7 +109,11 @@ def dataset_params(args: argparse.Namespace) -> dict:
     if args.dataset == "files":
         if args.catalog is None:
             raise ValueError("--dataset files needs --catalog (and optionally --interactions)")
-        return {"catalog": args.catalog, "interactions": args.interactions}
+        return {
+            "catalog": args.catalog,
+            "interactions": args.interactions,
+            "relevance": args.relevance,
+        }
     if args.dataset == "synthetic":
         params = {"seed": args.seed}
         if args.n_items:
@@ -168,7 +179,7 @@ def embed_new_items(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
     if not versions:
         raise ValueError(f"{args.model} has no version in {args.repo}")
     depends = read_manifest(args.repo, args.model, versions[-1])["depends_on"]
-    encoder = next((m for m in names.TEXT_ENCODERS if m in depends), None)
+    encoder = next((m for m in names.QUERY_ENCODERS if m in depends), None)
     if encoder is None:
         raise ValueError(f"{args.model} version {versions[-1]} names no text encoder")
     catalog = catalog.sort_values("item_id")

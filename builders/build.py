@@ -57,8 +57,8 @@ class BuildOptions:
     max_length: int = 32
     #: Widths the query tokenizer pads to (max_length is always the last); () pads to max_length.
     length_buckets: tuple[int, ...] = (8, 16)
-    #: The encoder search and its index use: a variant, or auto (the fastest that passes the
-    #: gate, `builders.encoder_variants`; fp32 when none does).
+    #: The query encoder search uses: a variant, or auto (the fastest that passes the gate,
+    #: `builders.encoder_variants`; the teacher when none does). Items always take the teacher.
     encoder: str = names.AUTO_ENCODER
     seed: int = 0
     index: str = "auto"  # exact, ann or auto (by catalog size: builders.index_stage)
@@ -73,7 +73,7 @@ class BuildOptions:
             raise ValueError(
                 f"unknown model(s) {', '.join(unknown)}; models: {', '.join(names.ALL_MODELS)}"
             )
-        choices = (names.AUTO_ENCODER, *names.TEXT_ENCODERS)
+        choices = (names.AUTO_ENCODER, *names.QUERY_ENCODERS)
         if self.encoder not in choices:
             raise ValueError(f"encoder must be one of {', '.join(choices)}")
         if self.version is not None and self.version < 1:
@@ -103,6 +103,8 @@ class BuildContext:
     version: int
     resolved: dict[str, int] = field(default_factory=dict)  # model -> version to use
     built: list[str] = field(default_factory=list)
+    #: The teacher's item embeddings, from the encoders' step to the search index's.
+    item_embeddings: np.ndarray | None = None
 
     @property
     def repo(self) -> Path:
@@ -121,8 +123,8 @@ class BuildContext:
 
     @property
     def encoder(self) -> str:
-        """The encoder variant search uses: the chosen one, or the one the encoders' build
-        chose (recorded in the fp32 encoder's manifest; fp32 where none is recorded)."""
+        """The query encoder search uses: the chosen one, or the one the encoders' build
+        chose (recorded in the teacher's manifest; the teacher where none is recorded)."""
         if self.options.encoder != names.AUTO_ENCODER:
             return self.options.encoder
         self.path(names.TEXT_ENCODER)
@@ -189,33 +191,52 @@ def build_query_tokenizer(ctx: BuildContext) -> None:
 
 
 def build_text_encoders(ctx: BuildContext) -> None:
-    """Every encoder variant, measured and gated against fp32 (`builders.encoder_variants`);
-    the fp32 encoder's manifest records every variant's figures and the default choice."""
-    from builders import encoder_variants, text_encoder
+    """The teacher and its query students, measured and gated against the teacher
+    (`builders.encoder_variants`); the teacher's manifest records every variant's figures
+    and the default choice, each student's manifest its training."""
+    from builders import encoder_variants, query_students, text_encoder
 
-    fp32, dynamic, static = names.TEXT_ENCODERS
-    with tempfile.TemporaryDirectory(prefix="text-encoders-") as folder:
-        paths = {name: Path(folder) / f"{name}.onnx" for name in names.TEXT_ENCODERS}
-        progress("exporting the text encoder to ONNX")
-        parity = {fp32: text_encoder.export_onnx(paths[fp32])}
-        progress("quantizing it to INT8: dynamic, and static QDQ calibrated on items and queries")
-        parity[dynamic] = text_encoder.quantize_int8(paths[fp32], paths[dynamic])
+    teacher_name = names.TEXT_ENCODER
+    with tempfile.TemporaryDirectory(prefix="query-encoders-") as folder:
+        paths = {name: Path(folder) / f"{name}.onnx" for name in names.QUERY_ENCODERS}
+        progress("exporting the text encoder (the teacher) to ONNX")
+        teacher = text_encoder.load_reference()
+        parity = {teacher_name: text_encoder.export_onnx(paths[teacher_name], teacher)}
         held_out = encoder_variants.held_out_queries(ctx.dataset)
-        parity[static] = text_encoder.quantize_int8_static(
-            paths[fp32],
-            paths[static],
-            encoder_variants.calibration_texts(ctx.dataset, held_out),
+        progress(
+            f"distilling query students into the teacher's space ({len(held_out)} graded "
+            "queries held out)"
+        )
+        students = query_students.train_students(
+            teacher,
+            paths[teacher_name],
+            text_encoder.tokenizer_json(),
+            ctx.dataset,
+            held_out,
+            item_texts(ctx.dataset),
+            seed=ctx.options.seed,
+            max_length=ctx.options.max_length,
+        )
+        training = {}
+        for name, (student, record) in students.items():
+            parity[name] = text_encoder.export_onnx(paths[name], student)
+            training[name] = record
+        ctx.item_embeddings = embed_items(ctx, paths[teacher_name])
+        progress("measuring the variants' speed and their search quality against the teacher")
+        record = encoder_variants.evaluate(
+            paths,
+            ctx.dataset,
+            held_out,
+            fused_retrieval(ctx, ctx.item_embeddings),
             ctx.options.max_length,
         )
-        progress("measuring the variants' speed and their retrieval against fp32")
-        record = encoder_variants.evaluate(paths, ctx.dataset, held_out, ctx.options.max_length)
         for line in encoder_variants.table(record):
             progress(line)
-        for name in names.TEXT_ENCODERS:
+        for name in names.QUERY_ENCODERS:
 
             def populate(folder: Path, source: Path = paths[name], name: str = name) -> None:
                 shutil.copy2(source, folder / "model.onnx")
-                if name == fp32:
+                if name == teacher_name:
                     shapes = ctx.options.encoder_plan_shapes()
                     tensorrt.build_plan(
                         folder / "model.onnx",
@@ -223,13 +244,48 @@ def build_text_encoders(ctx: BuildContext) -> None:
                         {"input_ids": shapes, "attention_mask": shapes},
                     )
 
+            is_teacher = name == teacher_name
             ctx.write(
                 names.text_encoder_spec(name),
                 populate,
-                depends_on={} if name == fp32 else {fp32: ctx.version},
-                metrics={"variants": record} if name == fp32 else record["variants"][name],
+                depends_on={} if is_teacher else {teacher_name: ctx.version},
+                metrics={"variants": record}
+                if is_teacher
+                else {**record["variants"][name], "training": training[name]},
                 parity=parity[name],
             )
+
+
+def embed_items(ctx: BuildContext, teacher: Path) -> np.ndarray:
+    """The teacher's embeddings of the catalog's item texts, in item-index order."""
+    from builders import text_encoder
+
+    progress(f"embedding {len(ctx.dataset.catalog):,} items with {names.TEXT_ENCODER}")
+    return text_encoder.embed(teacher, item_texts(ctx.dataset), max_length=ctx.options.max_length)
+
+
+def fused_retrieval(ctx: BuildContext, item_embeddings: np.ndarray):
+    """What the served search retrieves before its ranker, for the encoders' gate: exact dense
+    search over `item_embeddings`, BM25 over the item texts and the build's fusion
+    (`encoder_variants.Retrieve`)."""
+    from builders.offline import fused_candidates
+    from builders.retrieval import exact_top_k
+    from builders.runtime.lexical import LexicalIndex
+
+    n = min(ctx.options.num_candidates, len(item_embeddings))
+    lexical: list[LexicalIndex] = []  # built at the first call: a dataset without graded
+    # queries never calls
+
+    def retrieve(queries: list[str], embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not lexical:
+            lexical.append(LexicalIndex.build(item_texts(ctx.dataset)))
+        dense = exact_top_k(item_embeddings, embeddings, n)
+        fused = fused_candidates(
+            queries, embeddings, dense, lexical[0], item_embeddings, n, ctx.options.fusion
+        )
+        return fused.indexes, dense[0]
+
+    return retrieve
 
 
 def item_texts(dataset: Dataset) -> list[str]:
@@ -239,21 +295,18 @@ def item_texts(dataset: Dataset) -> list[str]:
 
 
 def build_search_index(ctx: BuildContext) -> None:
-    from builders import text_encoder
-
-    encoder = ctx.encoder
-    encoder_path = ctx.path(encoder) / "model.onnx"
-    progress(f"embedding {len(ctx.dataset.catalog):,} items with {encoder}")
-    embeddings = text_encoder.embed(
-        encoder_path, item_texts(ctx.dataset), max_length=ctx.options.max_length
-    )
+    """The index over the teacher's item embeddings (whichever variant embeds the queries)."""
+    teacher = ctx.path(names.TEXT_ENCODER)
+    if ctx.item_embeddings is None:
+        ctx.item_embeddings = embed_items(ctx, teacher / "model.onnx")
     index_stage.write_index(
         ctx,
         names.SEARCH_INDEX,
-        embeddings,
+        ctx.item_embeddings,
         np.sort(ctx.dataset.catalog.item_id.to_numpy(dtype=np.int64)),
-        depends_on={encoder: ctx.resolved[encoder]},
+        depends_on={names.TEXT_ENCODER: ctx.resolved[names.TEXT_ENCODER]},
     )
+    ctx.item_embeddings = None  # later steps read the index
 
 
 def build_lexical_index(ctx: BuildContext) -> None:
@@ -477,6 +530,10 @@ def pipeline_stages(ctx: BuildContext, kind: str) -> dict[str, Stage]:
         stages[role] = Stage(model, ctx.resolved[model])
     index = stages["index"]
     producer = stages[producer_role]
+    if producer.model != names.TEXT_ENCODER and producer.model in names.QUERY_ENCODERS:
+        # A student embeds queries into the space of the teacher it was distilled from.
+        teacher = read_manifest(ctx.repo, producer.model, producer.version)["depends_on"]
+        producer = Stage(names.TEXT_ENCODER, teacher[names.TEXT_ENCODER])
     check_pairing(
         read_manifest(ctx.repo, index.model, index.version), producer.model, producer.version
     )
@@ -541,7 +598,7 @@ def reconcile_served_versions(repo: Path) -> dict[str, list[int]]:
 
 STEPS: dict[str, Callable[[BuildContext], None]] = {
     names.QUERY_TOKENIZER: build_query_tokenizer,
-    **{name: build_text_encoders for name in names.TEXT_ENCODERS},
+    **{name: build_text_encoders for name in names.QUERY_ENCODERS},
     names.SEARCH_INDEX: build_search_index,
     names.LEXICAL_INDEX: build_lexical_index,
     names.HYBRID_FUSION: build_hybrid_fusion,
@@ -570,8 +627,8 @@ def selected_models(options: BuildOptions, dataset: Dataset) -> list[str]:
         wanted.discard(names.SEARCH_RANKER)
     if wanted & {names.USER_TOWER, names.RECOMMEND_INDEX}:
         wanted |= {names.USER_TOWER, names.RECOMMEND_INDEX}  # one training makes both
-    if wanted & set(names.TEXT_ENCODERS):
-        wanted |= set(names.TEXT_ENCODERS)  # measured and gated together
+    if wanted & set(names.QUERY_ENCODERS):
+        wanted |= set(names.QUERY_ENCODERS)  # measured and gated together
     return [model for model in names.ALL_MODELS if model in wanted]
 
 

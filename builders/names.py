@@ -13,8 +13,8 @@ from builders.specs import DynamicBatching, ModelSpec, TensorSpec
 
 QUERY_TOKENIZER = "query_tokenizer"
 TEXT_ENCODER = "text_encoder"
-TEXT_ENCODER_INT8 = "text_encoder_int8"
-TEXT_ENCODER_INT8_STATIC = "text_encoder_int8_static"
+QUERY_ENCODER_STATIC = "query_encoder_static"
+QUERY_ENCODER_SHALLOW = "query_encoder_shallow"
 SEARCH_INDEX = "search_index"
 LEXICAL_INDEX = "lexical_index"
 HYBRID_FUSION = "hybrid_fusion"
@@ -31,8 +31,8 @@ RECOMMEND = "recommend"
 ALL_MODELS = (
     QUERY_TOKENIZER,
     TEXT_ENCODER,
-    TEXT_ENCODER_INT8,
-    TEXT_ENCODER_INT8_STATIC,
+    QUERY_ENCODER_STATIC,
+    QUERY_ENCODER_SHALLOW,
     SEARCH_INDEX,
     LEXICAL_INDEX,
     HYBRID_FUSION,
@@ -45,9 +45,10 @@ ALL_MODELS = (
     SEARCH,
     RECOMMEND,
 )
-#: The text encoder's variants, the fp32 reference first: built, measured and gated together
-#: (`builders.encoder_variants`).
-TEXT_ENCODERS = (TEXT_ENCODER, TEXT_ENCODER_INT8, TEXT_ENCODER_INT8_STATIC)
+#: The query encoder's variants, the teacher (which also embeds the items) first, then the
+#: students distilled into its space (`builders.query_students`): built, measured and gated
+#: together (`builders.encoder_variants`).
+QUERY_ENCODERS = (TEXT_ENCODER, QUERY_ENCODER_STATIC, QUERY_ENCODER_SHALLOW)
 #: What `BuildOptions.encoder` takes besides a variant: the fastest one that passes the gate.
 AUTO_ENCODER = "auto"
 #: Models built from the interaction log (absent for a catalog-only dataset).
@@ -76,9 +77,7 @@ WARMUP_K = 10
 #: running it (personalised or not: each user's results still get their own ranking).
 QUERY_ONLY_STAGES = (
     QUERY_TOKENIZER,
-    TEXT_ENCODER,
-    TEXT_ENCODER_INT8,
-    TEXT_ENCODER_INT8_STATIC,
+    *QUERY_ENCODERS,
     SEARCH_INDEX,
     LEXICAL_INDEX,
     HYBRID_FUSION,

@@ -39,6 +39,35 @@ class Candidates(NamedTuple):
     lexical_scores: np.ndarray | None
 
 
+def fused_candidates(
+    queries: list[str],
+    embeddings: np.ndarray,
+    dense: tuple[np.ndarray, np.ndarray],
+    lexical: LexicalIndex,
+    item_embeddings: np.ndarray,
+    num_candidates: int,
+    settings: FusionSettings,
+) -> Candidates:
+    """The hybrid stages after the dense index: BM25 of the queries (and of the `dense`
+    candidates, indexes and scores), the dense scores of the BM25 candidates, their fusion."""
+    dense_indexes, dense_scores = dense
+    lexical_indexes, lexical_scores, bm25_of_dense = lexical.search(
+        queries, num_candidates, dense_indexes
+    )
+    dense_of_lexical = dense_scores_of(item_embeddings, embeddings, lexical_indexes)
+    fused = fuse(
+        dense_indexes,
+        dense_scores,
+        lexical_indexes,
+        lexical_scores,
+        bm25_of_dense,
+        dense_of_lexical,
+        num_candidates,
+        settings,
+    )
+    return Candidates(*fused)
+
+
 class OfflinePipeline:
     def __init__(self, repo: Path, kind: str, version: int) -> None:
         self.repo = Path(repo)
@@ -127,9 +156,12 @@ class OfflinePipeline:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The lexical (BM25) stage: candidate item indexes and BM25 scores [requests, N],
         and the BM25 of the items `also` names (the dense candidates)."""
+        return self._lexical_index().search(queries, self.spec.num_candidates, also)
+
+    def _lexical_index(self) -> LexicalIndex:
         if "lexical" not in self._sessions:
             self._sessions["lexical"] = LexicalIndex.load(self._stage_folder("lexical"))
-        return self._sessions["lexical"].search(queries, self.spec.num_candidates, also)
+        return self._sessions["lexical"]
 
     def candidates(
         self,
@@ -143,23 +175,18 @@ class OfflinePipeline:
             indexes, scores = self.dense(queries, user_ids)
             return Candidates(indexes, scores, scores, None)
         embeddings = self.embed_queries(queries)
-        dense_indexes, dense_scores = self._dense_index(embeddings)
-        lexical_indexes, lexical_scores, bm25_of_dense = self.lexical(queries, dense_indexes)
         folder = self._stage_folder("fusion")
         if "fusion" not in self._sessions:
             self._sessions["fusion"] = np.load(folder / EMBEDDINGS_FILE)
-        dense_of_lexical = dense_scores_of(self._sessions["fusion"], embeddings, lexical_indexes)
-        fused = fuse(
-            dense_indexes,
-            dense_scores,
-            lexical_indexes,
-            lexical_scores,
-            bm25_of_dense,
-            dense_of_lexical,
+        return fused_candidates(
+            queries,
+            embeddings,
+            self._dense_index(embeddings),
+            self._lexical_index(),
+            self._sessions["fusion"],
             self.spec.num_candidates,
             fusion or FusionSettings.load(folder),
         )
-        return Candidates(*fused)
 
     def run(
         self, k: int, queries: list[str] | None = None, user_ids: list[int | None] | None = None

@@ -4,8 +4,7 @@
 on GPU nodes: the text encoder and the search ranker become TensorRT plans
 (built from the version's `model.onnx` where TensorRT and a GPU exist, else by
 the plan-building Job on a GPU node), the other ONNX models run on the GPU
-through ONNX Runtime with its TensorRT accelerator in FP16 (the INT8 encoders
-without it), and the Python
+through ONNX Runtime with its TensorRT accelerator in FP16, and the Python
 models stay on the CPU.
 
 Every build writes both: its profile's config as `config.pbtxt` and, where it
@@ -33,6 +32,6 @@ def adapt(spec: ModelSpec | EnsembleSpec, profile: str) -> ModelSpec | EnsembleS
         return dataclasses.replace(
             spec, backend="tensorrt", instance_kind="KIND_GPU", parameters={}
         )
-    if spec.backend == "onnxruntime" and spec.name not in names.TEXT_ENCODERS[1:]:
+    if spec.backend == "onnxruntime":
         return dataclasses.replace(spec, instance_kind="KIND_GPU", gpu_accelerator_fp16=True)
     return dataclasses.replace(spec, instance_kind="KIND_GPU")

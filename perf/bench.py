@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,8 @@ import torch
 import tritonclient.http as httpclient
 
 from builders import names
+from builders.pipelines import PIPELINE_FILE, PipelineSpec, Stage
+from builders.repository import model_versions, read_manifest
 from perf import inputs, loadgen, report, spec, stage_cpu
 from perf.sweep import Sweep
 from server import TritonServer
@@ -59,6 +62,8 @@ ARMS = ("naive", "ray_serve", "triton_default", "triton_tuned", "triton_tuned_ca
 LEVELS = (1, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 CACHE_MB = 256
 STAGE_CPU_CONCURRENCY = 16
+#: The stage CPU breakdown of search with the teacher swapped in for a served student.
+TEACHER_SEARCH = "search_with_teacher"
 REPLAY_CONCURRENCY = 32
 BATCH = 32
 
@@ -163,7 +168,7 @@ def roofline(repo: Path) -> dict:
     measured = {"fp32": gemm_peak("fp32"), "int8": gemm_peak("int8")}
     peaks = {precision: max(by_library.values()) for precision, by_library in measured.items()}
     rows = {}
-    for model, precision in ((names.TEXT_ENCODER, "fp32"), (names.TEXT_ENCODER_INT8, "int8")):
+    for model, precision in ((names.TEXT_ENCODER, "fp32"), (names.QUERY_ENCODER_SHALLOW, "fp32")):
         version = max(int(p.name) for p in (repo / model).iterdir() if p.name.isdigit())
         path = repo / model / str(version) / "model.onnx"
         per_sequence = matmul_flops_per_token(path) * ids.shape[1]
@@ -308,12 +313,20 @@ def cache_counts(server: TritonServer, model: str) -> tuple[int, int]:
     return counts[0], counts[1]
 
 
-def stage_cpu_breakdown(server: TritonServer, kind: str, bodies: list[bytes], seconds: float):
-    """`perf.stage_cpu` of one pipeline under closed-loop load on `server`'s loaded configs."""
+def stage_cpu_breakdown(
+    server: TritonServer,
+    kind: str,
+    bodies: list[bytes],
+    seconds: float,
+    stages: Collection[str] | None = None,
+):
+    """`perf.stage_cpu` of one pipeline under closed-loop load on `server`'s loaded configs
+    (`stages`: the stage models it runs, when not those its release pins)."""
     host, port = server.http_url.split(":")
     path = f"/v2/models/{kind}/infer"
     loadgen.closed_loop(host, int(port), path, bodies, STAGE_CPU_CONCURRENCY, 1.0, warmup_s=0)
-    stages = spec.pipeline_stages(server.model_repository, kind)
+    if stages is None:
+        stages = spec.pipeline_stages(server.model_repository, kind)
     labels = {pid: s.model for pid, s in server_stubs(server.pid).items() if s.model in stages}
     labels.update({server.pid: "tritonserver", os.getpid(): "load generator"})
     before, started = stage_cpu.snapshot(labels), time.monotonic()
@@ -325,6 +338,41 @@ def stage_cpu_breakdown(server: TritonServer, kind: str, bodies: list[bytes], se
         before, stage_cpu.snapshot(labels), load.requests, wall_s, os.cpu_count() or 1
     )
     return {"concurrency": STAGE_CPU_CONCURRENCY, "errors": load.errors, **measured}
+
+
+def served_encoder(repo: Path) -> Stage:
+    """The query encoder the newest search release pins (the teacher or a student)."""
+    release = model_versions(repo, names.SEARCH)[-1]
+    return PipelineSpec.load(repo / names.SEARCH / str(release) / PIPELINE_FILE).stages["encoder"]
+
+
+def teacher_stage_cpu(server: TritonServer, bodies: list[bytes], seconds: float) -> dict:
+    """`perf.stage_cpu` of search with its query-encoder step swapped for the teacher the
+    served student was distilled from (the index holds that teacher's item embeddings): what
+    the student saves, measured on the same server and configs."""
+    repo = server.model_repository
+    student = served_encoder(repo)
+    search = spec.model_config(repo, names.SEARCH)
+    manifest = read_manifest(repo, student.model, student.version)
+    teacher_version = manifest["depends_on"][names.TEXT_ENCODER]
+    steps = [
+        {**step, "model_name": names.TEXT_ENCODER, "model_version": teacher_version}
+        if step["model_name"] == student.model
+        else step
+        for step in search["ensemble_scheduling"]["step"]
+    ]
+    swapped = {**search, "ensemble_scheduling": {"step": steps}}
+    loaded = server.is_model_ready(names.TEXT_ENCODER)
+    if not loaded:
+        load_configs(server, {names.TEXT_ENCODER: spec.model_config(repo, names.TEXT_ENCODER)})
+    load_configs(server, {names.SEARCH: swapped})
+    try:
+        stages = {*spec.pipeline_stages(repo, names.SEARCH), names.TEXT_ENCODER} - {student.model}
+        return stage_cpu_breakdown(server, names.SEARCH, bodies, seconds, stages)
+    finally:
+        load_configs(server, {names.SEARCH: search})
+        if not loaded:
+            server.unload_model(names.TEXT_ENCODER)
 
 
 def cold_cache_replay(repo: Path, configs: dict[str, dict]) -> dict:
@@ -346,7 +394,8 @@ def cold_cache_replay(repo: Path, configs: dict[str, dict]) -> dict:
     ) as server:
         load_configs(server, {m: c for m, c in configs.items() if m in stages})
         host, port = server.http_url.split(":")
-        counted = cache_counts(server, names.TEXT_ENCODER)
+        encoder = served_encoder(repo).model
+        counted = cache_counts(server, encoder)
         load = loadgen.closed_loop(
             host,
             int(port),
@@ -357,7 +406,7 @@ def cold_cache_replay(repo: Path, configs: dict[str, dict]) -> dict:
             warmup_s=0,
             once=True,
         )
-        hits, misses = np.subtract(cache_counts(server, names.TEXT_ENCODER), counted)
+        hits, misses = np.subtract(cache_counts(server, encoder), counted)
     return {
         "searches": len(requests),
         "concurrency": REPLAY_CONCURRENCY,
@@ -434,11 +483,11 @@ def serving(repo: Path, slo_ms: float, seconds: float, repetitions: int, work: P
                             bodies = plain_bodies(kind, requests[kind])
                         cached_search = arm == "triton_tuned_cache" and kind == names.SEARCH
                         if cached_search:
-                            counted = cache_counts(server, names.TEXT_ENCODER)
+                            counted = cache_counts(server, served_encoder(repo).model)
                         results[kind][arm].append(ramp(*target, bodies, slo_ms, seconds))
                         if cached_search:
                             hits, misses = np.subtract(
-                                cache_counts(server, names.TEXT_ENCODER), counted
+                                cache_counts(server, served_encoder(repo).model), counted
                             )
                             hit_rates.append(float(hits / max(hits + misses, 1)))
             load_configs(server, configs["triton_default"])
@@ -446,6 +495,11 @@ def serving(repo: Path, slo_ms: float, seconds: float, repetitions: int, work: P
                 print(f"CPU per stage: {kind}, default configs", flush=True)
                 bodies = triton_bodies(kind, requests[kind])
                 stage_costs[kind] = stage_cpu_breakdown(server, kind, bodies, 2 * seconds)
+            if served_encoder(repo).model != names.TEXT_ENCODER:
+                print("CPU per stage: search with the teacher as its query encoder", flush=True)
+                stage_costs[TEACHER_SEARCH] = teacher_stage_cpu(
+                    server, triton_bodies(names.SEARCH, requests[names.SEARCH]), 2 * seconds
+                )
         print("search: the logged searches in order, from a cold cache", flush=True)
         replay = cold_cache_replay(repo, configs["triton_tuned_cache"])
     finally:
@@ -486,7 +540,14 @@ def summarise(serving_results: dict, slo_ms: float, repetitions: int) -> dict:
             "tuned_vs_default_each_repetition": per_run,
             "tuned_beats_default_every_repetition": all(r is not None and r > 1 for r in per_run),
         }
-    summary["stage_cpu"] = serving_results["stage_cpu"]
+    summary["stage_cpu"] = costs = serving_results["stage_cpu"]
+    if TEACHER_SEARCH in costs:
+        served = costs[names.SEARCH]["processes"]
+        (student,) = (served[model] for model in names.QUERY_ENCODERS[1:] if model in served)
+        teacher = costs[TEACHER_SEARCH]["processes"][names.TEXT_ENCODER]
+        summary["search_encoder_cpu_vs_teacher"] = round(
+            student["cpu_us_per_request"] / teacher["cpu_us_per_request"], 4
+        )
     summary["search_cache"] = serving_results["search_cache"]
     return summary
 

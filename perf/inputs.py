@@ -22,9 +22,7 @@ SUPPORTED = (
     names.SEARCH,
     names.RECOMMEND,
     names.QUERY_TOKENIZER,
-    names.TEXT_ENCODER,
-    names.TEXT_ENCODER_INT8,
-    names.TEXT_ENCODER_INT8_STATIC,
+    *names.QUERY_ENCODERS,
 )
 
 

@@ -1,7 +1,9 @@
 """The naive way to serve search and recommendations: FastAPI + uvicorn, one request per
 model call (no batching across requests), the query encoder in PyTorch eager.
 
-What a user would write: the same all-MiniLM weights in PyTorch, sentence-transformers-style
+What a user would write: the same all-MiniLM weights in PyTorch (where the release serves a
+query student, `builders.query_students`, that student's ONNX file: there is no other
+form of it), sentence-transformers-style
 dynamic padding (each call's batch padded to its longest query, not to the tokenizer's
 `max_length`), torch's default thread count. Tokenizer, retrieval, features, ranker and
 top-k run in-process from the repository's own files (builders.offline, the newest release's
@@ -23,7 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from builders import text_encoder
+from builders import names, text_encoder
 from builders.offline import OfflinePipeline
 from builders.repository import model_versions
 from builders.runtime.tokenization import QueryTokenizer, longest_padding
@@ -42,7 +44,8 @@ def warm_up(search: OfflinePipeline, recommend: OfflinePipeline) -> None:
 
 class EagerPipeline(OfflinePipeline):
     """The newest search release with the query encoder in PyTorch eager (or, with
-    `encoder="onnx"`, the release's own ONNX encoder), both dynamically padded."""
+    `encoder="onnx"` or a release that serves a query student, the release's own ONNX
+    encoder), both dynamically padded."""
 
     def __init__(self, repo: Path, encoder: str = "torch") -> None:
         super().__init__(repo, "search", max(model_versions(repo, "search")))
@@ -52,7 +55,8 @@ class EagerPipeline(OfflinePipeline):
         self.tokenizer = QueryTokenizer(
             folder / "tokenizer.json", max_length, longest_padding(max_length)
         )
-        self.encoder = text_encoder.load_reference() if encoder == "torch" else None
+        teacher = self.spec.stages["encoder"].model == names.TEXT_ENCODER
+        self.encoder = text_encoder.load_reference() if encoder == "torch" and teacher else None
 
     def embed_queries(self, queries: list[str]) -> np.ndarray:
         ids, mask = self.tokenizer.encode(queries)

@@ -15,15 +15,17 @@ Markdown table on stdout:
   same item texts: on the synthetic graded relevance, and on a catalog-only
   `files` build of a real-looking catalog (`perf/data/catalog.csv`) with
   hand-written queries graded by rule (`perf/graded_queries.py`);
-* encoder: the one search serves, the overlap of its top-100 retrieval with
-  the fp32 encoder's, and the build's figures for every variant.
+* query encoder (synthetic and catalog-only, `search.encoder_variants`): the variant search
+  serves and the build's gate figures for every variant (speed, NDCG@10, recall@100, overlap
+  with the teacher), and the served search of a second build that serves the teacher
+  (`search.teacher_build`), which the default build must match within 1%. The catalog-only
+  build's gate judges on the rule-graded queries, passed to the build as `--relevance`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -32,11 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from builders import encoder_variants, names, ranker
+from builders import names, ranker
 from builders.build import item_texts, two_tower_scores
 from builders.data import load_dataset
 from builders.offline import OfflinePipeline
 from builders.pipelines import PIPELINE_FILE, PipelineSpec
+from builders.ranking_metrics import ndcg, recall
 from builders.repository import model_versions, read_manifest
 from builders.runtime.features import FeatureTables
 from builders.runtime.fusion import FusionSettings
@@ -58,6 +61,8 @@ DATASETS = {
         ["--dataset", "files", "--catalog", str(CATALOG)],
     ),
 }
+#: Datasets whose search is also built serving the teacher, to compare the served quality.
+TEACHER_BUILDS = ("synthetic", "catalog-only")
 
 
 def bm25_baseline(texts: list[str]):
@@ -88,21 +93,6 @@ def bm25_baseline(texts: list[str]):
         return ranked
 
     return top
-
-
-def ndcg(ranked: list[int], grades: dict[int, int], k: int = 10) -> float:
-    gains = [2 ** grades.get(item, 0) - 1 for item in ranked[:k]]
-    ideal = sorted((2**g - 1 for g in grades.values()), reverse=True)[:k]
-    dcg = sum(g / math.log2(i + 2) for i, g in enumerate(gains))
-    best = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
-    return dcg / best if best else 0.0
-
-
-def recall(ranked: list[int], grades: dict[int, int], k: int = 100) -> float:
-    """Share of the query's best-graded items in the top k (of at most k of them)."""
-    top_grade = max(grades.values())
-    best = {item for item, grade in grades.items() if grade == top_grade}
-    return len(best & set(ranked[:k])) / min(len(best), k)
 
 
 def ensure_repository(name: str, repo: Path, build_args: list[str]) -> None:
@@ -170,36 +160,24 @@ def search_quality(repo: Path, dataset, relevance, client, kinds: dict | None = 
     return report
 
 
-def served_encoder(repo: Path, dataset) -> dict:
-    """The encoder the newest search release serves, its top-100 retrieval overlap with the
-    fp32 encoder (items and queries embedded by each) and the build's variant figures."""
+def teacher_build(repo: Path, build_args: list[str], dataset) -> dict:
+    """NDCG@10 and recall@100 of search served by a build of the same data that serves the
+    teacher (`--encoder text_encoder`), through Triton: what the default build's student
+    must match."""
+    ensure_repository(repo.name, repo, [*build_args, "--encoder", names.TEXT_ENCODER])
+    with TritonServer(repo) as server, Client(server.grpc_url, timeout=60.0) as client:
+        search = search_quality(repo, dataset, dataset.relevance, client)
+    return {key: search[key]["served"] for key in ("ndcg_at_10", "recall_at_100")}
+
+
+def encoder_figures(repo: Path) -> dict:
+    """The query encoder the build serves and the build's gate figures for every variant
+    (speed, NDCG@10, recall@100, overlap with the teacher)."""
     release = model_versions(repo, names.SEARCH)[-1]
     served = PipelineSpec.load(repo / names.SEARCH / str(release) / PIPELINE_FILE).stages["encoder"]
-    manifest = read_manifest(repo, served.model, served.version)
-    fp32_version = (
-        served.version
-        if served.model == names.TEXT_ENCODER
-        else manifest["depends_on"][names.TEXT_ENCODER]
-    )
-    fp32 = repo / names.TEXT_ENCODER / str(fp32_version) / "model.onnx"
-    queries = sorted(set(dataset.sample_queries(300, seed=9)))
-    overlap = (
-        1.0
-        if served.model == names.TEXT_ENCODER
-        else encoder_variants.retrieval_overlap(
-            fp32,
-            repo / served.model / str(served.version) / "model.onnx",
-            item_texts(dataset),
-            queries,
-        )
-    )
-    variants = read_manifest(repo, names.TEXT_ENCODER, fp32_version)["metrics"].get("variants")
-    return {
-        "served": served.model,
-        "queries": len(queries),
-        "recall_at_100_overlap_with_fp32": round(float(overlap), 4),
-        "build_variants": variants,
-    }
+    teacher_version = model_versions(repo, names.TEXT_ENCODER)[-1]
+    build = read_manifest(repo, names.TEXT_ENCODER, teacher_version)["metrics"]["variants"]
+    return {"served": served.model, **build}
 
 
 def ranker_auc(repo: Path, dataset, client) -> dict:
@@ -292,15 +270,20 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{os.cpu_count()} CPU cores",
         "datasets": {},
     }
+    args.work.mkdir(parents=True, exist_ok=True)
+    rules = graded_queries.load_rules(QUERIES)
+    catalog_relevance = args.work / "catalog-only-relevance.csv"
+    graded_queries.relevance(load_dataset("files", catalog=CATALOG).catalog, rules).to_csv(
+        catalog_relevance, index=False
+    )
     for name, (source, params, build_args) in DATASETS.items():
+        if source == "files":
+            params = {**params, "relevance": catalog_relevance}
+            build_args = [*build_args, "--relevance", str(catalog_relevance)]
         repo = args.work / name
         ensure_repository(name, repo, build_args)
         dataset = load_dataset(source, **params)
-        relevance, kinds = dataset.relevance, None
-        if source == "files":
-            rules = graded_queries.load_rules(QUERIES)
-            relevance = graded_queries.relevance(dataset.catalog, rules)
-            kinds = {rule.query: rule.kind for rule in rules}
+        kinds = {rule.query: rule.kind for rule in rules} if source == "files" else None
         entry: dict = {}
         with TritonServer(repo) as server, Client(server.grpc_url, timeout=60.0) as client:
             if dataset.has_interactions:
@@ -308,10 +291,13 @@ def main(argv: list[str] | None = None) -> int:
                 entry["recommend_ranker"] = ranker_auc(repo, dataset, client)
                 build = {**entry["recommend"], **entry["recommend_ranker"]}
                 entry["recommend_seeds"] = recommend_seed_spread(dataset, build, args.seeds)
-            if relevance is not None:
-                entry["search"] = search_quality(repo, dataset, relevance, client, kinds)
-        if source == "synthetic":
-            entry["encoder"] = served_encoder(repo, dataset)
+            if dataset.relevance is not None:
+                entry["search"] = search_quality(repo, dataset, dataset.relevance, client, kinds)
+        if name in TEACHER_BUILDS:
+            entry["search"]["encoder_variants"] = encoder_figures(repo)
+            entry["search"]["teacher_build"] = teacher_build(
+                args.work / f"{name}-teacher", build_args, dataset
+            )
         report["datasets"][name] = entry
     report["seconds"] = round(time.perf_counter() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -401,15 +387,51 @@ def readme_table(report: dict) -> str:
         for kind, values in by_kind.items():
             cells = " | ".join(_figure(values.get(system)) for system, _ in SEARCH_SYSTEMS)
             lines.append(f"| {kind} | {values['queries']} | {cells} |")
-    for name, entry in report["datasets"].items():
-        if encoder := entry.get("encoder"):
-            lines += [
-                "",
-                f"{name}: the served encoder is `{encoder['served']}`; its top-100 retrieval "
-                f"overlaps fp32's by {encoder['recall_at_100_overlap_with_fp32']:.4f} "
-                f"({encoder['queries']} logged queries).",
-            ]
+    lines += encoder_table(report)
     return "\n".join(lines) + "\n"
+
+
+def encoder_table(report: dict) -> list[str]:
+    """Per dataset: each query encoder variant's speed and gate figures, and the served
+    search of the default build against the teacher build's."""
+    lines = [
+        "",
+        "| dataset | query encoder | sequences/s at 8 / 16 tokens | NDCG@10 | recall@100 "
+        "| dense NDCG@10 | overlap | gate |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    served = []
+    for name, entry in report["datasets"].items():
+        search = entry.get("search") or {}
+        if not (variants := search.get("encoder_variants")):
+            continue
+        for model, row in variants["variants"].items():
+            rates = " / ".join(f"{rate:,.0f}" for rate in row["sequences_per_s"].values())
+            verdict = "passes" if row["passes"] else "fails"
+            if model == variants["served"]:
+                verdict += ", served"
+            lines.append(
+                f"| {name} | `{model}` | {rates} | {_figure(row['ndcg_at_10'])} "
+                f"| {_figure(row['recall_at_100'])} | {_figure(row['dense_ndcg_at_10'])} "
+                f"| {_figure(row['overlap'])} | {verdict} |"
+            )
+        teacher = search["teacher_build"]
+        served.append(
+            f"| {name} | `{variants['served']}` | {_figure(search['ndcg_at_10']['served'])} "
+            f"| {_figure(teacher['ndcg_at_10'])} "
+            f"| {_ratio(search['ndcg_at_10']['served'], teacher['ndcg_at_10'])} "
+            f"| {_figure(search['recall_at_100']['served'])} "
+            f"| {_figure(teacher['recall_at_100'])} |"
+        )
+    if not served:
+        return []
+    return lines + [
+        "",
+        "| dataset | served encoder | served NDCG@10 | teacher build's | ratio "
+        "| served recall@100 | teacher build's |",
+        "|---|---|---|---|---|---|---|",
+        *served,
+    ]
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ search: smart                 # smart (coordinate descent) or brute (every confi
 slo: {p99_ms: 250}
 objective: throughput
 load: {concurrency: [1, 2, 4, 8]}      # or {request_rate: [20, 40, 80]}
-space:                        # per model: tunable -> values to try
-  text_encoder:
+space:                        # per model (or a pipeline's role: `encoder` is whichever query
+  encoder:                    # encoder the pipeline pins): tunable -> values to try
     max_queue_delay_microseconds: [0, 2000]
     instance_count: [1, 2]
 measurement: {interval_ms: 2000, stability_percentage: 100, max_trials: 8}
@@ -160,14 +160,19 @@ def _check_length_buckets(where: str, value: object, config: dict) -> None:
         raise SweepFileError(f"{where}: {err}") from None
 
 
-def pipeline_stages(repository: Path, model: str) -> tuple[str, ...]:
-    """The stage models a pipeline's latest version pins (empty for a plain model)."""
+def pipeline_roles(repository: Path, model: str) -> dict[str, str]:
+    """Role -> stage model of a pipeline's latest version (empty for a plain model)."""
     versions = model_versions(repository, model)
     pinned = repository / model / str(versions[-1]) / "pipeline.json" if versions else None
     if pinned is None or not pinned.is_file():
-        return ()
-    stages = json.loads(pinned.read_text())["stages"].values()
-    return tuple(sorted({stage["model"] for stage in stages}))
+        return {}
+    stages = json.loads(pinned.read_text())["stages"]
+    return {role: stage["model"] for role, stage in stages.items()}
+
+
+def pipeline_stages(repository: Path, model: str) -> tuple[str, ...]:
+    """The stage models a pipeline's latest version pins (empty for a plain model)."""
+    return tuple(sorted(set(pipeline_roles(repository, model).values())))
 
 
 def model_config(repository: Path, model: str) -> dict:
@@ -190,6 +195,7 @@ def parse(document: object, source: str = "sweep file", base: Path = ROOT) -> Sw
     model = document["model"]
     _require(isinstance(model, str), "model must be a model name")
     target_config = model_config(repository, model)
+    roles = pipeline_roles(repository, model)
     stages = pipeline_stages(repository, model)
 
     search = document.get("search", "smart")
@@ -214,10 +220,12 @@ def parse(document: object, source: str = "sweep file", base: Path = ROOT) -> Sw
     _require(isinstance(space, dict) and space, "space must map model names to tunables")
     checked: dict[str, dict[str, list]] = {}
     pipeline_batch = target_config.get("max_batch_size", 0) if stages else 0
-    for name, tunables in space.items():
+    for key, tunables in space.items():
+        name = key if key == model or key in stages else roles.get(key, key)
         _require(
             name == model or name in stages,
-            f"space: {name!r} is neither {model!r} nor one of its stages {list(stages)}",
+            f"space: {key!r} is neither {model!r} nor one of its stages {list(stages)} or roles "
+            f"{list(roles)}",
         )
         _require(
             model_config(repository, name).get("platform") != "ensemble",

@@ -17,7 +17,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .dataset import EVENT_WEIGHTS, BadRow, Dataset, FileReport, relevance_from_logs
+from .dataset import (
+    EVENT_WEIGHTS,
+    RELEVANCE_COLUMNS,
+    BadRow,
+    Dataset,
+    FileReport,
+    relevance_from_logs,
+)
 
 CATALOG_REQUIRED = ("item_id", "title", "category")
 INTERACTIONS_REQUIRED = ("user_id", "item_id", "event", "timestamp")
@@ -38,14 +45,17 @@ def load(
     catalog: str | Path,
     interactions: str | Path | None = None,
     *,
+    relevance: str | Path | None = None,
     max_bad_fraction: float = 0.05,
     strict: bool = False,
 ) -> Dataset:
-    """Load a catalog and, optionally, an interaction log (file type by extension).
+    """Load a catalog and, optionally, an interaction log and graded queries (file type by
+    extension).
 
     Interaction rows that name an item the catalog lacks, or one whose catalog row was skipped,
-    are bad rows of the log. Searches in the log (rows with a query) give graded relevance, see
-    `relevance_from_logs`.
+    are bad rows of the log. The search quality gate (`builders.encoder_variants`) judges on
+    graded relevance: a `relevance` file (`query`, `item_id`, `grade` 1-3, e.g. judged by
+    people), else the searches of the log (rows with a query, see `relevance_from_logs`).
     """
     if not 0.0 <= max_bad_fraction <= 1.0:
         raise ValueError(f"max_bad_fraction must be between 0 and 1, got {max_bad_fraction}")
@@ -66,15 +76,28 @@ def load(
             print(f"{log_table.path}: no interactions; using the catalog only", file=sys.stderr)
             log = None
 
+    graded = None
+    if relevance is not None:
+        graded, relevance_report = _validate_relevance(
+            _read(Path(relevance)), items["item_id"].to_numpy()
+        )
+        _apply_policy(relevance_report, max_bad_fraction, strict)
+        reports.append(relevance_report)
+        if graded.empty:
+            raise DataValidationError(f"{relevance}: no graded query left")
+
     return Dataset(
         name="files",
         catalog=items,
         interactions=log,
         users=None if log is None else pd.DataFrame({"user_id": np.unique(log["user_id"])}),
-        relevance=None if log is None else relevance_from_logs(log),
+        relevance=graded
+        if relevance is not None
+        else (None if log is None else relevance_from_logs(log)),
         params={
             "catalog": str(catalog),
             "interactions": None if interactions is None else str(interactions),
+            "relevance": None if relevance is None else str(relevance),
             "max_bad_fraction": max_bad_fraction,
             "strict": strict,
         },
@@ -239,6 +262,26 @@ def _validate_interactions(
     }
     log = pd.concat([pd.DataFrame(columns), _free_columns(frame, list(columns), ok)], axis=1)
     return log, problems.report()
+
+
+def _validate_relevance(table: _Table, known_items: np.ndarray) -> tuple[pd.DataFrame, FileReport]:
+    table.require(list(RELEVANCE_COLUMNS))
+    frame = table.frame
+    problems = _Problems(table)
+    query = _required_text(frame, "query", problems)
+    item_id = _integer_column(frame, "item_id", problems)
+    problems.add(
+        ~np.isin(item_id, known_items),
+        lambda r: f"unknown item_id {item_id[r]} (not in the catalog)",
+    )
+    grade = _integer_column(frame, "grade", problems)
+    problems.add((grade < 1) | (grade > 3), lambda r: f"grade {grade[r]} is not 1, 2 or 3")
+    ok = problems.ok
+    graded = pd.DataFrame(
+        {"query": query[ok].to_numpy(), "item_id": item_id[ok], "grade": grade[ok]}
+    )
+    graded = graded.sort_values(["query", "item_id"], kind="stable").reset_index(drop=True)
+    return graded, problems.report()
 
 
 def _apply_policy(report: FileReport, max_bad_fraction: float, strict: bool) -> None:

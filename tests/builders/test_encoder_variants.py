@@ -1,4 +1,4 @@
-"""The encoder variants' gate: retrieval overlap, NDCG, the verdict and the default choice."""
+"""The query encoder variants' gate: the verdict, the default choice, held-out queries."""
 
 import numpy as np
 import pytest
@@ -6,15 +6,14 @@ import pytest
 from builders import encoder_variants, names
 from builders.data import load_dataset
 from builders.encoder_variants import (
-    MIN_OVERLAP,
-    NDCG_TOLERANCE,
+    RELATIVE_TOLERANCE,
     choose,
-    comparison_depth,
     gate_failures,
-    ndcg_at_10,
+    grades_by_index,
     overlap,
-    top_k,
+    search_quality,
 )
+from builders.ranking_metrics import ndcg, recall
 
 
 @pytest.fixture(scope="module")
@@ -22,32 +21,43 @@ def dataset():
     return load_dataset("synthetic", seed=5, n_items=400, n_users=60)
 
 
-def test_top_k_and_overlap():
-    items = np.eye(4, dtype=np.float32)
-    queries = np.array([[0.9, 0.5, 0.1, 0.0], [0.0, 0.1, 0.2, 0.9]], dtype=np.float32)
-    assert top_k(queries, items, 2).tolist() == [[0, 1], [3, 2]]
+def test_overlap():
     assert overlap(np.array([[0, 1], [3, 2]]), np.array([[1, 0], [3, 1]])) == 0.75
 
 
-def test_a_sample_compares_a_proportional_depth():
-    assert comparison_depth(2000, 10000) == 20
-    assert comparison_depth(1500, 1500) == 100
-    assert comparison_depth(50, 50) == 50
-    assert comparison_depth(10, 1_000_000) == 1
+def test_ndcg_and_recall():
+    assert ndcg([3, 1, 2], {3: 3, 1: 2}) == pytest.approx(1.0)
+    assert ndcg([1, 3], {3: 3, 1: 2}) < 1.0
+    assert ndcg([5, 6], {}) == 0.0
+    assert recall([7, 3, 1], {3: 3, 1: 2, 4: 3}, k=2) == 0.5
 
 
-def test_ndcg_at_10():
-    assert ndcg_at_10([3, 1, 2], {3: 3, 1: 2}) == pytest.approx(1.0)
-    assert ndcg_at_10([1, 3], {3: 3, 1: 2}) < 1.0
-    assert ndcg_at_10([5, 6], {}) == 0.0
+def teacher_row(ndcg_at_10=0.80, recall_at_100=0.90):
+    return {"ndcg_at_10": ndcg_at_10, "recall_at_100": recall_at_100}
 
 
-def test_the_gate():
-    assert gate_failures(MIN_OVERLAP, 0.80, 0.80 + NDCG_TOLERANCE) == []
-    assert gate_failures(0.98, None, None) == ["top-k overlap 0.9800 < 0.99"]
-    (ndcg,) = gate_failures(1.0, 0.79, 0.80)
-    assert ndcg.startswith("NDCG@10 0.7900 < fp32's 0.8000")
-    assert gate_failures(None, None, None) == ["not measured: the dataset has no logged queries"]
+def test_the_gate_passes_within_one_percent_of_the_teacher():
+    teacher = teacher_row()
+    floor = 1 - RELATIVE_TOLERANCE
+    assert RELATIVE_TOLERANCE == 0.01
+    assert gate_failures(teacher_row(0.80 * floor, 0.90 * floor), teacher) == []
+    assert gate_failures(teacher_row(0.85, 0.95), teacher) == []
+
+
+def test_the_gate_refuses_a_variant_more_than_one_percent_worse():
+    teacher = teacher_row()
+    (worse_ndcg,) = gate_failures(teacher_row(0.7910, 0.90), teacher)
+    assert worse_ndcg == "NDCG@10 0.7910 < 0.99 x the teacher's 0.8000"
+    (worse_recall,) = gate_failures(teacher_row(0.80, 0.8900), teacher)
+    assert worse_recall == "recall@100 0.8900 < 0.99 x the teacher's 0.9000"
+    assert len(gate_failures(teacher_row(0.5, 0.5), teacher)) == 2
+
+
+def test_the_gate_refuses_what_it_cannot_measure():
+    unmeasured = {"ndcg_at_10": None, "recall_at_100": None}
+    assert gate_failures(unmeasured, unmeasured) == [
+        "not measured: the dataset has no graded queries"
+    ]
 
 
 def test_the_default_is_the_fastest_variant_that_passes():
@@ -56,30 +66,46 @@ def test_the_default_is_the_fastest_variant_that_passes():
 
     variants = {
         names.TEXT_ENCODER: row(800, 400, True),
-        names.TEXT_ENCODER_INT8: row(2000, 1000, False),
-        names.TEXT_ENCODER_INT8_STATIC: row(1000, 600, True),
+        names.QUERY_ENCODER_STATIC: row(200_000, 150_000, False),
+        names.QUERY_ENCODER_SHALLOW: row(3000, 1600, True),
     }
-    assert choose(variants) == names.TEXT_ENCODER_INT8_STATIC
-    variants[names.TEXT_ENCODER_INT8_STATIC]["passes"] = False
+    assert choose(variants) == names.QUERY_ENCODER_SHALLOW
+    variants[names.QUERY_ENCODER_SHALLOW]["passes"] = False
     assert choose(variants) == names.TEXT_ENCODER
 
 
-def test_held_out_queries_are_graded_and_never_calibrate(dataset):
+def test_held_out_queries_are_graded(dataset):
     held_out = encoder_variants.held_out_queries(dataset, n=50)
     assert len(held_out) == 50 and set(held_out) <= set(dataset.relevance["query"])
-    texts = encoder_variants.calibration_texts(dataset, held_out, n=100)
-    assert not set(texts) & set(held_out)
-    assert len(texts) == 200
+    assert held_out == encoder_variants.held_out_queries(dataset, n=50)
+    catalog_only = load_dataset("synthetic", seed=5, n_items=400, n_users=60)
+    object.__setattr__(catalog_only, "relevance", None)
+    assert encoder_variants.held_out_queries(catalog_only) == []
 
 
-def test_quality_set_maps_grades_into_the_sample(dataset):
+def test_grades_are_keyed_by_item_index(dataset):
     queries = encoder_variants.held_out_queries(dataset, n=20)
-    qset = encoder_variants.quality_set(dataset, queries, sample=100)
-    assert len(qset.items) == 100 and qset.catalog_items == 400 and qset.k == 25
-    assert len(qset.grades) == 20
-    assert all(
-        0 <= row < 100 and grade in (1, 2, 3) for g in qset.grades for row, grade in g.items()
-    )
-    whole = encoder_variants.quality_set(dataset, queries)
+    grades = grades_by_index(dataset, queries)
+    item_ids = np.sort(dataset.catalog.item_id.to_numpy())
     graded = dataset.relevance[dataset.relevance["query"] == queries[0]]
-    assert len(whole.grades[0]) == len(graded) and whole.k == 100
+    assert {int(item_ids[index]): grade for index, grade in grades[0].items()} == dict(
+        zip(graded.item_id, graded.grade)
+    )
+
+
+def test_search_quality_scores_the_fused_and_dense_lists(tmp_path, monkeypatch):
+    queries = ["a", "b"]
+    grades = [{0: 3, 1: 1}, {2: 3}]
+    fused = np.array([[0, 1, -1], [2, -1, -1]])
+    dense = np.array([[1, 0, 2], [0, 1, 2]])
+    monkeypatch.setattr(
+        encoder_variants.text_encoder, "embed", lambda *args, **kwargs: np.zeros((2, 4))
+    )
+    figures, dense_out = search_quality(
+        tmp_path / "model.onnx", queries, grades, lambda q, e: (fused, dense)
+    )
+    assert figures["ndcg_at_10"] == 1.0 and figures["recall_at_100"] == 1.0
+    assert figures["dense_ndcg_at_10"] == round(
+        (ndcg([1, 0, 2], grades[0]) + ndcg([0, 1, 2], grades[1])) / 2, 4
+    )
+    assert dense_out is dense

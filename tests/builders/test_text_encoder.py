@@ -1,4 +1,4 @@
-"""The text encoder's ONNX export, its INT8 variants and offline embedding."""
+"""The text encoder's ONNX export, its parity check and offline embedding."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -18,13 +17,12 @@ from builders.data import load_dataset
 from builders.runtime.tokenization import QueryTokenizer
 from builders.text_encoder import (
     EMBEDDING_DIM,
-    INT8_MIN_COSINE,
     ONNX_ATOL,
     PARITY_TEXTS,
     ParityError,
 )
 
-pytestmark = pytest.mark.slow  # the session fixtures export and quantize the real model
+pytestmark = pytest.mark.slow  # the session fixtures export the real model
 
 
 @pytest.fixture(scope="session")
@@ -36,12 +34,6 @@ def reference() -> text_encoder.SentenceEncoder:
 def fp32(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     path = tmp_path_factory.mktemp("text_encoder") / "fp32.onnx"
     return path, text_encoder.export_onnx(path)
-
-
-@pytest.fixture(scope="session")
-def int8(fp32: tuple[Path, dict]) -> tuple[Path, dict]:
-    path = fp32[0].with_name("int8.onnx")
-    return path, text_encoder.quantize_int8(fp32[0], path)
 
 
 @pytest.fixture(scope="session")
@@ -137,32 +129,12 @@ def test_parity_check_catches_a_different_model(fp32, reference):
         text_encoder.onnx_parity(drifted, fp32[0], sequence_lengths=[16])
 
 
-@pytest.mark.parametrize("variant", ["fp32", "int8"])
-def test_similar_products_are_closer(request, variant):
-    path = request.getfixturevalue(variant)[0]
+def test_similar_products_are_closer(fp32):
+    path = fp32[0]
     query, similar, unrelated = run(
         path, ["red running shoes", "crimson sneakers for running", "stainless steel saucepan"]
     )
     assert cosine(query, similar) > cosine(query, unrelated) + 0.2
-
-
-def test_int8_reports_parity(fp32, int8):
-    path, parity = int8
-    assert parity["min_mean_cosine"] == INT8_MIN_COSINE
-    assert parity["mean_cosine"] >= INT8_MIN_COSINE
-    assert parity["n_samples"] == len(PARITY_TEXTS)
-    assert path.stat().st_size < 0.4 * fp32[0].stat().st_size
-
-
-def test_int8_stays_close_on_unseen_titles(fp32, int8, catalog_titles):
-    similarity = cosine(run(fp32[0], catalog_titles), run(int8[0], catalog_titles))
-    assert similarity.mean() >= INT8_MIN_COSINE
-
-
-def test_int8_check_raises_below_the_minimum(fp32, tmp_path, monkeypatch):
-    monkeypatch.setattr(text_encoder, "INT8_MIN_COSINE", 1.01)
-    with pytest.raises(ParityError, match="INT8"):
-        text_encoder.quantize_int8(fp32[0], tmp_path / "int8.onnx")
 
 
 def test_embed_equals_direct_runs(fp32, catalog_titles):
@@ -189,33 +161,3 @@ def test_embed_names_an_empty_text(fp32):
     texts = ["blender"] * 10 + ["  "]
     with pytest.raises(ValueError, match="text 10 is empty"):
         text_encoder.embed(fp32[0], texts, batch_size=4, progress=False)
-
-
-@pytest.fixture(scope="session")
-def int8_static(fp32, catalog_titles) -> tuple[Path, dict]:
-    path = fp32[0].with_name("int8_static.onnx")
-    return path, text_encoder.quantize_int8_static(fp32[0], path, catalog_titles[:64])
-
-
-def test_static_int8_is_qdq_with_the_ffn_down_projections_in_float(
-    fp32, int8_static, catalog_titles
-):
-    path, parity = int8_static
-    assert parity["mean_cosine"] >= INT8_MIN_COSINE
-    graph = onnx.load(str(path)).graph
-    float_matmuls = text_encoder.static_int8_float_matmuls(onnx.load(str(fp32[0])))
-    assert len(float_matmuls) == 6 and all("/output/dense/" in name for name in float_matmuls)
-    dequantized = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
-    quantized = [
-        node.name
-        for node in graph.node
-        if node.op_type == "MatMul" and set(node.input) <= dequantized
-    ]
-    assert len(quantized) == 48 - 6 and not set(quantized) & set(float_matmuls)
-    similarity = cosine(run(fp32[0], catalog_titles[64:]), run(path, catalog_titles[64:]))
-    assert similarity.mean() >= INT8_MIN_COSINE
-
-
-def test_static_int8_needs_calibration_texts(fp32, tmp_path):
-    with pytest.raises(ValueError, match="calibration texts"):
-        text_encoder.quantize_int8_static(fp32[0], tmp_path / "int8.onnx", [])

@@ -263,6 +263,29 @@ def test_a_log_without_rows_means_no_interactions(
     assert "no interactions; using the catalog only" in capsys.readouterr().err
 
 
+def test_a_relevance_file_grades_queries_of_a_catalog_only_build(tmp_path: Path) -> None:
+    catalog = write(tmp_path / "catalog.csv", CATALOG_HEADER, catalog_rows())
+    relevance = write(
+        tmp_path / "graded.csv",
+        "query,item_id,grade",
+        ["red shoes,1,3", "red shoes,2,1", "mug,3,2", "mug,99999,2", "mug,4,5"],
+    )
+    dataset = load(catalog, relevance=relevance, max_bad_fraction=0.5)
+    assert dataset.relevance.to_dict("list") == {
+        "query": ["mug", "red shoes", "red shoes"],
+        "item_id": [3, 1, 2],
+        "grade": [2, 3, 1],
+    }
+    with pytest.raises(DataValidationError) as error:
+        load(catalog, relevance=relevance)
+    message = str(error.value)
+    assert "graded.csv:5: unknown item_id 99999 (not in the catalog)" in message
+    assert "graded.csv:6: grade 5 is not 1, 2 or 3" in message
+    no_grade = write(tmp_path / "bad.csv", "query,item_id", ["mug,3"])
+    with pytest.raises(DataValidationError, match="missing required column.*grade"):
+        load(catalog, relevance=no_grade)
+
+
 def test_unusable_files_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no such file: .*nowhere.csv"):
         load(tmp_path / "nowhere.csv")

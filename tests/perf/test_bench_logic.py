@@ -92,6 +92,24 @@ def test_summary_lists_each_repetition_and_says_whether_tuning_won():
     assert "hit rate in each repetition 90%, 95%" in text
     assert "12,950 logged searches in logged order from a cold cache" in text
     assert "600 req/s, p99 80 ms, encoder hit rate 61% (60% of them" in text
+    assert "search_encoder_cpu_vs_teacher" not in summary  # the teacher served: no student
+
+
+def test_the_summary_compares_the_served_students_cpu_with_the_teachers():
+    def breakdown(encoder: str, us: float) -> dict:
+        return {"processes": {encoder: {"cpu_us_per_request": us, "share_of_cores": 0.1}}}
+
+    serving = {
+        "skipped": {},
+        "arms": {},
+        "search_cache": {},
+        "stage_cpu": {
+            "search": breakdown("query_encoder_static", 150.0),
+            bench.TEACHER_SEARCH: breakdown("text_encoder", 3000.0),
+        },
+    }
+    summary = bench.summarise(serving, 100, 3)
+    assert summary["search_encoder_cpu_vs_teacher"] == 0.05
 
 
 def test_the_repeat_share_is_the_hit_rate_of_a_cache_empty_at_the_start():

@@ -15,9 +15,24 @@ REPORT = {
                                "lexical": 0.7, "bm25": 0.75},
                 "recall_at_100": {"served": 0.6, "hybrid": 0.6, "dense": 0.5, "lexical": 0.4,
                                   "bm25": 0.3},
+                "encoder_variants": {
+                    "served": "query_encoder_static",
+                    "variants": {
+                        "text_encoder": {"sequences_per_s": {"8": 400.0, "16": 250.0},
+                                         "ndcg_at_10": 0.85, "recall_at_100": 0.6,
+                                         "dense_ndcg_at_10": 0.8, "overlap": 1.0, "passes": True},
+                        "query_encoder_static": {"sequences_per_s": {"8": 90000.0, "16": 70000.0},
+                                                 "ndcg_at_10": 0.86, "recall_at_100": 0.6,
+                                                 "dense_ndcg_at_10": 0.81, "overlap": 0.9,
+                                                 "passes": True},
+                        "query_encoder_shallow": {"sequences_per_s": {"8": 1500.0, "16": 900.0},
+                                                  "ndcg_at_10": 0.8, "recall_at_100": 0.58,
+                                                  "dense_ndcg_at_10": 0.7, "overlap": 0.85,
+                                                  "passes": False},
+                    },
+                },
+                "teacher_build": {"ndcg_at_10": 0.891, "recall_at_100": 0.6},
             },
-            "encoder": {"served": "text_encoder", "queries": 258,
-                        "recall_at_100_overlap_with_fp32": 1.0},
         },
         "catalog-only": {
             "search": {
@@ -53,7 +68,22 @@ def test_recommend_rows_show_what_was_measured_and_a_dash_for_what_was_not():
     assert f"| synthetic | 0.1570 | 0.0500 | 0.8241 | 0.8241 {spread}" in lines
     assert "| no-relevance | 0.0700 | – | – | – | – | – | – |" in lines
     assert not any(line.startswith("| catalog-only | 0.") for line in lines)
-    assert any("`text_encoder`" in line and "1.0000" in line for line in lines)
+
+
+def test_each_query_encoder_variant_gets_a_row_and_the_served_search_meets_the_teacher():
+    lines = readme_table(REPORT).splitlines()
+    assert (
+        "| synthetic | `query_encoder_static` | 90,000 / 70,000 | 0.8600 | 0.6000 | 0.8100 "
+        "| 0.9000 | passes, served |"
+    ) in lines
+    assert (
+        "| synthetic | `query_encoder_shallow` | 1,500 / 900 | 0.8000 | 0.5800 | 0.7000 "
+        "| 0.8500 | fails |"
+    ) in lines
+    assert (
+        "| synthetic | `query_encoder_static` | 0.9000 | 0.8910 | 1.010× | 0.6000 | 0.6000 |"
+    ) in lines
+    assert not any(line.startswith("| catalog-only | `") for line in lines)
 
 
 def test_queries_of_each_kind_get_a_row_where_the_report_has_them():

@@ -71,6 +71,11 @@ def test_valid_file(repo, tmp_path):
     assert parsed.capacity.target_qps == 10
 
 
+def test_a_space_key_may_name_a_stage_by_its_role_in_the_pipeline(repo):
+    parsed = spec.parse(document(repo, space={"encoder": {"instance_count": [1, 2]}}))
+    assert parsed.dimensions == {"text_encoder.instance_count": [1, 2]}
+
+
 def test_a_winner_is_confirmed_only_by_winning_every_round():
     assert sweep.confirmed([((1, 100.0), (1, 120.0)), ((1, 110.0), (1, 111.0))])
     assert not sweep.confirmed([((1, 100.0), (1, 120.0)), ((1, 110.0), (1, 105.0))])

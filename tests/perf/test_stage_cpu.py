@@ -43,6 +43,25 @@ def test_the_bench_breakdown_of_search_on_the_real_server(small_server, small_re
     measured = bench.stage_cpu_breakdown(small_server, names.SEARCH, bodies, seconds=1.0)
     assert measured["errors"] == 0 and measured["requests"] > 0
     processes = measured["processes"]
-    for label in ("tritonserver", "load generator", names.TEXT_ENCODER, names.LEXICAL_INDEX):
+    encoder = bench.served_encoder(small_repository).model
+    for label in ("tritonserver", "load generator", encoder, names.LEXICAL_INDEX):
         assert processes[label]["cpu_us_per_request"] > 0, label
     assert names.USER_TOWER not in processes  # a stage of the other pipeline
+
+
+def test_the_bench_measures_search_with_the_teacher_in_place_of_its_student(
+    small_server, small_repository
+):
+    student = bench.served_encoder(small_repository).model
+    if student == names.TEXT_ENCODER:
+        pytest.skip("the small build's gate chose the teacher: no student to compare")
+    dataset = inputs.dataset_of(small_repository, names.SEARCH)
+    requests = inputs.input_data(names.SEARCH, dataset, small_repository, 64)["data"]
+    bodies = bench.triton_bodies(names.SEARCH, requests)
+    before = small_server.model_config(names.SEARCH)
+    measured = bench.teacher_stage_cpu(small_server, bodies, seconds=1.0)
+    assert measured["errors"] == 0 and measured["requests"] > 0
+    assert measured["processes"][names.TEXT_ENCODER]["cpu_us_per_request"] > 0
+    assert student not in measured["processes"]
+    assert small_server.model_config(names.SEARCH) == before  # the release is back
+    assert small_server.is_model_ready(names.TEXT_ENCODER)
