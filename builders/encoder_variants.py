@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from builders import names, text_encoder
+from builders import machine, names, text_encoder
 from builders.data import Dataset
 from builders.ranking_metrics import ndcg, recall
 from builders.runtime.tokenization import DEFAULT_MAX_LENGTH, QueryTokenizer
@@ -198,7 +198,12 @@ def evaluate(
             "items": len(dataset.catalog),
             "queries": len(held_out),
         },
-        "speed": {"batch": SPEED_BATCH, "threads": SPEED_THREADS, "rounds": SPEED_ROUNDS},
+        "speed": {
+            "batch": SPEED_BATCH,
+            "threads": SPEED_THREADS,
+            "rounds": SPEED_ROUNDS,
+            "machine": machine.describe(),
+        },
         "variants": variants,
         "chosen": choose(variants),
     }
@@ -211,7 +216,8 @@ def table(record: Mapping) -> list[str]:
         f"query encoder variants ({gate['queries']} held-out graded queries over "
         f"{gate['items']:,} items; gate: NDCG@10 and recall@{gate['top_k']} within "
         f"{gate['relative_tolerance']:.0%} of the teacher's; speed: batch "
-        f"{record['speed']['batch']}, {record['speed']['threads']} threads)"
+        f"{record['speed']['batch']}, {record['speed']['threads']} threads on "
+        f"{machine.line(record['speed']['machine'])})"
     ]
     for name, row in record["variants"].items():
         speeds = row["sequences_per_s"].items()
@@ -222,5 +228,8 @@ def table(record: Mapping) -> list[str]:
             f"{row['recall_at_100']}, dense NDCG@10 {row['dense_ndcg_at_10']}, overlap "
             f"{row['overlap']}; {verdict}"
         )
-    lines.append(f"  serving by default: {record['chosen']}")
+    chosen = record["chosen"]
+    if chosen == names.TEXT_ENCODER:
+        chosen += " (the teacher: no query student passed the gate)"
+    lines.append(f"  serving by default: {chosen}")
     return lines

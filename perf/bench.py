@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -41,7 +40,7 @@ import onnxruntime as ort
 import torch
 import tritonclient.http as httpclient
 
-from builders import names
+from builders import machine, names
 from builders.pipelines import PIPELINE_FILE, PipelineSpec, Stage
 from builders.repository import model_versions, read_manifest
 from perf import inputs, loadgen, report, spec, stage_cpu
@@ -340,6 +339,21 @@ def stage_cpu_breakdown(
     return {"concurrency": STAGE_CPU_CONCURRENCY, "errors": load.errors, **measured}
 
 
+def stage_cpu_all(server: TritonServer, requests: dict[str, list], seconds: float) -> dict:
+    """`perf.stage_cpu` of each pipeline on the loaded configs, and of search with the
+    teacher in place of a served student."""
+    costs = {}
+    for kind, pipeline_requests in requests.items():
+        print(f"CPU per stage: {kind}", flush=True)
+        bodies = triton_bodies(kind, pipeline_requests)
+        costs[kind] = stage_cpu_breakdown(server, kind, bodies, seconds)
+    if served_encoder(server.model_repository).model != names.TEXT_ENCODER:
+        print("CPU per stage: search with the teacher as its query encoder", flush=True)
+        bodies = triton_bodies(names.SEARCH, requests[names.SEARCH])
+        costs[TEACHER_SEARCH] = teacher_stage_cpu(server, bodies, seconds)
+    return costs
+
+
 def served_encoder(repo: Path) -> Stage:
     """The query encoder the newest search release pins (the teacher or a student)."""
     release = model_versions(repo, names.SEARCH)[-1]
@@ -419,12 +433,30 @@ def cold_cache_replay(repo: Path, configs: dict[str, dict]) -> dict:
     }
 
 
-def serving(repo: Path, slo_ms: float, seconds: float, repetitions: int, work: Path) -> dict:
-    """Every arm, both pipelines, `repetitions` times interleaved; see the module doc."""
+def bench_requests(repo: Path) -> dict[str, list]:
+    """The requests every arm sends, per pipeline: 512 drawn from the build's dataset."""
     requests = {}
     for kind in (names.SEARCH, names.RECOMMEND):
         dataset = inputs.dataset_of(repo, kind)
         requests[kind] = inputs.input_data(kind, dataset, repo, 512, seed=7)["data"]
+    return requests
+
+
+def stage_cpu_only(repo: Path, seconds: float) -> dict:
+    """Only the CPU per stage of both pipelines (and of search with the teacher), on the
+    built configs: what `make bench` measures last, in a minute."""
+    requests = bench_requests(repo)
+    stages = sorted({m for kind in requests for m in spec.pipeline_stages(repo, kind)})
+    with TritonServer(
+        repo, model_control="explicit", load_models=[*requests, *stages], exit_timeout_secs=5
+    ) as server:
+        costs = stage_cpu_all(server, requests, seconds)
+    return {"date": time.strftime("%Y-%m-%d"), "machine": machine.describe(), "stage_cpu": costs}
+
+
+def serving(repo: Path, slo_ms: float, seconds: float, repetitions: int, work: Path) -> dict:
+    """Every arm, both pipelines, `repetitions` times interleaved; see the module doc."""
+    requests = bench_requests(repo)
     results: dict = {kind: {arm: [] for arm in ARMS} for kind in requests}
     skipped: dict[str, str] = {}
     stage_costs: dict[str, dict] = {}
@@ -491,15 +523,7 @@ def serving(repo: Path, slo_ms: float, seconds: float, repetitions: int, work: P
                             )
                             hit_rates.append(float(hits / max(hits + misses, 1)))
             load_configs(server, configs["triton_default"])
-            for kind in requests:
-                print(f"CPU per stage: {kind}, default configs", flush=True)
-                bodies = triton_bodies(kind, requests[kind])
-                stage_costs[kind] = stage_cpu_breakdown(server, kind, bodies, 2 * seconds)
-            if served_encoder(repo).model != names.TEXT_ENCODER:
-                print("CPU per stage: search with the teacher as its query encoder", flush=True)
-                stage_costs[TEACHER_SEARCH] = teacher_stage_cpu(
-                    server, triton_bodies(names.SEARCH, requests[names.SEARCH]), 2 * seconds
-                )
+            stage_costs = stage_cpu_all(server, requests, 2 * seconds)
         print("search: the logged searches in order, from a cold cache", flush=True)
         replay = cold_cache_replay(repo, configs["triton_tuned_cache"])
     finally:
@@ -525,6 +549,7 @@ def summarise(serving_results: dict, slo_ms: float, repetitions: int) -> dict:
     the CPU per stage."""
     summary: dict = {
         "date": time.strftime("%Y-%m-%d"),
+        "machine": machine.describe(),
         "slo_p99_ms": slo_ms,
         "repetitions": repetitions,
         "skipped": serving_results["skipped"],
@@ -568,7 +593,7 @@ def readme_table(summary: dict) -> str:
 
 
 def markdown(results: dict, summary: dict) -> str:
-    lines = [f"# Benchmarks ({results['machine']}, {summary['date']})", ""]
+    lines = [f"# Benchmarks ({machine.line(results['machine'])}, {summary['date']})", ""]
     for kind in (names.SEARCH, names.RECOMMEND):
         if kind not in summary:
             continue
@@ -644,13 +669,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="per load level")
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--skip-serving", action="store_true", help="only the roofline")
+    parser.add_argument(
+        "--stage-cpu-only",
+        action="store_true",
+        help="only the CPU per stage of each pipeline, into stage_cpu.json (about a minute)",
+    )
     args = parser.parse_args(argv)
     repo = Path(args.repository).resolve()
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.stage_cpu_only:
+        measured = stage_cpu_only(repo, 2 * args.seconds)
+        (OUT / "stage_cpu.json").write_text(json.dumps(measured, indent=1))
+        for kind, costs in measured["stage_cpu"].items():
+            print(f"\n{kind}\n\n{stage_cpu.table(costs)}")
+        print(f"wrote {OUT / 'stage_cpu.json'}")
+        return 0
     started = time.monotonic()
     results = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"{platform.system()} {platform.release()}",
+        "machine": machine.describe(),
         "slo_ms": args.slo_ms,
         "seconds": args.seconds,
     }

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from builders import names, ranker
+from builders import machine, names, ranker
 from builders.build import item_texts, two_tower_scores
 from builders.data import load_dataset
 from builders.offline import OfflinePipeline
@@ -267,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     report: dict = {
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{os.cpu_count()} CPU cores",
+        "machine": machine.describe(),
         "datasets": {},
     }
     args.work.mkdir(parents=True, exist_ok=True)

@@ -109,3 +109,35 @@ def test_search_quality_scores_the_fused_and_dense_lists(tmp_path, monkeypatch):
         (ndcg([1, 0, 2], grades[0]) + ndcg([0, 1, 2], grades[1])) / 2, 4
     )
     assert dense_out is dense
+
+
+def test_the_table_says_when_the_teacher_serves_because_no_student_passed():
+    row = {
+        "sequences_per_s": {"8": 100.0},
+        "ndcg_at_10": None,
+        "recall_at_100": None,
+        "dense_ndcg_at_10": None,
+        "overlap": None,
+    }
+    record = {
+        "gate": {"queries": 0, "items": 10, "top_k": 100, "relative_tolerance": 0.01},
+        "speed": {
+            "batch": 32,
+            "threads": 2,
+            "machine": {"cpu_model": "cpu", "vector_extensions": [], "cores": 2},
+        },
+        "variants": {
+            names.TEXT_ENCODER: {**row, "passes": True, "failures": []},
+            names.QUERY_ENCODER_STATIC: {
+                **row,
+                "passes": False,
+                "failures": ["not measured: the dataset has no graded queries"],
+            },
+        },
+        "chosen": names.TEXT_ENCODER,
+    }
+    lines = encoder_variants.table(record)
+    assert "fails: not measured: the dataset has no graded queries" in lines[2]
+    assert lines[-1] == (
+        "  serving by default: text_encoder (the teacher: no query student passed the gate)"
+    )

@@ -89,7 +89,9 @@ def test_every_version_is_intact_and_pinned(repo):
     search_v1 = read_manifest(repo, names.SEARCH, 1)["depends_on"]
     search_v2 = read_manifest(repo, names.SEARCH, 2)["depends_on"]
     assert search_v1[names.SEARCH_RANKER] == 1 and search_v2[names.SEARCH_RANKER] == 2
-    assert search_v1[names.TEXT_ENCODER] == search_v2[names.TEXT_ENCODER] == 1
+    encoder = OfflinePipeline(repo, names.SEARCH, 2).spec.stages["encoder"].model
+    assert encoder in names.QUERY_ENCODERS
+    assert search_v1[encoder] == search_v2[encoder] == 1
     ranker = read_manifest(repo, names.SEARCH_RANKER, 2)
     assert ranker["metrics"]["auc"] > 0.6 and ranker["parity"]
     policy = parse_pbtxt((repo / names.SEARCH_RANKER / "config.pbtxt").read_text())
@@ -294,7 +296,7 @@ def test_the_response_cache_answers_repeated_queries_at_every_query_only_stage(r
     expected = [call(client, "search", 5, query, user) for user in users]
     cached_stages = [
         names.QUERY_TOKENIZER,
-        names.TEXT_ENCODER,
+        OfflinePipeline(repo, names.SEARCH, 2).spec.stages["encoder"].model,
         names.SEARCH_INDEX,
         names.LEXICAL_INDEX,
         names.HYBRID_FUSION,

@@ -81,7 +81,7 @@ def test_summary_lists_each_repetition_and_says_whether_tuning_won():
     assert summary["stage_cpu"] == serving["stage_cpu"]
     text = bench.markdown(
         {
-            "machine": "m",
+            "machine": {"cpu_model": "m", "vector_extensions": ["avx2"], "cores": 2},
             "seconds": 4,
             "roofline": {"threads": 2, "gemm_peak_gflops": {}, "encoders": {}},
         },

@@ -22,10 +22,11 @@ from perf.sweep import Sweep
 from server import TritonServer
 
 ROOT = Path(__file__).resolve().parents[2]
+# Every query encoder: the single-model sweeps tune the teacher, search pins a student.
 SEARCH_MODELS = [
     names.SEARCH,
     names.QUERY_TOKENIZER,
-    names.TEXT_ENCODER,
+    *names.QUERY_ENCODERS,
     names.SEARCH_INDEX,
     names.LEXICAL_INDEX,
     names.HYBRID_FUSION,
@@ -144,7 +145,8 @@ def test_sigint_to_the_cli_restores(served, tmp_path):
 
 @pytest.mark.slow
 def test_pipeline_sweep_reports_stages_and_restores(served, tmp_path):
-    originals = {m: delay(served, m) for m in ("text_encoder", "search_ranker")}
+    encoder = spec.pipeline_roles(served.model_repository, names.SEARCH)["encoder"]
+    originals = {m: delay(served, m) for m in (encoder, "search_ranker")}
     path = sweep_file(
         tmp_path,
         served,
@@ -152,15 +154,15 @@ def test_pipeline_sweep_reports_stages_and_restores(served, tmp_path):
         search="smart",
         load={"concurrency": [2]},
         space={
-            "text_encoder": {"max_queue_delay_microseconds": [0, 3000]},
+            "encoder": {"max_queue_delay_microseconds": [0, 3000]},  # by its role
             "search_ranker": {"max_queue_delay_microseconds": [0]},
         },
     )
     result = Sweep(spec.load(path), served, tmp_path / "run", progress=None).run()
     assert len(result.trials) == 2 and all(len(t.measurements) == 1 for t in result.trials)
     stages = result.trials[0].measurements[0].stages
-    assert set(stages) == set(SEARCH_MODELS[1:])
-    assert stages["text_encoder"].compute_infer_us > 0
+    assert set(stages) == set(spec.pipeline_stages(served.model_repository, names.SEARCH))
+    assert stages[encoder].compute_infer_us > 0
     assert {m: delay(served, m) for m in originals} == originals
 
 
