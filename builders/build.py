@@ -10,6 +10,7 @@ and the served versions of each stage follow from those pins.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import sys
 import tempfile
@@ -273,15 +274,15 @@ def fused_retrieval(ctx: BuildContext, item_embeddings: np.ndarray):
     from builders.runtime.lexical import LexicalIndex
 
     n = min(ctx.options.num_candidates, len(item_embeddings))
-    lexical: list[LexicalIndex] = []  # built at the first call: a dataset without graded
-    # queries never calls
+
+    @functools.cache
+    def lexical() -> LexicalIndex:  # at the first call: without graded queries, never
+        return LexicalIndex.build(item_texts(ctx.dataset))
 
     def retrieve(queries: list[str], embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if not lexical:
-            lexical.append(LexicalIndex.build(item_texts(ctx.dataset)))
         dense = exact_top_k(item_embeddings, embeddings, n)
         fused = fused_candidates(
-            queries, embeddings, dense, lexical[0], item_embeddings, n, ctx.options.fusion
+            queries, embeddings, dense, lexical(), item_embeddings, n, ctx.options.fusion
         )
         return fused.indexes, dense[0]
 

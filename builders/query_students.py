@@ -112,7 +112,7 @@ def attribute_phrases(dataset: Dataset) -> list[str]:
 
 def typo(text: str, rng: np.random.Generator) -> str:
     """`text` with one letter of one word of three or more letters dropped, doubled, swapped
-    with the next one or replaced (as users mistype)."""
+    with the one before it or replaced (as users mistype)."""
     words = text.split()
     long = [i for i, word in enumerate(words) if len(word) >= 3]
     if not long:
