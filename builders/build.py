@@ -228,7 +228,7 @@ def build_text_encoders(ctx: BuildContext) -> None:
             paths,
             ctx.dataset,
             held_out,
-            fused_retrieval(ctx, ctx.item_embeddings),
+            served_search(ctx, ctx.item_embeddings),
             ctx.options.max_length,
         )
         for line in encoder_variants.table(record):
@@ -265,13 +265,19 @@ def embed_items(ctx: BuildContext, teacher: Path) -> np.ndarray:
     return text_encoder.embed(teacher, item_texts(ctx.dataset), max_length=ctx.options.max_length)
 
 
-def fused_retrieval(ctx: BuildContext, item_embeddings: np.ndarray):
-    """What the served search retrieves before its ranker, for the encoders' gate: exact dense
-    search over `item_embeddings`, BM25 over the item texts and the build's fusion
-    (`encoder_variants.Retrieve`)."""
+def served_search(ctx: BuildContext, item_embeddings: np.ndarray) -> Callable:
+    """What the served search answers without a user, for the encoders' gate
+    (`encoder_variants.Search`): exact dense search over the teacher's `item_embeddings`,
+    BM25 over the item texts, the build's fusion and, where the data has logged searches, a
+    search ranker trained on the variant's own scores as `build_search_ranker` trains it."""
+    import torch
+
+    from builders import ranker
     from builders.offline import fused_candidates
     from builders.retrieval import exact_top_k
+    from builders.runtime.features import ranker_inputs
     from builders.runtime.lexical import LexicalIndex
+    from builders.runtime.topk import top_k
 
     n = min(ctx.options.num_candidates, len(item_embeddings))
 
@@ -279,14 +285,32 @@ def fused_retrieval(ctx: BuildContext, item_embeddings: np.ndarray):
     def lexical() -> LexicalIndex:  # at the first call: without graded queries, never
         return LexicalIndex.build(item_texts(ctx.dataset))
 
-    def retrieve(queries: list[str], embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def ranked(encoder: Path, fused) -> np.ndarray:
+        """The fused candidates as the search ranker trained on `encoder`'s scores orders
+        them, [n, N] (-1 padding)."""
+        scores = search_scores_of(encoder, item_embeddings, lexical(), ctx.options.max_length)
+        model = ranker.train_search(ctx.dataset, scores, seed=ctx.options.seed).torch_model
+        tables = ranker.build_tables(ctx.dataset)
+        sparse, dense = ranker_inputs(
+            tables, None, fused.indexes, fused.dense_scores, fused.lexical_scores
+        )
+        with torch.no_grad():
+            order = model(torch.from_numpy(sparse), torch.from_numpy(dense)).numpy()
+        result = np.full(fused.indexes.shape, -1, dtype=np.int64)
+        for row, (indexes, row_scores) in enumerate(zip(fused.indexes, order)):
+            best, _ = top_k(indexes, row_scores, n)
+            result[row, : len(best)] = best
+        return result
+
+    def search(encoder: Path, queries: list[str], embeddings: np.ndarray):
         dense = exact_top_k(item_embeddings, embeddings, n)
         fused = fused_candidates(
             queries, embeddings, dense, lexical(), item_embeddings, n, ctx.options.fusion
         )
-        return fused.indexes, dense[0]
+        served = ranked(encoder, fused) if ctx.dataset.has_searches else fused.indexes
+        return served, fused.indexes, dense[0]
 
-    return retrieve
+    return search
 
 
 def item_texts(dataset: Dataset) -> list[str]:
@@ -389,17 +413,24 @@ def build_two_tower(ctx: BuildContext) -> None:
 def search_scores(ctx: BuildContext):
     """Score items for the logged queries as this build's search stages do (the encoder and
     search index, BM25): a `ranker.SearchScores` for a list of queries."""
-    from builders import ranker, text_encoder
     from builders.runtime.lexical import LexicalIndex
 
-    items = item_matrix(ctx.path(names.SEARCH_INDEX))
-    lexical = LexicalIndex.load(ctx.path(names.LEXICAL_INDEX))
+    return search_scores_of(
+        ctx.path(ctx.encoder) / "model.onnx",
+        item_matrix(ctx.path(names.SEARCH_INDEX)),
+        LexicalIndex.load(ctx.path(names.LEXICAL_INDEX)),
+        ctx.options.max_length,
+    )
+
+
+def search_scores_of(encoder: Path, items: np.ndarray, lexical, max_length: int):
+    """`ranker.SearchScores` of a list of queries: embedded by the `encoder` ONNX file,
+    against the `items` embeddings and the `lexical` (BM25) index."""
+    from builders import ranker, text_encoder
 
     def scores(queries: list[str]) -> ranker.SearchScores:
         progress(f"embedding {len(queries):,} logged queries for the search ranker")
-        embedded = text_encoder.embed(
-            ctx.path(ctx.encoder) / "model.onnx", queries, max_length=ctx.options.max_length
-        )
+        embedded = text_encoder.embed(encoder, queries, max_length=max_length)
         return ranker.SearchScores(queries, embedded, items, lexical.scores)
 
     return scores

@@ -98,13 +98,19 @@ def test_search_quality_scores_the_fused_and_dense_lists(tmp_path, monkeypatch):
     grades = [{0: 3, 1: 1}, {2: 3}]
     fused = np.array([[0, 1, -1], [2, -1, -1]])
     dense = np.array([[1, 0, 2], [0, 1, 2]])
+    served = np.array([[1, 0, -1], [2, -1, -1]])
     monkeypatch.setattr(
         encoder_variants.text_encoder, "embed", lambda *args, **kwargs: np.zeros((2, 4))
     )
-    figures, dense_out = search_quality(
-        tmp_path / "model.onnx", queries, grades, lambda q, e: (fused, dense)
-    )
-    assert figures["ndcg_at_10"] == 1.0 and figures["recall_at_100"] == 1.0
+    path = tmp_path / "model.onnx"
+
+    def search(encoder, searched, embedded):
+        assert encoder == path and searched == queries and embedded.shape == (2, 4)
+        return served, fused, dense
+
+    figures, dense_out = search_quality(path, queries, grades, search)
+    assert figures["fused_ndcg_at_10"] == 1.0 and figures["recall_at_100"] == 1.0
+    assert figures["ndcg_at_10"] == round((ndcg([1, 0], grades[0]) + 1.0) / 2, 4) < 1.0
     assert figures["dense_ndcg_at_10"] == round(
         (ndcg([1, 0, 2], grades[0]) + ndcg([0, 1, 2], grades[1])) / 2, 4
     )
@@ -116,6 +122,7 @@ def test_the_table_says_when_the_teacher_serves_because_no_student_passed():
         "sequences_per_s": {"8": 100.0},
         "ndcg_at_10": None,
         "recall_at_100": None,
+        "fused_ndcg_at_10": None,
         "dense_ndcg_at_10": None,
         "overlap": None,
     }
