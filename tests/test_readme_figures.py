@@ -26,6 +26,14 @@ def test_the_bench_table_is_the_one_in_the_summary():
         assert stage_cpu.table(summary["stage_cpu"][kind]) in perf_readme, kind
 
 
+def test_the_query_encoder_stage_cpu_tables_are_the_ones_in_its_results():
+    measured = json.loads((RESULTS / "stage_cpu.json").read_text())
+    text = (ROOT / "README.md").read_text()
+    for kind in ("search", bench.TEACHER_SEARCH):
+        assert stage_cpu.table(measured["stage_cpu"][kind]) in text, kind
+    assert f"run of\n{measured['date']}" in text
+
+
 def test_the_bls_vs_ensemble_table_is_the_one_in_its_results():
     results = json.loads((RESULTS / "bls_vs_ensemble.json").read_text())
     text = (ROOT / "perf" / "README.md").read_text()
