@@ -285,14 +285,17 @@ def served_search(ctx: BuildContext, item_embeddings: np.ndarray) -> Callable:
     def lexical() -> LexicalIndex:  # at the first call: without graded queries, never
         return LexicalIndex.build(item_texts(ctx.dataset))
 
+    @functools.cache
+    def tables() -> ranker.FeatureTables:  # the features the served ranker reads
+        return ranker.build_tables(ctx.dataset)
+
     def ranked(encoder: Path, fused) -> np.ndarray:
         """The fused candidates as the search ranker trained on `encoder`'s scores orders
         them, [n, N] (-1 padding)."""
         scores = search_scores_of(encoder, item_embeddings, lexical(), ctx.options.max_length)
         model = ranker.train_search(ctx.dataset, scores, seed=ctx.options.seed).torch_model
-        tables = ranker.build_tables(ctx.dataset)
         sparse, dense = ranker_inputs(
-            tables, None, fused.indexes, fused.dense_scores, fused.lexical_scores
+            tables(), None, fused.indexes, fused.dense_scores, fused.lexical_scores
         )
         with torch.no_grad():
             order = model(torch.from_numpy(sparse), torch.from_numpy(dense)).numpy()

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from builders import names, text_encoder
 from builders.data import Dataset
 from builders.runtime.tokenization import DEFAULT_MAX_LENGTH, QueryTokenizer, longest_padding
 
@@ -149,10 +150,7 @@ class StaticEncoder(torch.nn.Module):
         )
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        tokens = self.vectors(input_ids)
-        mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
-        mean = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(mean, p=2, dim=1)
+        return text_encoder.mean_pooled(self.vectors(input_ids), attention_mask)
 
 
 def token_vectors(teacher, vocab_size: int, cls_id: int, sep_id: int) -> np.ndarray:
@@ -253,7 +251,6 @@ def train_students(
 ) -> dict[str, tuple[torch.nn.Module, dict]]:
     """Both students, fitted to the teacher (`teacher`, and its export `teacher_onnx`) on
     `distillation_texts`: name -> (module in eval mode, its training record)."""
-    from builders import names, text_encoder
 
     def say(message: str) -> None:
         if progress:

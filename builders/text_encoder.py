@@ -110,9 +110,14 @@ class SentenceEncoder(torch.nn.Module):
             attention_mask=attention_mask,
             token_type_ids=torch.zeros_like(input_ids),
         ).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
-        mean = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(mean, p=2, dim=1)
+        return mean_pooled(tokens, attention_mask)
+
+
+def mean_pooled(tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The unit-length mean of each sequence's token vectors over its attention mask."""
+    mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
+    mean = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(mean, p=2, dim=1)
 
 
 def load_reference() -> SentenceEncoder:
