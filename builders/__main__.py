@@ -62,6 +62,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "items; the teacher when none passes)",
     )
     build.add_argument(
+        "--slo-ms",
+        type=float,
+        default=names.SLO_MS,
+        help="the p99 latency SLO in ms that every stage's queue bounds derive from: a request "
+        "waits at most half of it in a stage's queue before it is rejected as overload "
+        "(default %(default)s)",
+    )
+    build.add_argument(
         "--index",
         choices=["auto", "exact", "ann"],
         default="auto",
@@ -249,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             index=args.index,
             ann_recall_target=args.ann_recall_target,
+            slo_ms=args.slo_ms,
         )
         dataset = load_dataset(args.dataset, **dataset_params(args))
         context = build(options, dataset)

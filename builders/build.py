@@ -38,7 +38,7 @@ from builders.repository import (
 from builders.retrieval import check_pairing, item_matrix
 from builders.runtime.fusion import FusionSettings
 from builders.runtime.tokenization import check_buckets
-from builders.specs import EnsembleSpec, ModelSpec
+from builders.specs import EnsembleSpec, ModelSpec, parse_pbtxt, with_slo
 
 RUNTIME = Path(__file__).resolve().parent / "runtime"
 #: The catalog fields a pipeline release carries for display (clients, demo).
@@ -65,6 +65,8 @@ class BuildOptions:
     index: str = "auto"  # exact, ann or auto (by catalog size: builders.index_stage)
     ann_recall_target: float = 0.99  # recall@100 of the ANN index against exact search
     fusion: FusionSettings = FusionSettings()  # how search fuses dense and BM25 candidates
+    #: The p99 latency SLO every stage's queue bounds derive from (`specs.queue_policy`).
+    slo_ms: float = names.SLO_MS
 
     def __post_init__(self) -> None:
         if self.profile not in profiles.PROFILES:
@@ -83,6 +85,8 @@ class BuildOptions:
             raise ValueError(f"index must be one of {', '.join(index_stage.INDEX_CHOICES)}")
         if not 0 < self.ann_recall_target <= 1:
             raise ValueError("ann_recall_target must be in (0, 1]")
+        if not self.slo_ms > 0:
+            raise ValueError(f"slo_ms must be a positive number of milliseconds, got {self.slo_ms}")
         check_buckets(self.length_buckets, self.max_length)
 
     @property
@@ -152,6 +156,7 @@ class BuildContext:
         metrics: dict | None = None,
         parity: dict | None = None,
     ) -> Path:
+        spec = with_slo(spec, self.options.slo_ms)
         gpu = profiles.adapt(spec, "gpu")
         named_configs = {"gpu": gpu} if gpu != spec else {}
         spec = profiles.adapt(spec, self.options.profile)
@@ -333,45 +338,35 @@ def build_search_index(ctx: BuildContext) -> None:
         ctx.item_embeddings,
         np.sort(ctx.dataset.catalog.item_id.to_numpy(dtype=np.int64)),
         depends_on={names.TEXT_ENCODER: ctx.resolved[names.TEXT_ENCODER]},
+        progress=progress,
     )
     ctx.item_embeddings = None  # later steps read the index
 
 
-def build_lexical_index(ctx: BuildContext) -> None:
+def build_hybrid_retrieval(ctx: BuildContext) -> None:
+    """BM25 over the item texts and the fusion step, with a copy of the search index's item
+    embeddings (it scores the lexical candidates the dense list lacks), so it is paired with
+    that index version."""
+    from builders.runtime.fusion import EMBEDDINGS_FILE
     from builders.runtime.lexical import LexicalIndex
 
+    settings = ctx.options.fusion
+    embeddings = item_matrix(ctx.path(names.SEARCH_INDEX))
     progress(f"indexing {len(ctx.dataset.catalog):,} item texts for BM25")
     index = LexicalIndex.build(item_texts(ctx.dataset))
 
     def populate(folder: Path) -> None:
-        copy_runtime(folder, "lexical", "tokenization", glue="lexical_model")
+        copy_runtime(folder, "lexical", "fusion", "tokenization", glue="hybrid_model")
         index.save(folder)
-
-    ctx.write(
-        names.lexical_index_spec(ctx.options.num_candidates),
-        populate,
-        metrics={"items": index.n_items, "num_candidates": ctx.options.num_candidates},
-    )
-
-
-def build_hybrid_fusion(ctx: BuildContext) -> None:
-    """The fusion step, with a copy of the search index's item embeddings (it scores the
-    lexical candidates the dense list lacks), so it is paired with that index version."""
-    from builders.runtime.fusion import EMBEDDINGS_FILE
-
-    settings = ctx.options.fusion
-    embeddings = item_matrix(ctx.path(names.SEARCH_INDEX))
-
-    def populate(folder: Path) -> None:
-        copy_runtime(folder, "fusion", glue="fusion_model")
         settings.save(folder)
         np.save(folder / EMBEDDINGS_FILE, embeddings)
 
     ctx.write(
-        names.hybrid_fusion_spec(ctx.options.num_candidates, embeddings.shape[1]),
+        names.hybrid_retrieval_spec(ctx.options.num_candidates, embeddings.shape[1]),
         populate,
         depends_on={names.SEARCH_INDEX: ctx.resolved[names.SEARCH_INDEX]},
-        metrics={"num_candidates": ctx.options.num_candidates, **asdict(settings)},
+        metrics={"items": index.n_items, "num_candidates": ctx.options.num_candidates}
+        | asdict(settings),
     )
 
 
@@ -410,6 +405,7 @@ def build_two_tower(ctx: BuildContext) -> None:
         result.item_embeddings,
         np.sort(ctx.dataset.catalog.item_id.to_numpy(dtype=np.int64)),
         depends_on={names.USER_TOWER: ctx.version},
+        progress=progress,
     )
 
 
@@ -421,7 +417,7 @@ def search_scores(ctx: BuildContext):
     return search_scores_of(
         ctx.path(ctx.encoder) / "model.onnx",
         item_matrix(ctx.path(names.SEARCH_INDEX)),
-        LexicalIndex.load(ctx.path(names.LEXICAL_INDEX)),
+        LexicalIndex.load(ctx.path(names.HYBRID_RETRIEVAL)),
         ctx.options.max_length,
     )
 
@@ -467,7 +463,7 @@ def build_search_ranker(ctx: BuildContext) -> None:
         names.ranker_spec(names.SEARCH_RANKER, "onnxruntime"),
         populate,
         depends_on=_retrieval_dependencies(
-            ctx, names.SEARCH_INDEX, ctx.encoder, names.LEXICAL_INDEX, names.HYBRID_FUSION
+            ctx, names.SEARCH_INDEX, ctx.encoder, names.HYBRID_RETRIEVAL
         ),
         metrics={"auc": result.metrics["torch_auc"], **result.metrics},
         parity=parity,
@@ -547,8 +543,7 @@ def pipeline_stages(ctx: BuildContext, kind: str) -> dict[str, Stage]:
             "tokenizer": names.QUERY_TOKENIZER,
             "encoder": ctx.encoder,
             "index": names.SEARCH_INDEX,
-            "lexical": names.LEXICAL_INDEX,
-            "fusion": names.HYBRID_FUSION,
+            "hybrid": names.HYBRID_RETRIEVAL,
         }
         producer_role = "encoder"
     else:
@@ -572,10 +567,10 @@ def pipeline_stages(ctx: BuildContext, kind: str) -> dict[str, Stage]:
     check_pairing(
         read_manifest(ctx.repo, index.model, index.version), producer.model, producer.version
     )
-    if "fusion" in stages:  # it holds a copy of the index's item embeddings
-        fusion = stages["fusion"]
+    if "hybrid" in stages:  # it holds a copy of the index's item embeddings
+        hybrid = stages["hybrid"]
         check_pairing(
-            read_manifest(ctx.repo, fusion.model, fusion.version), index.model, index.version
+            read_manifest(ctx.repo, hybrid.model, hybrid.version), index.model, index.version
         )
     return stages
 
@@ -585,6 +580,8 @@ def build_pipeline(ctx: BuildContext, kind: str) -> None:
     stages = pipeline_stages(ctx, kind)
     check_data_fingerprints(ctx, stages)
     index_manifest = read_manifest(ctx.repo, stages["index"].model, stages["index"].version)
+    if index_manifest["metrics"]["index"] == "exact":
+        stages = build_release_retrieval(ctx, kind, stages)
     spec = PipelineSpec(kind, int(index_manifest["metrics"]["num_candidates"]), stages)
 
     def populate(folder: Path) -> None:
@@ -597,6 +594,86 @@ def build_pipeline(ctx: BuildContext, kind: str) -> None:
         populate,
         depends_on={stage.model: stage.version for stage in stages.values()},
     )
+
+
+def build_release_retrieval(ctx: BuildContext, kind: str, stages: dict) -> dict[str, Stage]:
+    """The release's producer and exact index as one model (`retrieval.compose_retrieval`),
+    written at the release's version and checked against the two run one after the other;
+    it takes their place in the release as the role `retrieval` (its manifest names them)."""
+    import onnx
+    import onnxruntime as ort
+
+    from builders.retrieval import compose_retrieval, save_index
+
+    role = pipelines.PRODUCER_ROLE[kind]
+    producer, index = stages[role], stages["index"]
+    name = names.RETRIEVAL_OF[kind]
+    progress(f"composing {producer.model} and {index.model} into {name}")
+    paths = {s: ctx.repo / s.model / str(s.version) / "model.onnx" for s in (producer, index)}
+    config = parse_pbtxt((ctx.repo / producer.model / CONFIG).read_text())
+    produced = config["output"][0]["name"]
+
+    def run(path: Path, feeds: dict, outputs: list[str]) -> list[np.ndarray]:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(outputs, feeds)
+
+    feeds = producer_sample(ctx, kind)
+    (embedding,) = run(paths[producer], feeds, [produced])
+    apart = [embedding, *run(paths[index], {"query_embedding": embedding}, RANKED)]
+    with tempfile.TemporaryDirectory(prefix="retrieval-") as folder:
+        composed = compose_retrieval(
+            onnx.load(str(paths[producer])), produced, onnx.load(str(paths[index]))
+        )
+        together = run(save_index(composed, Path(folder)), feeds, [produced, *RANKED])
+        del composed
+        if not np.array_equal(apart[1], together[1]):
+            raise ValueError(f"{name}: the composed model retrieves other items than its parts")
+        difference = max(float(np.abs(a - b).max()) for a, b in zip(apart, together))
+        if difference > RETRIEVAL_ATOL:
+            raise ValueError(
+                f"{name}: max |difference| {difference:.3g} from its parts exceeds "
+                f"{RETRIEVAL_ATOL:g}"
+            )
+        dim, candidates = int(embedding.shape[1]), int(apart[1].shape[1])
+        ctx.write(
+            names.retrieval_spec(
+                name,
+                names.text_encoder_spec(producer.model)
+                if kind == names.SEARCH
+                else names.user_tower_spec(dim),
+                names.index_spec(index.model, dim, candidates),
+            ),
+            lambda version: shutil.copytree(folder, version, dirs_exist_ok=True),
+            depends_on={producer.model: producer.version, index.model: index.version},
+            metrics={"num_candidates": candidates},
+            parity={"max_abs_diff": difference, "atol": RETRIEVAL_ATOL, "rows": len(embedding)},
+        )
+    roles = {r: s for r, s in stages.items() if r not in (role, "index")}
+    return {"retrieval": Stage(name, ctx.version), **roles}
+
+
+#: The index's outputs, in the order the parity check compares them.
+RANKED = ["candidate_indexes", "candidate_scores"]
+#: How far the composed model may differ from its two stages run apart (the same graphs).
+RETRIEVAL_ATOL = 1e-5
+
+
+def producer_sample(ctx: BuildContext, kind: str) -> dict[str, np.ndarray]:
+    """Inputs for the producer of `kind`: tokenised catalog titles, or user ids (the first
+    known ones and an unknown one)."""
+    if kind == names.SEARCH:
+        from builders.runtime.tokenization import QueryTokenizer
+
+        folder = ctx.path(names.QUERY_TOKENIZER)
+        config = parse_pbtxt((folder.parent / CONFIG).read_text())
+        tokenizer = QueryTokenizer.from_parameters(
+            folder / "tokenizer.json", config.get("parameters", {})
+        )
+        ids, mask = tokenizer.encode(item_texts(ctx.dataset)[:16])
+        return {"input_ids": ids, "attention_mask": mask}
+    known = user_vocabulary(ctx.dataset)[:15]
+    unknown = int(known.max(initial=0)) + 1
+    return {"user_id": np.append(known, unknown).astype(np.int64)[:, None]}
 
 
 def reconcile_served_versions(repo: Path) -> dict[str, list[int]]:
@@ -635,8 +712,7 @@ STEPS: dict[str, Callable[[BuildContext], None]] = {
     names.QUERY_TOKENIZER: build_query_tokenizer,
     **{name: build_text_encoders for name in names.QUERY_ENCODERS},
     names.SEARCH_INDEX: build_search_index,
-    names.LEXICAL_INDEX: build_lexical_index,
-    names.HYBRID_FUSION: build_hybrid_fusion,
+    names.HYBRID_RETRIEVAL: build_hybrid_retrieval,
     names.RANKING_FEATURES: build_ranking_features,
     names.USER_TOWER: build_two_tower,
     names.RECOMMEND_INDEX: build_two_tower,

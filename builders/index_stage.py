@@ -159,10 +159,11 @@ def write_ann_files(folder: Path, index, params: dict, item_ids: np.ndarray) -> 
     np.save(folder / ITEM_IDS_FILE, np.asarray(item_ids, dtype=np.int64))
 
 
-def write_index(ctx, name: str, embeddings: np.ndarray, item_ids: np.ndarray, depends_on: dict):
-    """The builder's index step (`ctx`: a `builders.build.BuildContext`)."""
-    from builders.build import progress
-
+def write_index(
+    ctx, name: str, embeddings: np.ndarray, item_ids: np.ndarray, depends_on: dict, progress
+):
+    """The builder's index step (`ctx`: a `builders.build.BuildContext`; `progress`: its
+    message printer)."""
     options = ctx.options
     requested = getattr(options, "index", "auto")
     existing = existing_kind(ctx.repo, name)

@@ -9,19 +9,21 @@ and get.
 from __future__ import annotations
 
 from builders.runtime import features
-from builders.specs import DynamicBatching, ModelSpec, TensorSpec
+from builders.specs import DynamicBatching, ModelSpec, TensorSpec, queue_policy
 
 QUERY_TOKENIZER = "query_tokenizer"
 TEXT_ENCODER = "text_encoder"
 QUERY_ENCODER_STATIC = "query_encoder_static"
+QUERY_ENCODER_ONE_LAYER = "query_encoder_one_layer"
 QUERY_ENCODER_SHALLOW = "query_encoder_shallow"
 SEARCH_INDEX = "search_index"
-LEXICAL_INDEX = "lexical_index"
-HYBRID_FUSION = "hybrid_fusion"
+SEARCH_RETRIEVAL = "search_retrieval"
+HYBRID_RETRIEVAL = "hybrid_retrieval"
 RANKING_FEATURES = "ranking_features"
 SEARCH_RANKER = "search_ranker"
 USER_TOWER = "user_tower"
 RECOMMEND_INDEX = "recommend_index"
+RECOMMEND_RETRIEVAL = "recommend_retrieval"
 RECOMMEND_RANKER = "recommend_ranker"
 TOP_K = "top_k"
 SEARCH = "search"
@@ -32,10 +34,10 @@ ALL_MODELS = (
     QUERY_TOKENIZER,
     TEXT_ENCODER,
     QUERY_ENCODER_STATIC,
+    QUERY_ENCODER_ONE_LAYER,
     QUERY_ENCODER_SHALLOW,
     SEARCH_INDEX,
-    LEXICAL_INDEX,
-    HYBRID_FUSION,
+    HYBRID_RETRIEVAL,
     RANKING_FEATURES,
     USER_TOWER,
     RECOMMEND_INDEX,
@@ -48,7 +50,12 @@ ALL_MODELS = (
 #: The query encoder's variants, the teacher (which also embeds the items) first, then the
 #: students distilled into its space (`builders.query_students`): built, measured and gated
 #: together (`builders.encoder_variants`).
-QUERY_ENCODERS = (TEXT_ENCODER, QUERY_ENCODER_STATIC, QUERY_ENCODER_SHALLOW)
+QUERY_ENCODERS = (
+    TEXT_ENCODER,
+    QUERY_ENCODER_STATIC,
+    QUERY_ENCODER_ONE_LAYER,
+    QUERY_ENCODER_SHALLOW,
+)
 #: What `BuildOptions.encoder` takes besides a variant: the fastest one that passes the gate.
 AUTO_ENCODER = "auto"
 #: Models built from the interaction log (absent for a catalog-only dataset).
@@ -61,7 +68,7 @@ NEED_INTERACTIONS = (
     RECOMMEND,
 )
 #: Models whose content depends on the data (their data fingerprint must match the build's).
-DATA_DEPENDENT = (SEARCH_INDEX, LEXICAL_INDEX, *NEED_INTERACTIONS, TOP_K, SEARCH)
+DATA_DEPENDENT = (SEARCH_INDEX, HYBRID_RETRIEVAL, *NEED_INTERACTIONS, TOP_K, SEARCH)
 
 #: Largest batch a stage takes (at least the pipelines' own, so a whole batch passes).
 STAGE_MAX_BATCH = 64
@@ -79,13 +86,25 @@ QUERY_ONLY_STAGES = (
     QUERY_TOKENIZER,
     *QUERY_ENCODERS,
     SEARCH_INDEX,
-    LEXICAL_INDEX,
-    HYBRID_FUSION,
+    SEARCH_RETRIEVAL,
+    HYBRID_RETRIEVAL,
 )
+#: A release's exact index served inside its producer's graph (`retrieval.compose_retrieval`),
+#: by pipeline kind; written with each release, at the release's version.
+RETRIEVAL_OF = {SEARCH: SEARCH_RETRIEVAL, RECOMMEND: RECOMMEND_RETRIEVAL}
+
+
+#: The p99 latency SLO (ms) of a pipeline call: what the benchmarks measure throughput at
+#: (`perf.bench --slo-ms`) and what every stage's queue bounds derive from.
+SLO_MS = 100.0
 
 
 def _batching(delay_us: int = 1000) -> DynamicBatching:
-    return DynamicBatching(max_queue_delay_microseconds=delay_us)
+    """A stage's dynamic batcher, its queue bounded for `SLO_MS` (`specs.queue_policy`)."""
+    return DynamicBatching(
+        max_queue_delay_microseconds=delay_us,
+        queue_policy=queue_policy(SLO_MS, STAGE_MAX_BATCH),
+    )
 
 
 def query_tokenizer_spec(max_length: int, buckets: tuple[int, ...] = ()) -> ModelSpec:
@@ -138,6 +157,21 @@ def index_spec(name: str, dim: int, num_candidates: int) -> ModelSpec:
     )
 
 
+def retrieval_spec(name: str, producer: ModelSpec, index: ModelSpec) -> ModelSpec:
+    """The producer (query encoder or user tower) and the exact index in one ONNX model:
+    the producer's inputs; its embedding, then the index's outputs."""
+    return ModelSpec(
+        name=name,
+        backend="onnxruntime",
+        max_batch_size=STAGE_MAX_BATCH,
+        inputs=producer.inputs,
+        outputs=(*producer.outputs, *index.outputs),
+        dynamic_batching=producer.dynamic_batching,
+        parameters=producer.parameters,
+        response_cache=name in QUERY_ONLY_STAGES,
+    )
+
+
 def ann_index_spec(name: str, dim: int, num_candidates: int) -> ModelSpec:
     """The approximate index (FAISS IVF, a Python model): the exact index's tensor contract.
 
@@ -157,40 +191,17 @@ def ann_index_spec(name: str, dim: int, num_candidates: int) -> ModelSpec:
     )
 
 
-def lexical_index_spec(num_candidates: int) -> ModelSpec:
-    """BM25 over the item texts (a Python model): the query's best `num_candidates` items,
-    and the BM25 of the dense candidates (which the fusion passes on to the ranker)."""
+def hybrid_retrieval_spec(num_candidates: int, dim: int) -> ModelSpec:
+    """BM25 over the item texts and its fusion with the dense candidates, one Python model
+    (`runtime.hybrid_model`; each version's fusion settings are in its `fusion.json`)."""
     return ModelSpec(
-        name=LEXICAL_INDEX,
+        name=HYBRID_RETRIEVAL,
         backend="python",
         max_batch_size=STAGE_MAX_BATCH,
         inputs=(
             TensorSpec("query", "STRING", (1,), warmup_value=WARMUP_QUERY),
             TensorSpec("dense_indexes", "INT64", (-1,)),
-        ),
-        outputs=(
-            TensorSpec("candidate_indexes", "INT64", (num_candidates,)),
-            TensorSpec("candidate_scores", "FP32", (num_candidates,)),
-            TensorSpec("bm25_of_dense", "FP32", (-1,)),
-        ),
-        dynamic_batching=_batching(500),
-        response_cache=True,
-    )
-
-
-def hybrid_fusion_spec(num_candidates: int, dim: int) -> ModelSpec:
-    """The fusion of the dense and lexical candidates (`runtime.fusion`; each
-    version's settings are in its `fusion.json`)."""
-    return ModelSpec(
-        name=HYBRID_FUSION,
-        backend="python",
-        max_batch_size=STAGE_MAX_BATCH,
-        inputs=(
-            TensorSpec("dense_indexes", "INT64", (-1,)),
             TensorSpec("dense_scores", "FP32", (-1,)),
-            TensorSpec("lexical_indexes", "INT64", (-1,)),
-            TensorSpec("lexical_scores", "FP32", (-1,)),
-            TensorSpec("bm25_of_dense", "FP32", (-1,)),
             TensorSpec("query_embedding", "FP32", (dim,)),
         ),
         outputs=(

@@ -14,11 +14,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from builders.pipelines import PIPELINE_FILE, PipelineSpec
+from builders.pipelines import PIPELINE_FILE, PipelineSpec, lineage
 from builders.runtime.ann_index import INDEX_FILE as ANN_INDEX_FILE
 from builders.runtime.ann_index import AnnIndex
 from builders.runtime.features import FeatureTables, ranker_inputs
-from builders.runtime.fusion import EMBEDDINGS_FILE, FusionSettings, dense_scores_of, fuse
+from builders.runtime.fusion import EMBEDDINGS_FILE, FusionSettings, hybrid
 from builders.runtime.lexical import LexicalIndex
 from builders.runtime.tokenization import QueryTokenizer
 from builders.runtime.topk import top_k
@@ -48,24 +48,11 @@ def fused_candidates(
     num_candidates: int,
     settings: FusionSettings,
 ) -> Candidates:
-    """The hybrid stages after the dense index: BM25 of the queries (and of the `dense`
-    candidates, indexes and scores), the dense scores of the BM25 candidates, their fusion."""
-    dense_indexes, dense_scores = dense
-    lexical_indexes, lexical_scores, bm25_of_dense = lexical.search(
-        queries, num_candidates, dense_indexes
+    """What the hybrid stage hands on for the `dense` candidates (indexes and scores) of
+    `queries` (embedded as `embeddings`): `fusion.hybrid`'s fused candidates."""
+    return Candidates(
+        *hybrid(queries, embeddings, *dense, lexical, item_embeddings, num_candidates, settings)
     )
-    dense_of_lexical = dense_scores_of(item_embeddings, embeddings, lexical_indexes)
-    fused = fuse(
-        dense_indexes,
-        dense_scores,
-        lexical_indexes,
-        lexical_scores,
-        bm25_of_dense,
-        dense_of_lexical,
-        num_candidates,
-        settings,
-    )
-    return Candidates(*fused)
 
 
 class OfflinePipeline:
@@ -73,11 +60,12 @@ class OfflinePipeline:
         self.repo = Path(repo)
         self.folder = self.repo / kind / str(version)
         self.spec = PipelineSpec.load(self.folder / PIPELINE_FILE)
+        self.stages = lineage(self.repo, self.spec)  # with the parts of `retrieval`
         self.item_ids = np.load(self._stage_folder("top_k") / "item_ids.npy")
         self._sessions: dict[str, object] = {}
 
     def _stage_folder(self, role: str) -> Path:
-        stage = self.spec.stages[role]
+        stage = self.stages[role]
         return self.repo / stage.model / str(stage.version)
 
     def _onnx(self, role: str, inputs: dict, outputs: list[str]) -> list[np.ndarray]:
@@ -108,7 +96,7 @@ class OfflinePipeline:
         signature = self._sessions["ranker"][1]
         return signature(sparse=sparse, dense=dense)["score"].numpy()
 
-    def embed_queries(self, queries: list[str]) -> np.ndarray:
+    def _tokens(self, queries: list[str]) -> dict[str, np.ndarray]:
         if "tokenizer" not in self._sessions:
             folder = self._stage_folder("tokenizer")
             config = parse_pbtxt((folder.parent / "config.pbtxt").read_text())
@@ -116,7 +104,36 @@ class OfflinePipeline:
                 folder / "tokenizer.json", config.get("parameters", {})
             )
         ids, mask = self._sessions["tokenizer"].encode(queries)
-        return self._onnx("encoder", {"input_ids": ids, "attention_mask": mask}, ["embedding"])[0]
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def embed_queries(self, queries: list[str]) -> np.ndarray:
+        """The query encoder alone (the one the release serves)."""
+        return self._onnx("encoder", self._tokens(queries), ["embedding"])[0]
+
+    def retrieve(
+        self, queries: list[str] | None = None, user_ids: list[int | None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The query (or user) embeddings [requests, dim] and the dense index's candidate
+        item indexes and scores [requests, N], best first: by the release's `retrieval`
+        model where it serves one, else by its producer and then its index."""
+        search = self.spec.kind == "search"
+        if "retrieval" in self.spec.stages:
+            feeds = (
+                self._tokens(queries)
+                if search
+                else {"user_id": self._users(queries, user_ids)[:, None]}
+            )
+            produced = "embedding" if search else "user_embedding"
+            embedding, *found = self._onnx(
+                "retrieval", feeds, [produced, "candidate_indexes", "candidate_scores"]
+            )
+            return embedding, *found
+        if search:
+            embedding = self.embed_queries(queries)
+        else:
+            users = self._users(queries, user_ids)[:, None]
+            (embedding,) = self._onnx("user_tower", {"user_id": users}, ["user_embedding"])
+        return embedding, *self._dense_index(embedding)
 
     def _users(self, queries: list[str] | None, user_ids: list | None) -> np.ndarray:
         """User ids int64 [n]; a query without a user gets NO_USER (an unknown user, as the
@@ -129,12 +146,7 @@ class OfflinePipeline:
         self, queries: list[str] | None = None, user_ids: list[int | None] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """The dense index stage: candidate item indexes and scores [requests, N], best first."""
-        if self.spec.kind == "search":
-            embedding = self.embed_queries(queries)
-        else:
-            users = self._users(queries, user_ids)[:, None]
-            (embedding,) = self._onnx("user_tower", {"user_id": users}, ["user_embedding"])
-        return self._dense_index(embedding)
+        return self.retrieve(queries, user_ids)[1:]
 
     def _dense_index(self, embedding: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         folder = self._stage_folder("index")
@@ -160,7 +172,7 @@ class OfflinePipeline:
 
     def _lexical_index(self) -> LexicalIndex:
         if "lexical" not in self._sessions:
-            self._sessions["lexical"] = LexicalIndex.load(self._stage_folder("lexical"))
+            self._sessions["lexical"] = LexicalIndex.load(self._stage_folder("hybrid"))
         return self._sessions["lexical"]
 
     def candidates(
@@ -171,17 +183,16 @@ class OfflinePipeline:
     ) -> Candidates:
         """What the retrieval stages hand to the ranker (or, without one, to top-k); `fusion`
         replaces the fusion version's settings (to compare methods)."""
-        if "lexical" not in self.spec.stages:
-            indexes, scores = self.dense(queries, user_ids)
-            return Candidates(indexes, scores, scores, None)
-        embeddings = self.embed_queries(queries)
-        folder = self._stage_folder("fusion")
+        embeddings, *dense = self.retrieve(queries, user_ids)
+        if "hybrid" not in self.spec.stages:
+            return Candidates(dense[0], dense[1], dense[1], None)
+        folder = self._stage_folder("hybrid")
         if "fusion" not in self._sessions:
             self._sessions["fusion"] = np.load(folder / EMBEDDINGS_FILE)
         return fused_candidates(
             queries,
             embeddings,
-            self._dense_index(embeddings),
+            tuple(dense),
             self._lexical_index(),
             self._sessions["fusion"],
             self.spec.num_candidates,

@@ -18,11 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builders import names
+from builders.repository import read_manifest
 from builders.specs import EnsembleSpec, EnsembleStep, VersionPolicy
 
 #: Kinds of pipeline, which are also the names of their newest-release ensembles.
 KINDS = (names.SEARCH, names.RECOMMEND)
 PIPELINE_FILE = "pipeline.json"
+#: Roles of releases built before their stages merged, and what replaced them.
+RETIRED_ROLES = {
+    "lexical": "lexical_index and hybrid_fusion are one stage now, hybrid_retrieval",
+    "fusion": "lexical_index and hybrid_fusion are one stage now, hybrid_retrieval",
+}
 _RELEASE_MODEL = re.compile(r"^(?P<kind>search|recommend)_v(?P<release>[1-9][0-9]*)$")
 
 
@@ -45,6 +51,13 @@ class PipelineSpec:
     @classmethod
     def load(cls, path: Path) -> PipelineSpec:
         raw = json.loads(Path(path).read_text())
+        retired = sorted(set(raw["stages"]) & set(RETIRED_ROLES))
+        if retired:
+            raise ValueError(
+                f"{path}: this release pins the retired stages {', '.join(retired)} "
+                f"({RETIRED_ROLES[retired[0]]}); rebuild the repository with this version "
+                "of the builders"
+            )
         return cls(
             kind=raw["kind"],
             num_candidates=int(raw["num_candidates"]),
@@ -57,6 +70,29 @@ class PipelineSpec:
         stages = {r: {"model": s.model, "version": s.version} for r, s in self.stages.items()}
         body = {"kind": self.kind, "num_candidates": self.num_candidates, "stages": stages}
         return json.dumps(body, indent=2, sort_keys=True) + "\n"
+
+
+#: The role whose model embeds the queries (search) or the users (recommend).
+PRODUCER_ROLE = {names.SEARCH: "encoder", names.RECOMMEND: "user_tower"}
+
+
+def lineage(repo: Path, spec: PipelineSpec) -> dict[str, Stage]:
+    """The release's stages by role, and where it serves `retrieval` (its producer and
+    exact index as one model), the producer and the index that model was composed from."""
+    stages = dict(spec.stages)
+    if "retrieval" in stages:
+        retrieval = stages["retrieval"]
+        parts = read_manifest(repo, retrieval.model, retrieval.version)["depends_on"]
+        for model, version in parts.items():
+            is_index = model in (names.SEARCH_INDEX, names.RECOMMEND_INDEX)
+            stages["index" if is_index else PRODUCER_ROLE[spec.kind]] = Stage(model, version)
+    return stages
+
+
+def query_encoder(repo: Path, spec: PipelineSpec) -> Stage:
+    """The query encoder a search release serves (the teacher or a student), on its own or
+    inside its `retrieval` model."""
+    return lineage(repo, spec)["encoder"]
 
 
 def release_model(kind: str, release: int) -> str:
@@ -79,28 +115,39 @@ def _step(stage: Stage, input_map: dict[str, str], output_map: dict[str, str]) -
 
 
 def ensemble_steps(spec: PipelineSpec) -> tuple[EnsembleStep, ...]:
-    """The steps of a release, in order; tensor names are the stages' own where they meet."""
+    """The steps of a release, in order; tensor names are the stages' own where they meet.
+
+    Retrieval is the role `retrieval` where the release serves its exact index inside the
+    producer's graph (`retrieval.compose_retrieval`), else the producer (`encoder` or
+    `user_tower`) and then the `index` (ANN)."""
     stages = spec.stages
+    hybrid = "hybrid" in stages  # dense and BM25 candidates, fused
+    retrieved = (
+        {"candidate_indexes": "dense_indexes", "candidate_scores": "dense_scores"}
+        if hybrid
+        else {"candidate_indexes": "candidate_indexes", "candidate_scores": "retrieval_scores"}
+    )
     if spec.kind == names.SEARCH:
         steps = [
             _step(
                 stages["tokenizer"],
                 {"query": "query"},
                 {"input_ids": "input_ids", "attention_mask": "attention_mask"},
-            ),
-            _step(
-                stages["encoder"],
-                {"input_ids": "input_ids", "attention_mask": "attention_mask"},
-                {"embedding": "query_embedding"},
-            ),
-        ]
-    else:
-        steps = [
-            _step(
-                stages["user_tower"],
-                {"user_id": "user_id"},
-                {"user_embedding": "query_embedding"},
             )
+        ]
+        producer, embedded = "encoder", {"embedding": "query_embedding"}
+        inputs = {"input_ids": "input_ids", "attention_mask": "attention_mask"}
+    else:
+        steps = []
+        producer, embedded = "user_tower", {"user_embedding": "query_embedding"}
+        inputs = {"user_id": "user_id"}
+    if "retrieval" in stages:
+        # Triton refuses a tensor no step reads: only the hybrid step reads the embedding.
+        steps.append(_step(stages["retrieval"], inputs, (embedded if hybrid else {}) | retrieved))
+    else:
+        steps += [
+            _step(stages[producer], inputs, embedded),
+            _step(stages["index"], {"query_embedding": "query_embedding"}, retrieved),
         ]
     final_scores = "retrieval_scores"  # without a ranker: retrieval order
     features_map = {
@@ -108,34 +155,17 @@ def ensemble_steps(spec: PipelineSpec) -> tuple[EnsembleStep, ...]:
         "candidate_ids": "candidate_indexes",
         "candidate_scores": "retrieval_scores",
     }
-    if "lexical" in stages:  # hybrid retrieval: dense and BM25 candidates, fused
-        steps += [
+    if hybrid:
+        steps.append(
             _step(
-                stages["index"],
-                {"query_embedding": "query_embedding"},
-                {"candidate_indexes": "dense_indexes", "candidate_scores": "dense_scores"},
-            ),
-            _step(
-                stages["lexical"],
-                {"query": "query", "dense_indexes": "dense_indexes"},
+                stages["hybrid"],
                 {
-                    "candidate_indexes": "lexical_indexes",
-                    "candidate_scores": "bm25_scores",
-                    "bm25_of_dense": "bm25_of_dense",
-                },
-            ),
-            _step(
-                stages["fusion"],
-                {
+                    "query": "query",
                     "dense_indexes": "dense_indexes",
                     "dense_scores": "dense_scores",
-                    "lexical_indexes": "lexical_indexes",
-                    "lexical_scores": "bm25_scores",
-                    "bm25_of_dense": "bm25_of_dense",
                     "query_embedding": "query_embedding",
                 },
-                # Triton refuses a tensor no step reads: the ranker reads the two scores,
-                # top-k without a ranker the fused one.
+                # The ranker reads the two scores, top-k without a ranker the fused one.
                 {"candidate_indexes": "candidate_indexes"}
                 | (
                     {
@@ -145,18 +175,10 @@ def ensemble_steps(spec: PipelineSpec) -> tuple[EnsembleStep, ...]:
                     if "ranker" in stages
                     else {"candidate_scores": "fused_scores"}
                 ),
-            ),
-        ]
-        final_scores = "fused_scores"
-        features_map["lexical_scores"] = "lexical_scores"
-    else:
-        steps.append(
-            _step(
-                stages["index"],
-                {"query_embedding": "query_embedding"},
-                {"candidate_indexes": "candidate_indexes", "candidate_scores": "retrieval_scores"},
             )
         )
+        final_scores = "fused_scores"
+        features_map["lexical_scores"] = "lexical_scores"
     if "ranker" in stages:
         steps += [
             _step(stages["features"], features_map, {"sparse": "sparse", "dense": "dense"}),

@@ -3,17 +3,19 @@
 Items are embedded offline, once, by the teacher (`builders.text_encoder`); queries are
 embedded on every request. A student learns to map a query to where the teacher would put
 it, so the search index keeps the teacher's item embeddings and only the query side gets
-cheaper. Two students, both reading the tokenizer stage's `input_ids` and `attention_mask`
+cheaper. Three students, each reading the tokenizer stage's `input_ids` and `attention_mask`
 and answering a unit-length `embedding` [batch, 384], so each drops in for the teacher:
 
 * **static** (`StaticEncoder`): one vector per WordPiece token and their mean over the
   attention mask: a Gather and a ReduceMean in ONNX. Each token's vector starts as the
   teacher's embedding of that token alone, so words the training texts never show still
   land near their meaning.
-* **shallow** (`shallow_encoder`): the teacher's embeddings and its first `SHALLOW_LAYERS`
-  transformer layers, with the teacher's mean pooling and normalisation.
+* **one layer** and **shallow** (`shallow_encoder`): the teacher's embeddings and its first
+  transformer layer, or its first `SHALLOW_LAYERS`, with the teacher's mean pooling and
+  normalisation. The one-layer student costs about a sixth of the teacher and the shallow
+  one a third; the gate serves the fastest that keeps the teacher's quality.
 
-Both regress the teacher's normalised embeddings (cosine loss) of `distillation_texts`:
+All regress the teacher's normalised embeddings (cosine loss) of `distillation_texts`:
 logged queries (never the held-out ones the gate judges on), catalog titles, title fragments,
 attribute phrases and typos of them. Training is seeded and its figures (data sizes, epochs,
 loss per epoch, seconds) go to the student's manifest.
@@ -58,6 +60,9 @@ class Recipe:
 
 STATIC_RECIPE = Recipe(epochs=6, batch_size=128, learning_rate=0.02)
 SHALLOW_RECIPE = Recipe(epochs=2, batch_size=64, learning_rate=5e-4, max_length=16)
+#: One layer has further to go: a third epoch took the synthetic gate's NDCG@10 from 0.9196
+#: to 0.9242 (the teacher's 0.9309; the two-layer student's 0.9246 after two).
+ONE_LAYER_RECIPE = Recipe(epochs=3, batch_size=64, learning_rate=5e-4, max_length=16)
 
 
 def distillation_texts(
@@ -249,7 +254,7 @@ def train_students(
     max_length: int = DEFAULT_MAX_LENGTH,
     progress: bool = True,
 ) -> dict[str, tuple[torch.nn.Module, dict]]:
-    """Both students, fitted to the teacher (`teacher`, and its export `teacher_onnx`) on
+    """The students, fitted to the teacher (`teacher`, and its export `teacher_onnx`) on
     `distillation_texts`: name -> (module in eval mode, its training record)."""
 
     def say(message: str) -> None:
@@ -276,6 +281,7 @@ def train_students(
     students = {}
     for name, student, recipe in (
         (names.QUERY_ENCODER_STATIC, StaticEncoder(vectors), STATIC_RECIPE),
+        (names.QUERY_ENCODER_ONE_LAYER, shallow_encoder(teacher, 1), ONE_LAYER_RECIPE),
         (names.QUERY_ENCODER_SHALLOW, shallow_encoder(teacher), SHALLOW_RECIPE),
     ):
         record = fit(student, texts, targets, tokenizer_json, recipe, seed, name, progress)

@@ -11,6 +11,10 @@ an approximate FAISS index instead (`builders.ann`), with the same tensor contra
 A catalog update (`builders.index_stage.update_index`) writes an exact index
 over the live items only, with a `positions` constant mapping its rows back to
 catalog positions (removed items are left out, so they are never returned).
+
+A pipeline release serves an exact index inside its producer's graph
+(`compose_retrieval`: the query encoder or user tower, then MatMul + TopK), so the
+embedding never leaves the process that computed it: one stage instead of two.
 """
 
 from __future__ import annotations
@@ -107,6 +111,42 @@ def index_graph(
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
+
+
+def compose_retrieval(
+    producer: onnx.ModelProto, producer_output: str, index: onnx.ModelProto
+) -> onnx.ModelProto:
+    """One graph: `producer` (its inputs, and `producer_output`, the embedding) feeding
+    `index`'s `query_embedding`; outputs the embedding, `candidate_indexes` and
+    `candidate_scores`. The index's names get the prefix `index/`, so none clashes; the
+    producer's opset imports and IR version are raised to the pair's (load it for the call)."""
+    from onnx import compose
+
+    index = compose.add_prefix(index, "index/")
+    opsets = {o.domain: o.version for o in producer.opset_import}
+    for opset in index.opset_import:
+        if opsets.setdefault(opset.domain, opset.version) != opset.version:
+            raise ValueError(
+                f"the producer imports opset {opsets[opset.domain]} of domain "
+                f"{opset.domain or 'ai.onnx'!r}, the index {opset.version}: they cannot merge"
+            )
+    for model in (producer, index):
+        del model.opset_import[:]
+        model.opset_import.extend(helper.make_opsetid(d, v) for d, v in opsets.items())
+    producer.ir_version = index.ir_version = max(producer.ir_version, index.ir_version)
+    merged = compose.merge_models(
+        producer,
+        index,
+        io_map=[(producer_output, "index/query_embedding")],
+        outputs=[producer_output, "index/candidate_indexes", "index/candidate_scores"],
+    )
+    for output in merged.graph.output:  # the index's outputs keep their contract names
+        if output.name.startswith("index/"):
+            final = output.name.removeprefix("index/")
+            for node in merged.graph.node:
+                node.output[:] = [final if o == output.name else o for o in node.output]
+            output.name = final
+    return merged
 
 
 def save_index(model: onnx.ModelProto, folder: Path) -> Path:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from google.protobuf import json_format, text_format
@@ -135,10 +135,58 @@ class TensorSpec:
         return config
 
 
+#: Of a request's latency SLO, the most it may wait in one stage's queue; the rest is for
+#: computing it and the stages after it.
+QUEUE_SHARE = 0.5
+#: Of the SLO, the longest a stage may take to compute one full batch and still meet it
+#: under load (a request waits for one batch, then computes in the next).
+BATCH_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    """Triton's `default_queue_policy` of a dynamic batcher: a bounded queue that rejects.
+
+    A request that finds `max_queue_size` requests waiting is rejected at once; one that
+    has waited `timeout_microseconds` is rejected when the batcher reaches it, never run
+    late (`timeout_action: REJECT`). A request's own timeout may shorten the wait, never
+    lengthen it (`allow_timeout_override`). Rejections are UNAVAILABLE (HTTP 503).
+    """
+
+    max_queue_size: int
+    timeout_microseconds: int
+    allow_timeout_override: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_queue_size < 1 or self.timeout_microseconds < 1:
+            raise SpecError("a bounded queue needs max_queue_size and a timeout >= 1")
+
+    def to_config(self) -> dict:
+        return {
+            "timeout_action": "REJECT",
+            "default_timeout_microseconds": self.timeout_microseconds,
+            "allow_timeout_override": self.allow_timeout_override,
+            "max_queue_size": self.max_queue_size,
+        }
+
+
+def queue_policy(slo_ms: float, max_batch_size: int) -> QueuePolicy:
+    """The queue bounds of a stage for a p99 latency SLO: a request waits at most
+    `QUEUE_SHARE` of the SLO, and the queue holds the requests a stage computing full
+    batches within `BATCH_SHARE` of the SLO drains in that time (`max_batch_size` x
+    QUEUE_SHARE / BATCH_SHARE); a request beyond them could not meet the SLO anyway."""
+    if slo_ms <= 0 or max_batch_size < 1:
+        raise SpecError("a queue policy needs an SLO > 0 ms and max_batch_size >= 1")
+    timeout_us = max(1, round(slo_ms * 1000 * QUEUE_SHARE))
+    return QueuePolicy(round(max_batch_size * QUEUE_SHARE / BATCH_SHARE), timeout_us)
+
+
 @dataclass(frozen=True)
 class DynamicBatching:
     max_queue_delay_microseconds: int = 1000
     preferred_batch_size: tuple[int, ...] = ()
+    #: None: Triton's default, an unbounded queue without a timeout.
+    queue_policy: QueuePolicy | None = None
 
     def __post_init__(self) -> None:
         if self.max_queue_delay_microseconds < 0:
@@ -150,6 +198,8 @@ class DynamicBatching:
         config: dict = {"max_queue_delay_microseconds": self.max_queue_delay_microseconds}
         if self.preferred_batch_size:
             config["preferred_batch_size"] = list(self.preferred_batch_size)
+        if self.queue_policy is not None:
+            config["default_queue_policy"] = self.queue_policy.to_config()
         return config
 
 
@@ -396,3 +446,12 @@ class EnsembleSpec:
 
     def to_pbtxt(self) -> str:
         return render_pbtxt(self.to_config())
+
+
+def with_slo(spec: ModelSpec | EnsembleSpec, slo_ms: float) -> ModelSpec | EnsembleSpec:
+    """`spec` with the queue bounds of `slo_ms` on its dynamic batcher (`queue_policy`).
+    A model without one, or an ensemble (its steps queue, it does not), stays as it is."""
+    if isinstance(spec, EnsembleSpec) or spec.dynamic_batching is None:
+        return spec
+    policy = queue_policy(slo_ms, spec.max_batch_size)
+    return replace(spec, dynamic_batching=replace(spec.dynamic_batching, queue_policy=policy))

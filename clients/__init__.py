@@ -12,11 +12,12 @@ from clients.errors import (
     DeadlineExceededError,
     InvalidArgumentError,
     NotFoundError,
+    OverloadedError,
     ServerError,
     UnavailableError,
 )
 from clients.results import Catalog, Item, Response, Result
-from clients.retry import RetryBudget, RetryPolicy
+from clients.retry import FailureCounts, RetryBudget, RetryPolicy
 from clients.routing import Route
 
 __all__ = [
@@ -26,9 +27,11 @@ __all__ = [
     "ClientError",
     "ContractError",
     "DeadlineExceededError",
+    "FailureCounts",
     "InvalidArgumentError",
     "Item",
     "NotFoundError",
+    "OverloadedError",
     "Response",
     "Result",
     "RetryBudget",

@@ -33,6 +33,7 @@ from clients.transport import (
     http_response,
     infer_inputs,
     model_states,
+    request_timeout_us,
     server_error,
 )
 
@@ -44,20 +45,25 @@ class AsyncGrpcTransport:
         self.url = url
         self._client = None
 
-    async def _call(self, timeout: float, method: str, *args, **kwargs):
+    async def _call(self, seconds: float, method: str, *args, **kwargs):
         if self._client is None:
             self._client = grpcaio.InferenceServerClient(self.url, channel_args=GRPC_CHANNEL_ARGS)
         try:
-            return await getattr(self._client, method)(*args, client_timeout=timeout, **kwargs)
+            return await getattr(self._client, method)(*args, client_timeout=seconds, **kwargs)
         except InferenceServerException as err:
-            raise server_error(err, self.url, timeout) from None
+            raise server_error(err, self.url, seconds) from None
 
     async def infer(
         self, model: str, version: int | None, inputs: Mapping[str, np.ndarray], timeout: float
     ) -> Response:
         tensors = infer_inputs(grpcaio, inputs)
         result = await self._call(
-            timeout, "infer", model, tensors, model_version=str(version or "")
+            timeout,
+            "infer",
+            model,
+            tensors,
+            model_version=str(version or ""),
+            timeout=request_timeout_us(timeout),
         )
         return grpc_response(model, result, self.url)
 
@@ -89,15 +95,15 @@ class AsyncHttpTransport:
         self.url = url
         self._client = None
 
-    async def _call(self, timeout: float, method: str, *args, **kwargs):
+    async def _call(self, seconds: float, method: str, *args, **kwargs):
         if self._client is None:
             self._client = httpaio.InferenceServerClient(self.url, conn_timeout=HTTP_SOCKET_TIMEOUT)
         try:
-            return await asyncio.wait_for(getattr(self._client, method)(*args, **kwargs), timeout)
+            return await asyncio.wait_for(getattr(self._client, method)(*args, **kwargs), seconds)
         except InferenceServerException as err:
-            raise server_error(err, self.url, timeout) from None
+            raise server_error(err, self.url, seconds) from None
         except TimeoutError:
-            raise deadline_error(timeout, self.url) from None
+            raise deadline_error(seconds, self.url) from None
         except (OSError, aiohttp.ClientConnectionError) as err:
             raise connection_error(err, self.url) from None
 
@@ -105,7 +111,12 @@ class AsyncHttpTransport:
         self, model: str, version: int | None, inputs: Mapping[str, np.ndarray], timeout: float
     ) -> Response:
         result = await self._call(
-            timeout, "infer", model, infer_inputs(httpaio, inputs), model_version=str(version or "")
+            timeout,
+            "infer",
+            model,
+            infer_inputs(httpaio, inputs),
+            model_version=str(version or ""),
+            timeout=request_timeout_us(timeout),
         )
         return http_response(model, result, self.url)
 
@@ -149,14 +160,15 @@ class AsyncClient(ClientConfig):
             await transport.close()
 
     async def _with_retries(self, what: str, timeout: float | None, call):
-        attempts = self.attempts(what, timeout)
+        attempts, failed_on = self.attempts(what, timeout), None
         while True:
             seconds = attempts.start()
-            transport = self._endpoints.next()
+            transport = self._endpoints.next(avoid=failed_on)
             try:
                 return await call(transport, seconds), attempts.count
             except ClientError as error:
-                if error.retryable:
+                failed_on = transport
+                if error.endpoint_down:
                     self._endpoints.mark_down(transport, DOWN_SECONDS)
                 await asyncio.sleep(attempts.after_failure(error))
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from clients.aio import AsyncClient
-from clients.errors import ClientError, InvalidArgumentError
+from clients.errors import ClientError, InvalidArgumentError, OverloadedError
 
 KINDS = ("search", "recommend")
 
@@ -28,11 +28,14 @@ class Progress:
     total: int
     errors: int
     seconds: float
+    #: Of the errors, requests the server shed (`OverloadedError`): worth running again.
+    overloaded: int = 0
 
     def line(self) -> str:
         rate = self.done / self.seconds if self.seconds > 0 else 0.0
+        shed = f", {self.overloaded} overloaded" if self.overloaded else ""
         return (
-            f"scored {self.done}/{self.total} ({self.errors} errors) "
+            f"scored {self.done}/{self.total} ({self.errors} errors{shed}) "
             f"in {self.seconds:.1f} s, {rate:.0f}/s"
         )
 
@@ -98,6 +101,7 @@ async def score_lines(
         write(record)
         state.done += 1
         state.errors += "error" in record
+        state.overloaded += record.get("error_type") == OverloadedError.__name__
         state.seconds = time.perf_counter() - started
         if progress and time.perf_counter() - last_report >= every:
             progress(state)

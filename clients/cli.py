@@ -3,8 +3,9 @@ models and batch scoring against a running Triton.
 
 Tables by default, `--json` for scripts. Errors print one line on stderr and
 exit non-zero: 2 bad input, 3 unavailable, 4 deadline exceeded, 5 the served
-model differs from the contract, 6 model or version not found, 1 anything else
-the server answered with.
+model differs from the contract, 6 model or version not found, 7 the server is
+overloaded (it shed the call, retries included: try again later), 1 anything
+else the server answered with.
 """
 
 from __future__ import annotations

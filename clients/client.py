@@ -26,7 +26,7 @@ from clients.errors import (
     UnavailableError,
 )
 from clients.results import Catalog, Response, Result, make_result
-from clients.retry import Attempts, RetryBudget, RetryPolicy
+from clients.retry import Attempts, FailureCounts, RetryBudget, RetryPolicy
 from clients.routing import RoundRobin, Route
 from clients.transport import TRANSPORTS
 
@@ -70,6 +70,9 @@ class ClientConfig:
     * `seed`: seeds the random canary split and the retry jitter.
     * `on_failed_attempt`: called with the error of every failed attempt, retried or final
       (to count them, e.g. next to the server's own failure counters).
+
+    `failures` counts the failed attempts of every call by kind of error; `overloaded`
+    is how many the server shed (`OverloadedError`).
     """
 
     def __init__(
@@ -98,6 +101,17 @@ class ClientConfig:
         self.catalog = Catalog.load(catalog) if isinstance(catalog, str | Path) else catalog
         self.rng = random.Random(seed)
         self.on_failed_attempt = on_failed_attempt
+        self.failures = FailureCounts()
+
+    @property
+    def overloaded(self) -> int:
+        """Attempts the server shed (`OverloadedError`), over every call so far."""
+        return self.failures.overloaded
+
+    def _failed_attempt(self, error: ClientError) -> None:
+        self.failures.record(error)
+        if self.on_failed_attempt is not None:
+            self.on_failed_attempt(error)
 
     def version_for(self, model: str, user_id: int | None, version: int | None) -> int | None:
         """The version a call asks for: `version` if given, else the model's route."""
@@ -119,7 +133,7 @@ class ClientConfig:
             self.retry,
             self.budget,
             self.rng,
-            on_failure=self.on_failed_attempt,
+            on_failure=self._failed_attempt,
         )
 
     def result(self, kind: str, response: Response) -> Result:
@@ -165,14 +179,15 @@ class Client(ClientConfig):
             transport.close()
 
     def _with_retries(self, what: str, timeout: float | None, call):
-        attempts = self.attempts(what, timeout)
+        attempts, failed_on = self.attempts(what, timeout), None
         while True:
             seconds = attempts.start()
-            transport = self._endpoints.next()
+            transport = self._endpoints.next(avoid=failed_on)
             try:
                 return call(transport, seconds), attempts.count
             except ClientError as error:
-                if error.retryable:
+                failed_on = transport
+                if error.endpoint_down:
                     self._endpoints.mark_down(transport, DOWN_SECONDS)
                 time.sleep(attempts.after_failure(error))
 

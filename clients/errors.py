@@ -16,6 +16,8 @@ class ClientError(Exception):
 
     exit_code = 1
     retryable = False
+    #: Skip the endpoint for a moment after this error (it is down, not just busy).
+    endpoint_down = False
 
     def __init__(self, message: str, endpoint: str = "") -> None:
         self.message = " ".join(message.split())
@@ -35,6 +37,15 @@ class UnavailableError(ClientError):
 
     exit_code = 3
     retryable = True
+    endpoint_down = True
+
+
+class OverloadedError(UnavailableError):
+    """The server shed the request: a stage's queue was full, or the request waited in it
+    past its timeout (Triton's UNAVAILABLE, HTTP 503). Retried with backoff."""
+
+    exit_code = 7
+    endpoint_down = False
 
 
 class DeadlineExceededError(ClientError):
@@ -83,9 +94,17 @@ _HTTP = {
 _DEAD_STUB = re.compile(r"Stub process '[^']*' is not healthy")
 
 
+# What Triton 2.51 answers, as UNAVAILABLE (HTTP 503), when a dynamic batcher's queue policy
+# rejects a request: its queue is full (`max_queue_size`), or the request waited longer than
+# its timeout. An ensemble puts "in ensemble '<name>', " in front.
+_SHED = re.compile(r"Exceeds maximum queue size|Request timeout expired")
+
+
 def error_for_status(status: str | None, message: str, endpoint: str = "") -> ClientError:
     """The error for a tritonclient status: a gRPC `StatusCode.X` or an HTTP code."""
     if _DEAD_STUB.search(message):
         return UnavailableError(message, endpoint)
     kind = _GRPC.get(status or "") or _HTTP.get(status or "", ServerError)
+    if kind is UnavailableError and _SHED.search(message):
+        return OverloadedError(f"server overloaded: {message}", endpoint)
     return kind(message, endpoint)

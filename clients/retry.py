@@ -1,11 +1,13 @@
 """Retries: which errors, how long to wait, how many, and within which deadline.
 
-Only errors marked `retryable` (UNAVAILABLE, a refused or dropped connection)
-are retried, with exponential backoff and full jitter (as gRPC's own retry
-policy: a wait drawn uniformly below `initial * multiplier ** n`, capped at
-`max_backoff`). A `RetryBudget` shared by all calls of a client keeps retries
-a bounded share of the traffic, so an outage does not multiply the load. Every
-call has a deadline: the total time for all its attempts and waits.
+Only errors marked `retryable` (UNAVAILABLE, a refused or dropped connection, a
+request the server shed because it is overloaded) are retried, with exponential
+backoff and full jitter (as gRPC's own retry policy: a wait drawn uniformly below
+`initial * multiplier ** n`, capped at `max_backoff`). A `RetryBudget` shared by
+all calls of a client keeps retries a bounded share of the traffic, so an outage
+or an overload does not multiply the load. Every call has a deadline: the total
+time for all its attempts and waits. `FailureCounts` counts a client's failed
+attempts by kind, overload rejections apart.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from clients.errors import ClientError, DeadlineExceededError
+from clients.errors import ClientError, DeadlineExceededError, OverloadedError
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,28 @@ class RetryBudget:
             return True
 
 
+class FailureCounts:
+    """Failed attempts by kind of error (its class name), for every call of a client;
+    thread-safe. `overloaded` is the requests the server shed."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def record(self, error: ClientError) -> None:
+        with self._lock:
+            self._counts[type(error).__name__] += 1
+
+    @property
+    def overloaded(self) -> int:
+        with self._lock:
+            return self._counts[OverloadedError.__name__]
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
 class Attempts:
     """One call's attempts: the time left for each, and whether to retry after a failure.
 
@@ -124,6 +148,8 @@ class Attempts:
             raise self._final(_gave_up(error, f"{self.count} attempts"))
         delay = self.policy.backoff(self.count, self._rng.random())
         if self._clock() + delay >= self.deadline:
+            if isinstance(error, OverloadedError):  # the server's answer says more
+                raise self._final(_gave_up(error, f"{self.count} attempts, deadline near"))
             raise self._final(self._expired(error))
         if not self.budget.try_spend():
             raise self._final(_gave_up(error, f"{self.count} attempts, retry budget spent"))

@@ -86,7 +86,8 @@ def parse_split(text: str) -> dict[int, float]:
 
 class RoundRobin:
     """Cycles through items, skipping those marked down until their pause ends (unless
-    all are down); safe to share between threads."""
+    all are down) and the one to `avoid` (unless no other is up); safe to share between
+    threads."""
 
     def __init__(self, items: Sequence, clock: Callable[[], float] = time.monotonic) -> None:
         if not items:
@@ -97,11 +98,14 @@ class RoundRobin:
         self._clock = clock
         self._lock = threading.Lock()
 
-    def next(self):
+    def next(self, avoid=None):
+        """The next item; `avoid` (the one a retry's last attempt failed on) only when no
+        other is up."""
         with self._lock:
             now, count = self._clock(), len(self.items)
             order = [(self._next + offset) % count for offset in range(count)]
-            index = next((i for i in order if self._down_until[i] <= now), order[0])
+            up = [i for i in order if self._down_until[i] <= now] or order
+            index = next((i for i in up if self.items[i] is not avoid), up[0])
             self._next = index + 1
             return self.items[index]
 

@@ -2,6 +2,9 @@
 
 A transport makes one attempt within the seconds it is given and turns every
 failure into a `ClientError`. Retries, routing and typing live in the client.
+An inference carries those seconds to the server too, as Triton's request
+timeout: a stage's queue drops a request that waited longer, rather than run it
+for a client that has given up.
 Connections are kept and reused: gRPC multiplexes all threads over one
 channel; the HTTP client is not thread-safe, so each thread keeps its own
 keep-alive connection, dropped after a failure or a timeout (a connection cut
@@ -91,6 +94,13 @@ def connection_error(err: Exception, endpoint: str) -> UnavailableError:
     return UnavailableError(f"cannot reach the server: {reason}", endpoint)
 
 
+def request_timeout_us(seconds: float) -> int:
+    """An attempt's seconds as Triton's request timeout (microseconds, at least 1). A stage
+    rejects the request once it has waited that long in its queue; the request may shorten
+    the stage's own `default_timeout_microseconds`, never lengthen it."""
+    return max(1, int(seconds * 1_000_000))
+
+
 def server_error(err: InferenceServerException, endpoint: str, timeout: float) -> ClientError:
     error = error_for_status(err.status(), err.message() or str(err), endpoint)
     if isinstance(error, DeadlineExceededError):
@@ -109,17 +119,24 @@ class GrpcTransport:
         self.url = url
         self._client = grpcclient.InferenceServerClient(url, channel_args=GRPC_CHANNEL_ARGS)
 
-    def _call(self, timeout: float, method: str, *args, **kwargs):
+    def _call(self, seconds: float, method: str, *args, **kwargs):
         try:
-            return getattr(self._client, method)(*args, client_timeout=timeout, **kwargs)
+            return getattr(self._client, method)(*args, client_timeout=seconds, **kwargs)
         except InferenceServerException as err:
-            raise server_error(err, self.url, timeout) from None
+            raise server_error(err, self.url, seconds) from None
 
     def infer(
         self, model: str, version: int | None, inputs: Mapping[str, np.ndarray], timeout: float
     ) -> Response:
         tensors = infer_inputs(grpcclient, inputs)
-        result = self._call(timeout, "infer", model, tensors, model_version=str(version or ""))
+        result = self._call(
+            timeout,
+            "infer",
+            model,
+            tensors,
+            model_version=str(version or ""),
+            timeout=request_timeout_us(timeout),
+        )
         return grpc_response(model, result, self.url)
 
     def health(self, timeout: float) -> dict:
@@ -168,14 +185,14 @@ class HttpTransport:
             self._clients.remove(client)
         client.close()
 
-    def _call(self, timeout: float, method: str, *args, **kwargs):
+    def _call(self, seconds: float, method: str, *args, **kwargs):
         client = self._client()
-        expired = deadline_error(timeout, self.url)
+        expired = deadline_error(seconds, self.url)
         try:
-            with gevent.Timeout(timeout, expired):
+            with gevent.Timeout(seconds, expired):
                 return getattr(client, method)(*args, **kwargs)
         except InferenceServerException as err:
-            raise server_error(err, self.url, timeout) from None
+            raise server_error(err, self.url, seconds) from None
         except DeadlineExceededError:
             self._drop()
             raise
@@ -192,6 +209,7 @@ class HttpTransport:
             model,
             infer_inputs(httpclient, inputs),
             model_version=str(version or ""),
+            timeout=request_timeout_us(timeout),
         )
         return http_response(model, result, self.url)
 

@@ -41,8 +41,19 @@ import torch
 import tritonclient.http as httpclient
 
 from builders import machine, names
-from builders.pipelines import PIPELINE_FILE, PipelineSpec, Stage
+from builders.offline import OfflinePipeline
+from builders.pipelines import (
+    PIPELINE_FILE,
+    PipelineSpec,
+    Stage,
+    ensemble_steps,
+    lineage,
+    query_encoder,
+)
+from builders.ranking_metrics import ndcg
 from builders.repository import model_versions, read_manifest
+from builders.retrieval import compose_retrieval, save_index
+from builders.specs import WARMUP_FOLDER
 from perf import inputs, loadgen, report, spec, stage_cpu
 from perf.sweep import Sweep
 from server import TritonServer
@@ -57,12 +68,21 @@ SWEEP_FILES = {
 }
 #: The Ray Serve baseline's environment (`make ray-env`): its pins differ from ours.
 RAY_VENV = ROOT / "build" / "ray-venv"
-ARMS = ("naive", "ray_serve", "triton_default", "triton_tuned", "triton_tuned_cache")
+ARMS = (
+    "naive",
+    "ray_serve",
+    "triton_default",
+    "triton_tuned",
+    "triton_tuned_cache",
+    "in_process",
+)
 LEVELS = (1, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 CACHE_MB = 256
 STAGE_CPU_CONCURRENCY = 16
 #: The stage CPU breakdown of search with the teacher swapped in for a served student.
 TEACHER_SEARCH = "search_with_teacher"
+#: The teacher and the exact index in one graph, loaded from files for that breakdown.
+TEACHER_RETRIEVAL = "search_retrieval_with_teacher"
 REPLAY_CONCURRENCY = 32
 BATCH = 32
 
@@ -167,21 +187,21 @@ def roofline(repo: Path) -> dict:
     measured = {"fp32": gemm_peak("fp32"), "int8": gemm_peak("int8")}
     peaks = {precision: max(by_library.values()) for precision, by_library in measured.items()}
     rows = {}
-    for model, precision in ((names.TEXT_ENCODER, "fp32"), (names.QUERY_ENCODER_SHALLOW, "fp32")):
+    for model in dict.fromkeys((names.TEXT_ENCODER, served_encoder(repo).model)):
         version = max(int(p.name) for p in (repo / model).iterdir() if p.name.isdigit())
         path = repo / model / str(version) / "model.onnx"
         per_sequence = matmul_flops_per_token(path) * ids.shape[1]
         rate = encoder_rate(path, ids, mask)
         achieved = rate * per_sequence
         rows[model] = {
-            "precision": precision,
+            "precision": "fp32",
             "batch": BATCH,
             "sequence_length": int(ids.shape[1]),
             "gflop_per_sequence": per_sequence / 1e9,
             "sequences_per_s": rate,
             "achieved_gflops": achieved / 1e9,
-            "peak_gflops": peaks[precision] / 1e9,
-            "fraction_of_peak": achieved / peaks[precision],
+            "peak_gflops": peaks["fp32"] / 1e9,
+            "fraction_of_peak": achieved / peaks["fp32"],
         }
     return {
         "threads": torch.get_num_threads(),
@@ -300,16 +320,30 @@ def repeat_share(queries: list[str]) -> float:
 
 def cache_counts(server: TritonServer, model: str) -> tuple[int, int]:
     """(hits, misses) of `model`'s response cache so far, all versions."""
-    client = httpclient.InferenceServerClient(server.http_url)
-    try:
-        stats = client.get_inference_statistics(model)["model_stats"]
-    finally:
-        client.close()
+    stats = model_statistics(server, model)
     counts = [
         sum(int(s["inference_stats"].get(key, {}).get("count", 0)) for s in stats)
         for key in ("cache_hit", "cache_miss")
     ]
     return counts[0], counts[1]
+
+
+def batch_counts(server: TritonServer, model: str) -> tuple[int, int]:
+    """(requests, executions) of `model` so far, all versions: between two readings, their
+    ratio is the mean batch its dynamic batcher formed."""
+    stats = model_statistics(server, model)
+    return (
+        sum(int(s.get("inference_count", 0)) for s in stats),
+        sum(int(s.get("execution_count", 0)) for s in stats),
+    )
+
+
+def model_statistics(server: TritonServer, model: str) -> list[dict]:
+    client = httpclient.InferenceServerClient(server.http_url)
+    try:
+        return client.get_inference_statistics(model)["model_stats"]
+    finally:
+        client.close()
 
 
 def stage_cpu_breakdown(
@@ -354,39 +388,76 @@ def stage_cpu_all(server: TritonServer, requests: dict[str, list], seconds: floa
     return costs
 
 
-def served_encoder(repo: Path) -> Stage:
-    """The query encoder the newest search release pins (the teacher or a student)."""
+def newest_search(repo: Path) -> PipelineSpec:
     release = model_versions(repo, names.SEARCH)[-1]
-    return PipelineSpec.load(repo / names.SEARCH / str(release) / PIPELINE_FILE).stages["encoder"]
+    return PipelineSpec.load(repo / names.SEARCH / str(release) / PIPELINE_FILE)
+
+
+def served_encoder(repo: Path) -> Stage:
+    """The query encoder the newest search release serves (the teacher or a student)."""
+    return query_encoder(repo, newest_search(repo))
+
+
+def served_query_stage(release: PipelineSpec) -> Stage:
+    """The stage of a search release that runs its query encoder: `retrieval` (the encoder
+    and the exact index in one model) or the encoder itself."""
+    return release.stages.get("retrieval") or release.stages["encoder"]
 
 
 def teacher_stage_cpu(server: TritonServer, bodies: list[bytes], seconds: float) -> dict:
-    """`perf.stage_cpu` of search with its query-encoder step swapped for the teacher the
-    served student was distilled from (the index holds that teacher's item embeddings): what
-    the student saves, measured on the same server and configs."""
+    """`perf.stage_cpu` of search with its query encoder swapped for the teacher the served
+    student was distilled from (the index holds that teacher's item embeddings): what the
+    student saves, measured on the same server and configs. Where the release serves its
+    `retrieval` model (the encoder and the exact index in one graph), the teacher and that
+    index are composed here into `TEACHER_RETRIEVAL`, with the same config, in a model
+    folder of the repository that lives only while it is measured (a Triton ensemble can
+    only name models of its repository)."""
     repo = server.model_repository
-    student = served_encoder(repo)
+    release = newest_search(repo)
+    student = query_encoder(repo, release)
+    teacher = Stage(
+        names.TEXT_ENCODER,
+        read_manifest(repo, student.model, student.version)["depends_on"][names.TEXT_ENCODER],
+    )
+    swapped_out = served_query_stage(release)
+    temporary = repo / TEACHER_RETRIEVAL
+    if "retrieval" in release.stages:
+        index = lineage(repo, release)["index"]
+        composed = compose_retrieval(
+            onnx.load(str(repo / teacher.model / str(teacher.version) / "model.onnx")),
+            "embedding",
+            onnx.load(str(repo / index.model / str(index.version) / "model.onnx")),
+        )
+        shutil.copytree(repo / swapped_out.model / WARMUP_FOLDER, temporary / WARMUP_FOLDER)
+        (temporary / "1").mkdir()
+        save_index(composed, temporary / "1")
+        config = {**spec.model_config(repo, swapped_out.model), "name": TEACHER_RETRIEVAL}
+        config["version_policy"] = {"specific": {"versions": ["1"]}}
+        swapped_in, loaded = Stage(TEACHER_RETRIEVAL, 1), False
+    else:
+        swapped_in, loaded = teacher, server.is_model_ready(names.TEXT_ENCODER)
+        config = spec.model_config(repo, teacher.model)
     search = spec.model_config(repo, names.SEARCH)
-    manifest = read_manifest(repo, student.model, student.version)
-    teacher_version = manifest["depends_on"][names.TEXT_ENCODER]
     steps = [
-        {**step, "model_name": names.TEXT_ENCODER, "model_version": teacher_version}
-        if step["model_name"] == student.model
+        {**step, "model_name": swapped_in.model, "model_version": str(swapped_in.version)}
+        if step["model_name"] == swapped_out.model
         else step
         for step in search["ensemble_scheduling"]["step"]
     ]
-    swapped = {**search, "ensemble_scheduling": {"step": steps}}
-    loaded = server.is_model_ready(names.TEXT_ENCODER)
-    if not loaded:
-        load_configs(server, {names.TEXT_ENCODER: spec.model_config(repo, names.TEXT_ENCODER)})
-    load_configs(server, {names.SEARCH: swapped})
     try:
-        stages = {*spec.pipeline_stages(repo, names.SEARCH), names.TEXT_ENCODER} - {student.model}
-        return stage_cpu_breakdown(server, names.SEARCH, bodies, seconds, stages)
+        if not loaded:
+            load_configs(server, {swapped_in.model: config})
+        load_configs(server, {names.SEARCH: {**search, "ensemble_scheduling": {"step": steps}}})
+        stages = {*spec.pipeline_stages(repo, names.SEARCH), swapped_in.model}
+        measured = stage_cpu_breakdown(
+            server, names.SEARCH, bodies, seconds, stages - {swapped_out.model}
+        )
+        return {**measured, "compared": {"student": swapped_out.model, "teacher": swapped_in.model}}
     finally:
         load_configs(server, {names.SEARCH: search})
         if not loaded:
-            server.unload_model(names.TEXT_ENCODER)
+            server.unload_model(swapped_in.model)
+        shutil.rmtree(temporary, ignore_errors=True)
 
 
 def cold_cache_replay(repo: Path, configs: dict[str, dict]) -> dict:
@@ -408,8 +479,8 @@ def cold_cache_replay(repo: Path, configs: dict[str, dict]) -> dict:
     ) as server:
         load_configs(server, {m: c for m, c in configs.items() if m in stages})
         host, port = server.http_url.split(":")
-        encoder = served_encoder(repo).model
-        counted = cache_counts(server, encoder)
+        query_stage = served_query_stage(newest_search(repo)).model
+        counted = cache_counts(server, query_stage)
         load = loadgen.closed_loop(
             host,
             int(port),
@@ -420,7 +491,7 @@ def cold_cache_replay(repo: Path, configs: dict[str, dict]) -> dict:
             warmup_s=0,
             once=True,
         )
-        hits, misses = np.subtract(cache_counts(server, encoder), counted)
+        hits, misses = np.subtract(cache_counts(server, query_stage), counted)
     return {
         "searches": len(requests),
         "concurrency": REPLAY_CONCURRENCY,
@@ -442,6 +513,82 @@ def bench_requests(repo: Path) -> dict[str, list]:
     return requests
 
 
+#: The search arms are graded by their NDCG at this depth, on the dataset's graded queries.
+GRADED_K = 10
+
+
+def post_json(port: int, path: str, body: dict) -> dict:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise RuntimeError(f"POST {path} answered {response.status}: {answer}")
+    return answer
+
+
+def arm_search_answers(
+    arm: str, queries: list[str], triton_port: int, baselines: dict[str, int], offline
+) -> list[list[int]]:
+    """Each graded query's item ids, best first, as `arm` answers it without a user: the
+    Triton arms through the server (they serve the same models), the baselines through
+    their HTTP endpoints, `in_process` through the release's stages in this process."""
+    if arm == "in_process":
+        return [ids.tolist() for ids, _ in offline.run(GRADED_K, queries=queries)]
+    if arm.startswith("triton"):
+        answers = []
+        for query in queries:
+            tensors = [_tensor("query", "BYTES", query), _tensor("k", "INT32", GRADED_K)]
+            body = {"inputs": tensors, "outputs": [{"name": "item_ids"}]}
+            (output,) = post_json(triton_port, f"/v2/models/{names.SEARCH}/infer", body)["outputs"]
+            answers.append(output["data"])
+        return answers
+    return [
+        post_json(baselines[arm], "/search", {"query": q, "k": GRADED_K})["item_ids"]
+        for q in queries
+    ]
+
+
+def search_ndcg(answers: list[list[int]], queries: list[str], relevance) -> float:
+    """Mean NDCG@10 of the answers to the graded queries (`relevance`: query, item_id,
+    grade)."""
+    grades = {q: dict(zip(g.item_id, g.grade)) for q, g in relevance.groupby("query")}
+    return round(
+        float(np.mean([ndcg(a, grades[q], GRADED_K) for q, a in zip(queries, answers)])), 4
+    )
+
+
+def first_stage(repo: Path, kind: str) -> str:
+    """The model of the first step of a pipeline's newest release."""
+    release = model_versions(repo, kind)[-1]
+    spec_ = PipelineSpec.load(repo / kind / str(release) / PIPELINE_FILE)
+    return ensemble_steps(spec_)[0].model
+
+
+def in_process(
+    pipeline: OfflinePipeline, kind: str, requests: list[dict], batch: int, seconds: float
+) -> dict:
+    """The `in_process` arm: the release's own stages (`OfflinePipeline`: the same models and
+    computation) in this one process, `batch` requests a call (the mean batch the server
+    formed at the pipeline's first stage under the tuned configs), without serving: the
+    ceiling that serving approaches. Its throughput, in requests answered per second."""
+    batches = [requests[i : i + batch] for i in range(0, len(requests) - batch + 1, batch)]
+    answered, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for chunk in batches:
+            users = [r["user_id"][0] for r in chunk]
+            queries = [r["query"][0] for r in chunk] if kind == names.SEARCH else None
+            pipeline.run(chunk[0]["k"][0], queries=queries, user_ids=users)
+            answered += len(chunk)
+    elapsed = time.perf_counter() - started
+    return {"throughput": round(answered / elapsed, 1), "batch": batch, "requests": answered}
+
+
 def stage_cpu_only(repo: Path, seconds: float) -> dict:
     """Only the CPU per stage of both pipelines (and of search with the teacher), on the
     built configs: what `make bench` measures last, in a minute."""
@@ -451,7 +598,17 @@ def stage_cpu_only(repo: Path, seconds: float) -> dict:
         repo, model_control="explicit", load_models=[*requests, *stages], exit_timeout_secs=5
     ) as server:
         costs = stage_cpu_all(server, requests, seconds)
+    peak = max(gemm_peak("fp32").values()) / 1e9
+    with_products(costs, peak, served_query_stage(newest_search(repo)).model)
     return {"date": time.strftime("%Y-%m-%d"), "machine": machine.describe(), "stage_cpu": costs}
+
+
+def with_products(costs: dict, peak_gflops: float, query_stage: str) -> None:
+    """Add each breakdown's MFLOP-equivalents (`stage_cpu.mflop_equivalents`) to it; for
+    search, also without its query stage (the query encoder, with the exact index)."""
+    for kind, measured in costs.items():
+        encoder = query_stage if kind == names.SEARCH else None
+        measured.update(stage_cpu.mflop_equivalents(measured, peak_gflops, encoder))
 
 
 def serving(repo: Path, slo_ms: float, seconds: float, repetitions: int, work: Path) -> dict:
@@ -460,6 +617,7 @@ def serving(repo: Path, slo_ms: float, seconds: float, repetitions: int, work: P
     results: dict = {kind: {arm: [] for arm in ARMS} for kind in requests}
     skipped: dict[str, str] = {}
     stage_costs: dict[str, dict] = {}
+    search_ndcg_at_10: dict[str, float] = {}
     hit_rates: list[float] = []
     replay: dict = {}
     baselines: dict[str, int] = {}
@@ -499,6 +657,29 @@ def serving(repo: Path, slo_ms: float, seconds: float, repetitions: int, work: P
         ) as server:
             host, port = server.http_url.split(":")
             configs = arm_configs(originals, tuned)
+            query_stage = served_query_stage(newest_search(repo)).model
+            first_stages = {kind: first_stage(repo, kind) for kind in requests}
+            offline = {
+                kind: OfflinePipeline(repo, kind, model_versions(repo, kind)[-1])
+                for kind in requests
+            }
+            formed: dict[str, float] = {}  # the mean batch at each pipeline's first stage
+            relevance = inputs.dataset_of(repo, names.SEARCH).relevance
+            if relevance is not None:
+                graded = sorted(set(relevance["query"]))
+                print(f"grading each search arm on {len(graded)} queries", flush=True)
+                load_configs(server, configs["triton_default"])  # no cache to warm
+                search_ndcg_at_10 = {
+                    arm: search_ndcg(
+                        arm_search_answers(
+                            arm, graded, int(port), baselines, offline[names.SEARCH]
+                        ),
+                        graded,
+                        relevance,
+                    )
+                    for arm in ARMS
+                    if arm not in skipped
+                }
             for repetition in range(repetitions):
                 for arm in (a for a in ARMS if a not in skipped):
                     if arm in configs:
@@ -507,6 +688,12 @@ def serving(repo: Path, slo_ms: float, seconds: float, repetitions: int, work: P
                         print(
                             f"repetition {repetition + 1}/{repetitions}: {arm}, {kind}", flush=True
                         )
+                        if arm == "in_process":
+                            batch = max(1, round(formed[kind]))
+                            results[kind][arm].append(
+                                in_process(offline[kind], kind, requests[kind], batch, seconds)
+                            )
+                            continue
                         if arm in configs:
                             target = (host, int(port), f"/v2/models/{kind}/infer")
                             bodies = triton_bodies(kind, requests[kind])
@@ -515,12 +702,16 @@ def serving(repo: Path, slo_ms: float, seconds: float, repetitions: int, work: P
                             bodies = plain_bodies(kind, requests[kind])
                         cached_search = arm == "triton_tuned_cache" and kind == names.SEARCH
                         if cached_search:
-                            counted = cache_counts(server, served_encoder(repo).model)
+                            counted = cache_counts(server, query_stage)
+                        batched = batch_counts(server, first_stages[kind])
                         results[kind][arm].append(ramp(*target, bodies, slo_ms, seconds))
-                        if cached_search:
-                            hits, misses = np.subtract(
-                                cache_counts(server, served_encoder(repo).model), counted
+                        if arm == "triton_tuned":
+                            answered, executions = np.subtract(
+                                batch_counts(server, first_stages[kind]), batched
                             )
+                            formed[kind] = answered / max(executions, 1)
+                        if cached_search:
+                            hits, misses = np.subtract(cache_counts(server, query_stage), counted)
                             hit_rates.append(float(hits / max(hits + misses, 1)))
             load_configs(server, configs["triton_default"])
             stage_costs = stage_cpu_all(server, requests, 2 * seconds)
@@ -536,6 +727,7 @@ def serving(repo: Path, slo_ms: float, seconds: float, repetitions: int, work: P
         "sweeps": sweeps,
         "stage_cpu": stage_costs,
         "search_cache": {"encoder_hit_rate_each_repetition": hit_rates, "cold_replay": replay},
+        "search_ndcg_at_10": search_ndcg_at_10,
     }
 
 
@@ -543,10 +735,13 @@ def median(values: list[float]) -> float:
     return float(np.median(values)) if values else 0.0
 
 
-def summarise(serving_results: dict, slo_ms: float, repetitions: int) -> dict:
+def summarise(
+    serving_results: dict, slo_ms: float, repetitions: int, peak_gflops: float, query_stage: str
+) -> dict:
     """summary.json: per pipeline and arm, the throughput at the SLO of each repetition,
     the ratios the targets are stated in (medians; tuned vs default per repetition) and
-    the CPU per stage."""
+    the CPU per stage with its MFLOP-equivalents at the machine's fp32 GEMM peak
+    (`peak_gflops`; search's also without its `query_stage`)."""
     summary: dict = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine.describe(),
@@ -555,25 +750,31 @@ def summarise(serving_results: dict, slo_ms: float, repetitions: int) -> dict:
         "skipped": serving_results["skipped"],
     }
     for kind, arms in serving_results["arms"].items():
-        figures = {arm: [r["throughput_at_slo"] for r in runs] for arm, runs in arms.items()}
+        figures = {
+            arm: [r["throughput"] if arm == "in_process" else r["throughput_at_slo"] for r in runs]
+            for arm, runs in arms.items()
+        }
         summary[kind] = {arm: values for arm, values in figures.items() if values}
         default, tuned = figures["triton_default"], figures["triton_tuned"]
         per_run = [t / d if d else None for t, d in zip(tuned, default)]
-        naive = median(figures["naive"])
+        naive, ceiling = median(figures["naive"]), median(figures.get("in_process", []))
         summary[f"{kind}_ratios"] = {
             "tuned_vs_naive_median": median(tuned) / naive if naive else None,
+            "tuned_vs_in_process_median": median(tuned) / ceiling if ceiling else None,
             "tuned_vs_default_each_repetition": per_run,
             "tuned_beats_default_every_repetition": all(r is not None and r > 1 for r in per_run),
         }
     summary["stage_cpu"] = costs = serving_results["stage_cpu"]
+    with_products(costs, peak_gflops, query_stage)
     if TEACHER_SEARCH in costs:
-        served = costs[names.SEARCH]["processes"]
-        (student,) = (served[model] for model in names.QUERY_ENCODERS[1:] if model in served)
-        teacher = costs[TEACHER_SEARCH]["processes"][names.TEXT_ENCODER]
+        compared = costs[TEACHER_SEARCH]["compared"]
+        student = costs[names.SEARCH]["processes"][compared["student"]]
+        teacher = costs[TEACHER_SEARCH]["processes"][compared["teacher"]]
         summary["search_encoder_cpu_vs_teacher"] = round(
             student["cpu_us_per_request"] / teacher["cpu_us_per_request"], 4
         )
     summary["search_cache"] = serving_results["search_cache"]
+    summary["search_ndcg_at_10"] = serving_results.get("search_ndcg_at_10", {})
     return summary
 
 
@@ -697,7 +898,13 @@ def main(argv: list[str] | None = None) -> int:
         work = OUT / "work"
         shutil.rmtree(work, ignore_errors=True)
         results["serving"] = serving(repo, args.slo_ms, args.seconds, args.repetitions, work)
-        summary = summarise(results["serving"], args.slo_ms, args.repetitions)
+        summary = summarise(
+            results["serving"],
+            args.slo_ms,
+            args.repetitions,
+            results["roofline"]["gemm_peak_gflops"]["fp32"],
+            served_query_stage(newest_search(repo)).model,
+        )
         (OUT / "summary.json").write_text(json.dumps(summary, indent=1))
     results["wall_s"] = time.monotonic() - started
     (OUT / "bench.json").write_text(json.dumps(results, indent=1))

@@ -55,7 +55,7 @@ class EagerPipeline(OfflinePipeline):
         self.tokenizer = QueryTokenizer(
             folder / "tokenizer.json", max_length, longest_padding(max_length)
         )
-        teacher = self.spec.stages["encoder"].model == names.TEXT_ENCODER
+        teacher = self.stages["encoder"].model == names.TEXT_ENCODER
         self.encoder = text_encoder.load_reference() if encoder == "torch" and teacher else None
 
     def embed_queries(self, queries: list[str]) -> np.ndarray:
@@ -65,6 +65,11 @@ class EagerPipeline(OfflinePipeline):
             return self._onnx("encoder", inputs, ["embedding"])[0]
         with torch.inference_mode():
             return self.encoder(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+
+    def retrieve(self, queries: list[str] | None = None, user_ids=None):
+        """The encoder above, then the release's index (never its composed `retrieval`)."""
+        embedding = self.embed_queries(queries)
+        return embedding, *self._dense_index(embedding)
 
 
 class SearchRequest(BaseModel):

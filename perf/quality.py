@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -37,7 +38,7 @@ from builders import machine, names, ranker
 from builders.build import item_texts, two_tower_scores
 from builders.data import load_dataset
 from builders.offline import OfflinePipeline
-from builders.pipelines import PIPELINE_FILE, PipelineSpec
+from builders.pipelines import PIPELINE_FILE, PipelineSpec, lineage, query_encoder
 from builders.ranking_metrics import ndcg, recall
 from builders.repository import model_versions, read_manifest
 from builders.runtime.features import FeatureTables
@@ -95,8 +96,15 @@ def bm25_baseline(texts: list[str]):
 
 
 def ensure_repository(name: str, repo: Path, build_args: list[str]) -> None:
-    if (repo / names.SEARCH).is_dir():
-        return
+    """Build `repo` unless it holds a search release of the current layout."""
+    releases = model_versions(repo, names.SEARCH) if (repo / names.SEARCH).is_dir() else []
+    if releases:
+        try:
+            PipelineSpec.load(repo / names.SEARCH / str(releases[-1]) / PIPELINE_FILE)
+            return
+        except ValueError as err:
+            print(f"{name}: {err}; building it anew", file=sys.stderr)
+            shutil.rmtree(repo)
     print(f"building {name} into {repo} ...", file=sys.stderr)
     subprocess.run(
         [sys.executable, "-m", "builders", "build", *build_args, "--out", str(repo)], check=True
@@ -126,7 +134,7 @@ def search_quality(repo: Path, dataset, relevance, client, kinds: dict | None = 
         "dense": as_ids(offline.dense(queries)[0]),
         "bm25": [catalog_ids[row].tolist() for row in bm25(queries, n)],
     }
-    if "lexical" in offline.spec.stages:
+    if "hybrid" in offline.spec.stages:
         systems["lexical"] = as_ids(offline.lexical(queries)[0])
         systems["hybrid"] = as_ids(offline.candidates(queries).indexes)
         rank_fusion = FusionSettings(method="rrf")
@@ -173,7 +181,9 @@ def encoder_figures(repo: Path) -> dict:
     """The query encoder the build serves and the build's gate figures for every variant
     (speed, NDCG@10, recall@100, overlap with the teacher)."""
     release = model_versions(repo, names.SEARCH)[-1]
-    served = PipelineSpec.load(repo / names.SEARCH / str(release) / PIPELINE_FILE).stages["encoder"]
+    served = query_encoder(
+        repo, PipelineSpec.load(repo / names.SEARCH / str(release) / PIPELINE_FILE)
+    )
     teacher_version = model_versions(repo, names.TEXT_ENCODER)[-1]
     build = read_manifest(repo, names.TEXT_ENCODER, teacher_version)["metrics"]["variants"]
     return {"served": served.model, **build}
@@ -184,25 +194,24 @@ def ranker_auc(repo: Path, dataset, client) -> dict:
     import tensorflow as tf
 
     pipeline = model_versions(repo, names.RECOMMEND)[-1]
-    pins = read_manifest(repo, names.RECOMMEND, pipeline)["depends_on"]
+    spec = PipelineSpec.load(repo / names.RECOMMEND / str(pipeline) / PIPELINE_FILE)
+    stages = lineage(repo, spec)  # with the user tower and index of its `retrieval`
 
-    def folder(model: str) -> Path:
-        return repo / model / str(pins[model])
+    def folder(role: str) -> Path:
+        return repo / stages[role].model / str(stages[role].version)
 
-    tables = FeatureTables.load(folder(names.RANKING_FEATURES) / "tables.npz")
-    scores = two_tower_scores(
-        folder(names.USER_TOWER), folder(names.RECOMMEND_INDEX), tables.user_ids
-    )
+    tables = FeatureTables.load(folder("features") / "tables.npz")
+    scores = two_tower_scores(folder("user_tower"), folder("index"), tables.user_ids)
 
     examples = auc_examples(tables, dataset, scores)
-    saved = tf.saved_model.load(str(folder(names.RECOMMEND_RANKER) / "model.savedmodel"))
+    saved = tf.saved_model.load(str(folder("ranker") / "model.savedmodel"))
     signature = saved.signatures["serving_default"]
     offline_scores = signature(sparse=examples.sparse, dense=examples.dense)["score"].numpy()
     served_scores = []
     for start in range(0, len(examples.labels), names.STAGE_MAX_BATCH):
         part = slice(start, start + names.STAGE_MAX_BATCH)
         inputs = {"sparse": examples.sparse[part], "dense": examples.dense[part]}
-        response = client.infer(names.RECOMMEND_RANKER, inputs, pins[names.RECOMMEND_RANKER])
+        response = client.infer(names.RECOMMEND_RANKER, inputs, stages["ranker"].version)
         served_scores.append(response.outputs["score"])
     return {
         "test_groups": len(examples.labels),
@@ -405,7 +414,8 @@ def encoder_table(report: dict) -> list[str]:
         if not (variants := search.get("encoder_variants")):
             continue
         for model, row in variants["variants"].items():
-            rates = " / ".join(f"{rate:,.0f}" for rate in row["sequences_per_s"].values())
+            by_width = sorted(row["sequences_per_s"].items(), key=lambda item: int(item[0]))
+            rates = " / ".join(f"{rate:,.0f}" for _, rate in by_width)
             verdict = "passes" if row["passes"] else "fails"
             if model == variants["served"]:
                 verdict += ", served"

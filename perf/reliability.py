@@ -12,7 +12,13 @@ control, a `StubWatchdog`) and drives `search` + `recommend` with the project's 
   search traffic until `k8s.canary_gate` rolls it back;
 * `stage_crash`: the stub process of one stage is killed with SIGKILL (Triton 2.51 does
   not start a new one; the watchdog reloads the model, the client retries);
-* `server_restart`: the server process is killed and started again on the same ports.
+* `server_restart`: the server process is killed and started again on the same ports;
+* `overload`: a spike at twice the saturation throughput, then half of it: the stages'
+  bounded queues shed what they cannot serve within the SLO (UNAVAILABLE, the client's
+  `OverloadedError`, retried within its budget), the server stays ready, and the report
+  gives the goodput (answers within the SLO a second), the p99 of the answered calls,
+  the rejections as client and server count them, and how long p99 took to come back
+  under the SLO.
 
 Every failure is accounted for, twice: as the client sees it (calls that failed after
 their retries, and every failed attempt) and as the server's Prometheus counters count
@@ -43,18 +49,26 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 
 from builders import names, pipelines
 from builders.repository import model_versions
-from clients import Client, ClientError, DeadlineExceededError, RetryBudget, RetryPolicy, Route
+from clients import (
+    Client,
+    ClientError,
+    DeadlineExceededError,
+    OverloadedError,
+    RetryBudget,
+    RetryPolicy,
+    Route,
+)
 from k8s import canary_gate
 from server.launcher import TritonServer, free_port
 from server.stub_watchdog import StubWatchdog, server_stubs
 
-SCENARIOS = ("soak", "hot_swap", "canary_rollback", "stage_crash", "server_restart")
+SCENARIOS = ("soak", "hot_swap", "canary_rollback", "stage_crash", "server_restart", "overload")
 MEMORY_GROWTH_LIMIT = 0.05
 #: What Triton 2.51 adds to an ensemble's failure counter for one failed request.
 ENSEMBLE_FAILURE_COUNT = 2
@@ -78,6 +92,20 @@ T = TypeVar("T")
 QUIET_S, SETTLE_S = 0.5, 10.0  # a scrape's counters must hold still this long (at most)
 CANARY_SHARE = 10
 K = 10
+# `overload` passes when: goodput during the spike >= GOODPUT_SHARE of saturation, p99 of the
+# answered calls <= P99_SLOS x the SLO, and p99 back under the SLO within RECOVERY_S.
+GOODPUT_SHARE, P99_SLOS, RECOVERY_S = 0.9, 2.0, 10.0
+# Its client: a deadline of DEADLINE_SLOS x the SLO (the stages' queues shed long before;
+# a deadline the server outlasts would end calls the server still counts), and up to 3
+# attempts, backoff from a quarter of the SLO up to the SLO. Its load is only what was
+# asked for when 99 % of the calls started within LAG_SLOS x the SLO of their schedule.
+DEADLINE_SLOS, LAG_SLOS = 30.0, 0.25
+# Readiness is probed like the chart's probe: every second, 5 s to answer.
+PROBE_EVERY_S, PROBE_TIMEOUT_S = 1.0, 5.0
+# What Triton 2.51 answers (UNAVAILABLE, HTTP 503) when a request waited in a stage's queue
+# past its timeout (counted as the stage's `nv_inference_request_failure{reason="REJECTED"}`);
+# a full queue answers "Exceeds maximum queue size" (counted in no metric of the stage).
+QUEUE_TIMEOUT = "Request timeout expired"
 
 
 def progress(message: str) -> None:
@@ -132,6 +160,26 @@ def lifetime_counts(lifetimes: list[tuple[Counts, Counts]]) -> Counts:
     return total
 
 
+def stage_timeouts(metrics_text: str) -> float:
+    """Requests the stages rejected for waiting in their queue past their timeout, from
+    `/metrics`: `nv_inference_request_failure{reason="REJECTED"}` of every model but the
+    entry ensembles (Triton 2.51 counts a full queue's rejection in no metric)."""
+    return sum(
+        value
+        for name, labels, value in canary_gate.parse_metrics(metrics_text)
+        if name == canary_gate.FAILURE
+        and labels.get("reason") == "REJECTED"
+        and not is_entry_model(labels.get("model", ""))
+    )
+
+
+def rejection_kind(error: ClientError) -> str | None:
+    """`queue_full` or `queue_timeout` for an attempt a stage's queue shed, else None."""
+    if not isinstance(error, OverloadedError):
+        return None
+    return "queue_timeout" if QUEUE_TIMEOUT in error.message else "queue_full"
+
+
 def reached_a_model(error: ClientError) -> bool:
     """Whether a failed attempt was answered by a model (so the server counted it)."""
     if isinstance(error, DeadlineExceededError):
@@ -179,6 +227,75 @@ def accounting(tally: Tally, server: Counts, gate_requests: int = 0) -> dict:
     }
 
 
+def rejection_accounting(tally: Tally, server_failures: float, server_timeouts: float) -> dict:
+    """The shed attempts as both sides count them. The client counts each one, by kind; the
+    server counts every failed request at the entry ensembles (the shed ones and any other
+    failure the client also saw at a model) and the queue timeouts at the stages."""
+    shed = sum(tally.rejections.values())
+    other = tally.failed_at_model - shed
+    return {
+        "client_rejections": shed,
+        "client_queue_full": tally.rejections["queue_full"],
+        "client_queue_timeout": tally.rejections["queue_timeout"],
+        "client_other_failures_at_a_model": other,
+        "server_rejections": server_failures - other,
+        "server_queue_timeouts": server_timeouts,
+        "agree": shed == server_failures - other
+        and tally.rejections["queue_timeout"] == server_timeouts,
+    }
+
+
+class Call(NamedTuple):
+    """One call of the load: when it was due, how late it started (the load generator's
+    lag), its latency from when it was due, and whether it was answered."""
+
+    at: float
+    lag: float
+    latency: float
+    answered: bool
+
+    @property
+    def sent_latency(self) -> float:
+        """From when the call started: what the server (and the client's retries) took."""
+        return self.latency - self.lag
+
+
+def window(timeline: list[Call], start: float, end: float, slo_s: float) -> dict:
+    """The calls due in [start, end): how many, answered, the goodput (answers within the
+    SLO a second) and the p99 of the answered ones, from when each started (`p99_ms`) and
+    from when it was due (`due_p99_ms`: the load generator's lag too)."""
+    calls = [call for call in timeline if start <= call.at < end]
+    answered = [call for call in calls if call.answered]
+    seconds = end - start
+    return {
+        "seconds": round(seconds, 1),
+        "requests": len(calls),
+        "answered": len(answered),
+        "goodput": round(sum(call.sent_latency <= slo_s for call in answered) / seconds, 1),
+        "p99_ms": p99_ms([call.sent_latency for call in answered]),
+        "due_p99_ms": p99_ms([call.latency for call in answered]),
+    }
+
+
+def per_second(timeline: list[Call], start: float, count: int) -> list[list[float]]:
+    """The latencies (from the start of each call) of the calls answered in each of `count`
+    seconds from `start`, by the second they were due."""
+    seconds: list[list[float]] = [[] for _ in range(count)]
+    for call in timeline:
+        if call.answered and 0 <= call.at - start < count:
+            seconds[int(call.at - start)].append(call.sent_latency)
+    return seconds
+
+
+def recovery_seconds(p99s: list[float | None], slo_ms: float) -> int | None:
+    """Seconds until p99 (one value a second, None for a second without answers) comes
+    under the SLO and stays there; None when the last second is still above it."""
+    recovered = len(p99s)
+    while recovered > 0 and p99s[recovered - 1] is not None and p99s[recovered - 1] <= slo_ms:
+        recovered -= 1
+    return recovered if recovered < len(p99s) else None
+
+
 def load_plan(changed: set[str], removed: set[str], entries: bool) -> tuple[list, list]:
     """(unload, load) for a repository change: unload what is gone first, then load the
     stages, then the release ensembles, then (with `entries`) `search` / `recommend`."""
@@ -198,10 +315,14 @@ def repository_state(repo: Path) -> dict[str, str]:
 
 
 def scenario_passed(report: dict) -> bool:
-    """No call lost, the accounting agrees, and the scenario's own checks passed."""
-    checks = [report["errors"] == 0, report["accounting"]["agree"]]
+    """No call lost (`overload` may shed calls: they failed with the server's overload
+    answer, nothing else), the accounting agrees, and the scenario's own checks passed."""
+    allowed = report["shed_requests"] if "overload" in report else 0
+    checks = [report["errors"] == allowed, report["accounting"]["agree"]]
     if "memory" in report:
         checks.append(report["memory"]["passed"])
+    if "overload" in report:
+        checks += report["overload"]["checks"].values()
     checks += [report[key] for key in ("rolled_back", "recovered", "swapped") if key in report]
     return all(checks)
 
@@ -219,7 +340,12 @@ class Tally:
     retried_calls: int = 0
     failed_attempts: int = 0
     failed_at_model: int = 0
+    #: Calls whose last attempt the server shed (`OverloadedError`).
+    shed: int = 0
     latencies: list[float] = field(default_factory=list)
+    timeline: list[Call] = field(default_factory=list)
+    #: Attempts a stage's queue shed, by `rejection_kind`.
+    rejections: Counter = field(default_factory=Counter)
     releases: Counter = field(default_factory=Counter)
     failures: Counter = field(default_factory=Counter)
     last_failure_at: float | None = None
@@ -229,16 +355,31 @@ class Tally:
         with self.lock:
             self.failed_attempts += 1
             self.failed_at_model += reached_a_model(error)
+            if (kind := rejection_kind(error)) is not None:
+                self.rejections[kind] += 1
             self.failures[f"{type(error).__name__}: {error.message[:120]}"] += 1
             self.last_failure_at = time.monotonic()
 
-    def call(self, kind: str, latency: float, version: int | None, attempts: int) -> None:
+    def call(
+        self,
+        kind: str,
+        latency: float,
+        version: int | None,
+        attempts: int,
+        at: float = 0.0,
+        error: ClientError | None = None,
+        lag: float = 0.0,
+    ) -> None:
+        """A call due `at` that started `lag` late, answered by release `version` (None: it
+        failed with `error`)."""
         with self.lock:
             self.calls += 1
             self.latencies.append(latency)
+            self.timeline.append(Call(at, lag, latency, version is not None))
             self.retried_calls += attempts > 1
             if version is None:
                 self.errors += 1
+                self.shed += isinstance(error, OverloadedError)
             else:
                 self.answered += 1
                 self.releases[f"{kind} {version}"] += 1
@@ -249,10 +390,12 @@ class Tally:
             "requests": self.calls,
             "errors": self.errors,
             "p99_ms": p99_ms(self.latencies),
+            "start_lag_p99_ms": p99_ms([call.lag for call in self.timeline]),
             "throughput": round(self.calls / seconds, 1) if seconds else 0.0,
             "retried_requests": self.retried_calls,
             "failed_attempts": self.failed_attempts,
             "failed_attempts_by_error": dict(self.failures),
+            "shed_requests": self.shed,
             "answered_by_release": dict(sorted(self.releases.items())),
         }
 
@@ -278,20 +421,24 @@ class Requests:
         return names.RECOMMEND, result.version, result.attempts
 
 
-def timed_call(client: Client, requests: Requests, index: int, since: float, tally: Tally):
+def timed_call(
+    client: Client, requests: Requests, index: int, since: float, tally: Tally, lag: float = 0.0
+):
+    """Make call `index`, due at `since` and started `lag` later, and tally it."""
     try:
         kind, version, attempts = requests.send(client, index)
     except ClientError as error:
-        tally.call("error", time.monotonic() - since, None, error.attempts)
+        tally.call("error", time.monotonic() - since, None, error.attempts, since, error, lag)
         return
-    tally.call(kind, time.monotonic() - since, version, attempts)
+    tally.call(kind, time.monotonic() - since, version, attempts, since, lag=lag)
 
 
 class OpenLoop:
     """Calls scheduled at `rate` a second whatever the answers, run by `workers` threads.
 
     A call's latency runs from its scheduled time, so time spent queued behind slow
-    answers counts. `stop` stops scheduling and waits for every scheduled call.
+    answers counts. `change_rate` sets another rate from then on. `stop` stops scheduling
+    and waits for every scheduled call.
     """
 
     def __init__(
@@ -307,23 +454,34 @@ class OpenLoop:
         self._open = threading.Event()
         self._open.set()
         self.started_at = 0.0
+        self._scheduled = 0
+        #: (since, first call index, rate): calls from `first` on are due at `rate` from `since`
+        self._phase = (0.0, 0, rate)
 
     def start(self) -> OpenLoop:
         self.started_at = time.monotonic()
+        self._phase = (self.started_at, 0, self.rate)
         for thread in [*self._threads, self._scheduler]:
             thread.start()
         return self
 
+    def change_rate(self, rate: float) -> None:
+        """Schedule `rate` calls a second from now on."""
+        self.rate = rate
+        self._phase = (time.monotonic(), self._scheduled, rate)
+
     def _schedule(self) -> None:
         index = 0
         while not self._stop.is_set():
-            due = self.started_at + index / self.rate
+            since, first, rate = self._phase
+            due = since + (index - first) / rate
             delay = due - time.monotonic()
             if delay > 0:
-                self._stop.wait(delay)
+                self._stop.wait(min(delay, 0.1))
                 continue
             self._queue.put((index, due))
             index += 1
+            self._scheduled = index
         for _ in self._threads:
             self._queue.put(None)
 
@@ -332,8 +490,8 @@ class OpenLoop:
             index, due = item
             self._open.wait()
             with self._lock:
-                self._active[index] = time.monotonic()
-            timed_call(self.client, self.requests, index, due, self.tally)
+                self._active[index] = started = time.monotonic()
+            timed_call(self.client, self.requests, index, due, self.tally, started - due)
             with self._lock:
                 del self._active[index]
 
@@ -437,11 +595,13 @@ def scrape(server: TritonServer, models: set[str] | None = None) -> Counts:
 def build_release(repo: Path, only: tuple[str, ...], seed: int, invert_ranker: bool) -> None:
     """Build a release into `repo` (run in a process of its own: training takes the GIL)."""
     from builders.build import BuildOptions, build
-    from builders.pipelines import PIPELINE_FILE, PipelineSpec
+    from builders.pipelines import PIPELINE_FILE, PipelineSpec, query_encoder
     from perf.inputs import dataset_of
 
     latest = max(model_versions(repo, names.SEARCH))
-    encoder = PipelineSpec.load(repo / names.SEARCH / str(latest) / PIPELINE_FILE).stages["encoder"]
+    encoder = query_encoder(
+        repo, PipelineSpec.load(repo / names.SEARCH / str(latest) / PIPELINE_FILE)
+    )
     if invert_ranker:
         write_inverted_ranker(repo)
     options = BuildOptions(repo=repo, only=only, seed=seed, encoder=encoder.model)
@@ -531,15 +691,20 @@ class Harness:
         self.server.stop()
 
     @contextlib.contextmanager
-    def under_load(self, rate: float) -> Iterator[dict]:
-        """Run the open-loop load while the body runs; fills in the scenario's report:
-        the client's tally and the server's counters over the same calls."""
+    def under_load(
+        self, rate: float, client: Client | None = None, workers: int | None = None
+    ) -> Iterator[dict]:
+        """Run the open-loop load (through `client`, by default the harness's own) while the
+        body runs; fills in the scenario's report: the client's tally and the server's
+        counters over the same calls."""
         self.tally = Tally()
         report: dict = {"rate": round(rate, 1)}
         lifetimes = [[scrape(self.server), None]]
         report["_lifetimes"] = lifetimes
         self.retired = Counts()
-        self.load = OpenLoop(self.client, self.requests, rate, self.tally, self.workers).start()
+        self.load = OpenLoop(
+            client or self.client, self.requests, rate, self.tally, workers or self.workers
+        ).start()
         try:
             yield report
         finally:
@@ -591,9 +756,24 @@ class Settings:
     crash_stage: str = names.TOP_K
     concurrency: int = 16
     workers: int = 32
+    #: `overload`: `spike` x saturation for `spike_seconds`, then `after_spike` x saturation
+    #: for `after_spike_seconds`, against the SLO the repository's queues were built for.
+    spike: float = 2.0
+    spike_seconds: float = 60.0
+    after_spike: float = 0.5
+    after_spike_seconds: float = 30.0
+    slo_ms: float = names.SLO_MS
+    #: Threads of the spike's open loop: calls in flight at twice saturation.
+    overload_workers: int = 256
 
 
-QUICK = Settings(soak_seconds=20.0, seconds=6.0, saturation_seconds=3.0)
+QUICK = Settings(
+    soak_seconds=20.0,
+    seconds=6.0,
+    saturation_seconds=3.0,
+    spike_seconds=10.0,
+    after_spike_seconds=12.0,
+)
 
 
 def soak(harness: Harness, settings: Settings, rate: float) -> dict:
@@ -755,12 +935,119 @@ def server_restart(harness: Harness, settings: Settings, rate: float) -> dict:
     return report
 
 
+class ReadinessProbe:
+    """Asks `/v2/health/ready` every `PROBE_EVERY_S` while the body runs, as the chart's
+    readiness probe does (`PROBE_TIMEOUT_S` to answer); counts the probes that failed."""
+
+    def __init__(self, http_url: str) -> None:
+        self.url = f"http://{http_url}/v2/health/ready"
+        self.probes = self.not_ready = 0
+        self.slowest_s = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._probe)
+
+    def __enter__(self) -> ReadinessProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _probe(self) -> None:
+        while not self._stop.wait(PROBE_EVERY_S):
+            started = time.monotonic()
+            try:
+                with urllib.request.urlopen(self.url, timeout=PROBE_TIMEOUT_S) as response:
+                    ready = response.status == 200
+            except OSError:  # urllib's HTTPError (a 503) is one too
+                ready = False
+            self.probes += 1
+            self.not_ready += not ready
+            self.slowest_s = max(self.slowest_s, time.monotonic() - started)
+
+    def summary(self) -> dict:
+        return {
+            "probes": self.probes,
+            "not_ready": self.not_ready,
+            "slowest_ms": round(self.slowest_s * 1000, 1),
+        }
+
+
+def read_stage_timeouts(server: TritonServer) -> float:
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
+        return stage_timeouts(response.read().decode())
+
+
+def overload(harness: Harness, settings: Settings, rate: float) -> dict:
+    """`settings.spike` x the saturation throughput `rate`, then `settings.after_spike` x,
+    through a client whose deadline (`DEADLINE_SLOS`) outlasts the stages' queue timeouts;
+    the bounded queues shed the excess, and the client retries what they shed within its
+    budget."""
+    slo_s = settings.slo_ms / 1000
+    client = Client(
+        harness.server.grpc_url,
+        timeout=DEADLINE_SLOS * slo_s,
+        retry=RetryPolicy(max_attempts=3, initial_backoff=slo_s / 4, max_backoff=slo_s),
+        on_failed_attempt=lambda error: harness.tally.failed_attempt(error),
+    )
+    timeouts = settled(lambda: read_stage_timeouts(harness.server))
+    load = harness.under_load(settings.spike * rate, client, settings.overload_workers)
+    with client, ReadinessProbe(harness.server.http_url) as probe, load as report:
+        spike_start = harness.load.started_at
+        time.sleep(settings.spike_seconds)
+        spike_end = time.monotonic()
+        harness.load.change_rate(settings.after_spike * rate)
+        time.sleep(settings.after_spike_seconds)
+        end = time.monotonic()
+    timeouts = settled(lambda: read_stage_timeouts(harness.server)) - timeouts
+    timeline = harness.tally.timeline
+    spike = window(timeline, spike_start, spike_end, slo_s)
+    after = window(timeline, spike_end, end, slo_s)
+    seconds = per_second(timeline, spike_start, int(end - spike_start))
+    p99s = [p99_ms(latencies) for latencies in seconds]
+    recovery = recovery_seconds(p99s[int(spike_end - spike_start) :], settings.slo_ms)
+    rejections = rejection_accounting(
+        harness.tally, report["accounting"]["server_failure"], timeouts
+    )
+    goodput_share = spike["goodput"] / rate
+    report["overload"] = {
+        "slo_ms": settings.slo_ms,
+        "saturation": round(rate, 1),
+        "spike": {"rate": round(settings.spike * rate, 1), **spike},
+        "after_spike": {"rate": round(settings.after_spike * rate, 1), **after},
+        "goodput_share": round(goodput_share, 3),
+        "recovery_seconds": recovery,
+        "per_second": {
+            "answered": [len(latencies) for latencies in seconds],
+            "goodput": [sum(x <= slo_s for x in latencies) for latencies in seconds],
+            "p99_ms": p99s,
+        },
+        "rejections": rejections,
+        "readiness": probe.summary(),
+        "checks": {
+            "goodput": goodput_share >= GOODPUT_SHARE,
+            "admitted_p99": spike["p99_ms"] is not None
+            and spike["p99_ms"] <= P99_SLOS * settings.slo_ms,
+            "recovered": recovery is not None and recovery <= RECOVERY_S,
+            "only_overload_failures": rejections["client_other_failures_at_a_model"] == 0
+            and harness.tally.failed_attempts == harness.tally.failed_at_model,
+            "rejections_agree": rejections["agree"],
+            "ready_throughout": probe.not_ready == 0,
+            "load_on_schedule": report["start_lag_p99_ms"] is not None
+            and report["start_lag_p99_ms"] <= LAG_SLOS * settings.slo_ms,
+        },
+    }
+    return report
+
+
 RUNNERS: dict[str, Callable[[Harness, Settings, float], dict]] = {
     "soak": soak,
     "hot_swap": hot_swap,
     "canary_rollback": canary_rollback,
     "stage_crash": stage_crash,
     "server_restart": server_restart,
+    "overload": overload,
 }
 
 
@@ -785,7 +1072,7 @@ def run(repo: Path, work: Path, settings: Settings, scenarios: tuple[str, ...]) 
             "scenarios": {},
         }
         for name in scenarios:
-            fraction = settings.load if name == "soak" else settings.fault_load
+            fraction = {"soak": settings.load, "overload": 1.0}.get(name, settings.fault_load)
             progress(f"{name}: open-loop at {fraction:.0%} of {peak:.0f} calls/s")
             report = RUNNERS[name](harness, settings, fraction * peak)
             report["passed"] = scenario_passed(report)
@@ -867,6 +1154,16 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"rate of the other scenarios, share of saturation, default {full.fault_load:g}",
     )
     parser.add_argument(
+        "--spike-seconds",
+        type=positive,
+        help=f"overload: the spike at {full.spike:g}x saturation, default {full.spike_seconds:g}",
+    )
+    parser.add_argument(
+        "--slo-ms",
+        type=positive,
+        help=f"overload: the p99 SLO the repository was built for, default {full.slo_ms:g}",
+    )
+    parser.add_argument(
         "--crash-stage",
         help=f"the stage whose stub stage_crash kills, default {full.crash_stage} "
         "(a step of both pipelines)",
@@ -884,6 +1181,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
             "saturation_seconds",
             "load",
             "fault_load",
+            "spike_seconds",
+            "slo_ms",
             "crash_stage",
         )
         if getattr(args, name) is not None
@@ -907,6 +1206,38 @@ def readme_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def overload_table(results: dict) -> str:
+    """The tables README.md quotes for the `overload` scenario ("" when it did not run)."""
+    if "overload" not in results["scenarios"]:
+        return ""
+    report = results["scenarios"]["overload"]["overload"]
+    rows = [
+        "| phase | seconds | calls/s | answered/s | goodput/s | goodput ÷ saturation "
+        "| failed calls | p99 ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for phase in ("spike", "after_spike"):
+        part = report[phase]
+        seconds = part["seconds"]
+        rows.append(
+            f"| {phase} at {part['rate']:g} calls/s | {seconds:g} "
+            f"| {part['requests'] / seconds:.1f} | {part['answered'] / seconds:.1f} "
+            f"| {part['goodput']:g} | {part['goodput'] / report['saturation']:.2f} "
+            f"| {part['requests'] - part['answered']:,} | {part['p99_ms']} |"
+        )
+    shed, probes = report["rejections"], report["readiness"]
+    rows += [
+        "",
+        "| p99 under the SLO again after | shed attempts, client / server "
+        "| queue timeouts, client / server | readiness probes failed |",
+        "|---|---|---|---|",
+        f"| {report['recovery_seconds']} s | {shed['client_rejections']:,} / "
+        f"{shed['server_rejections']:,.0f} | {shed['client_queue_timeout']:,} / "
+        f"{shed['server_queue_timeouts']:,.0f} | {probes['not_ready']} of {probes['probes']} |",
+    ]
+    return "\n".join(rows) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -925,6 +1256,7 @@ def main(argv: list[str] | None = None) -> int:
             f"accounting {'agrees' if report['accounting']['agree'] else 'DISAGREES'}  "
             f"{'passed' if report['passed'] else 'FAILED'}"
         )
+    print(overload_table(results), end="")
     print(f"wrote {args.out}")
     return 0 if results["passed"] else 1
 

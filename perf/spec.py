@@ -7,9 +7,9 @@ search: smart                 # smart (coordinate descent) or brute (every confi
 slo: {p99_ms: 250}
 objective: throughput
 load: {concurrency: [1, 2, 4, 8]}      # or {request_rate: [20, 40, 80]}
-space:                        # per model (or a pipeline's role: `encoder` is whichever query
-  encoder:                    # encoder the pipeline pins): tunable -> values to try
-    max_queue_delay_microseconds: [0, 2000]
+space:                        # per model, or a role of the pipeline's release: `retrieval` is
+  retrieval:                  # its query encoder and exact index in one model (with an ANN
+    max_queue_delay_microseconds: [0, 2000]   # index: `encoder`, `index`); tunable -> values
     instance_count: [1, 2]
 measurement: {interval_ms: 2000, stability_percentage: 100, max_trials: 8}
 input_data: {samples: 256, seed: 0}     # drawn from the dataset; `random` for random tensors
@@ -36,6 +36,9 @@ TUNABLES = (
     "max_batch_size",
     "preferred_batch_size",
     "max_queue_delay_microseconds",
+    # the bounded queue (`default_queue_policy`): its size and its timeout
+    "max_queue_size",
+    "default_timeout_microseconds",
     "instance_count",
     "intra_op_thread_count",
     "inter_op_thread_count",

@@ -81,3 +81,22 @@ def table(measured: dict) -> str:
         f"| all | {measured['cpu_us_per_request']:,.0f} | {measured['share_of_cores']:.0%} |"
     )
     return "\n".join(lines) + "\n"
+
+
+def mflop_equivalents(measured: dict, peak_gflops: float, encoder: str | None = None) -> dict:
+    """A breakdown's CPU per request times the machine's fp32 GEMM peak, in MFLOP
+    (µs x GFLOP/s = kFLOP): what the request costs counted in the arithmetic the machine
+    could have done instead, a figure that compares across CPUs where microseconds do not.
+    With `encoder` (the process that runs the query encoder), also the cost without it."""
+    if peak_gflops <= 0:
+        raise ValueError(f"the GEMM peak must be positive, got {peak_gflops}")
+    figures = {
+        "gemm_peak_gflops": round(peak_gflops, 1),
+        "mflop_equivalent_per_request": round(
+            measured["cpu_us_per_request"] * peak_gflops / 1e3, 1
+        ),
+    }
+    if encoder is not None:
+        rest = measured["cpu_us_per_request"] - measured["processes"][encoder]["cpu_us_per_request"]
+        figures["mflop_equivalent_without_encoder"] = round(rest * peak_gflops / 1e3, 1)
+    return figures

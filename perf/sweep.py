@@ -118,6 +118,12 @@ class SweepResult:
         return configs_for(self.best.config, self.originals)
 
 
+#: Tunables of a dynamic batcher's `default_queue_policy` (the bounded queue).
+QUEUE_POLICY_TUNABLES = ("max_queue_size", "default_timeout_microseconds")
+#: What a model with an unbounded queue gets before a queue tunable is set on it.
+NEW_QUEUE_POLICY = {"timeout_action": "REJECT", "allow_timeout_override": True}
+
+
 def apply_tunables(config: dict, tunables: dict[str, object]) -> dict:
     """A copy of a model-config dict with the tunables set."""
     config = copy.deepcopy(config)
@@ -132,6 +138,9 @@ def apply_tunables(config: dict, tunables: dict[str, object]) -> dict:
                 batching.pop("preferred_batch_size", None)
         elif name == "max_queue_delay_microseconds":
             batching["max_queue_delay_microseconds"] = value
+        elif name in QUEUE_POLICY_TUNABLES:
+            policy = batching.setdefault("default_queue_policy", dict(NEW_QUEUE_POLICY))
+            policy[name] = value
         elif name == "instance_count":
             groups = config.get("instance_group") or [{"kind": "KIND_CPU"}]
             config["instance_group"] = [{**groups[0], "count": value}]
@@ -181,6 +190,8 @@ def configs_current_value(config: dict, tunable: str) -> object:
         return list(batching.get("preferred_batch_size", []))
     if tunable == "max_queue_delay_microseconds":
         return int(batching.get("max_queue_delay_microseconds", 0))
+    if tunable in QUEUE_POLICY_TUNABLES:  # 0: unbounded, Triton's default
+        return int(batching.get("default_queue_policy", {}).get(tunable, 0))
     if tunable == "instance_count":
         return (config.get("instance_group") or [{}])[0].get("count", 1)
     value = config.get("parameters", {}).get(tunable, {}).get("string_value")

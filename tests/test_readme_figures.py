@@ -58,6 +58,7 @@ def test_the_reliability_table_is_the_one_in_its_results():
     results = json.loads((RESULTS / "reliability.json").read_text())
     text = (ROOT / "README.md").read_text()
     assert reliability.readme_table(results) in text, "README.md does not quote reliability.json"
+    assert reliability.overload_table(results) in text, "README.md lacks the overload tables"
     assert f"The run of {results['date']}" in text
 
 

@@ -1,8 +1,9 @@
 """Hybrid candidates: the dense and the lexical candidates fused into one list.
 
-Copied into the `hybrid_fusion` model's version folder next to `fusion_model.py`, the
-settings and the search index's item embeddings (`item_embeddings.npy`, to score the
-lexical candidates the dense list lacks); the offline pipeline calls the same functions.
+Copied into the `hybrid_retrieval` model's version folder next to `hybrid_model.py`,
+`lexical.py` (the BM25 index), the settings and the search index's item embeddings
+(`item_embeddings.npy`, to score the lexical candidates the dense list lacks); the offline
+pipeline and the encoders' gate call the same `hybrid`.
 
 Every candidate of either list has both scores (below), and `FusionSettings.method` (saved
 with each version) says how they make the fused score:
@@ -84,6 +85,35 @@ def dense_scores_of(
     gathered = item_embeddings[np.maximum(indexes, 0)]
     scores = np.einsum("bmd,bd->bm", gathered, np.asarray(query_embeddings, np.float32))
     return np.where(indexes >= 0, scores, 0).astype(np.float32)
+
+
+def hybrid(
+    queries: list[str],
+    query_embeddings: np.ndarray,
+    dense_indexes: np.ndarray,
+    dense_scores: np.ndarray,
+    lexical,
+    item_embeddings: np.ndarray,
+    num_candidates: int,
+    settings: FusionSettings,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The hybrid stage after the dense index, for B queries: BM25 retrieval by `lexical` (a
+    `lexical.LexicalIndex`), which also scores the dense candidates, the dense scores of the
+    BM25 candidates, and the fusion of both lists (`fuse`'s four [B, num_candidates] arrays).
+    """
+    lexical_indexes, lexical_scores, bm25_of_dense = lexical.search(
+        queries, num_candidates, dense_indexes
+    )
+    return fuse(
+        dense_indexes,
+        dense_scores,
+        lexical_indexes,
+        lexical_scores,
+        bm25_of_dense,
+        dense_scores_of(item_embeddings, query_embeddings, lexical_indexes),
+        num_candidates,
+        settings,
+    )
 
 
 def fuse(

@@ -1,7 +1,7 @@
 """Lexical retrieval: BM25 over the item texts' words and character trigrams, with `bm25s`.
 
-Copied into the `lexical_index` model's version folder next to `lexical_model.py` and the
-saved index (`bm25/`). The build, the offline pipeline and the ranker's training examples use
+Copied into the `hybrid_retrieval` model's version folder next to `hybrid_model.py` and
+the saved index (`bm25/`). The build, the offline pipeline and the ranker's training examples use
 the same `LexicalIndex`, so what the ranker learns from is what the stage serves.
 
 Terms: the words `bm25s` tokenises (lower case, English stop words removed, Snowball English

@@ -53,7 +53,7 @@ def test_the_offline_pipeline_searches_an_ann_index_version(
     options = BuildOptions(
         repo=repo,
         num_candidates=50,
-        only=(names.SEARCH_INDEX, names.HYBRID_FUSION, names.SEARCH),
+        only=(names.SEARCH_INDEX, names.HYBRID_RETRIEVAL, names.SEARCH),
         index="ann",
         ann_recall_target=0.9,
     )

@@ -1,11 +1,12 @@
-"""Hybrid retrieval's pure parts: the BM25 stage and the fusion of dense and BM25 lists, and
-their Python-backend models with a fake `triton_python_backend_utils`."""
+"""Hybrid retrieval's pure parts: BM25 and the fusion of dense and BM25 lists, and their
+Python-backend model with a fake `triton_python_backend_utils`."""
 
 import json
 
 import numpy as np
 import pytest
 
+from builders.offline import fused_candidates
 from builders.runtime.fusion import FusionError, FusionSettings, dense_scores_of, fuse
 from builders.runtime.lexical import PADDING, SAMPLE_STEP, LexicalIndex, best_items, terms
 from tests.fake_pb_utils import load_model, outputs
@@ -318,44 +319,50 @@ def model_args(num_candidates: int) -> dict:
     return {"model_config": json.dumps({"output": [output]})}
 
 
-def test_served_fusion_batch_equals_each_request_alone(tmp_path, monkeypatch):
-    model = load_model(tmp_path, "fusion_model", "fusion", monkeypatch=monkeypatch)
-    rng = np.random.default_rng(4)
-    n_items, dim = 40, 8
-    np.save(tmp_path / "item_embeddings.npy", rng.normal(size=(n_items, dim)).astype(np.float32))
-    FusionSettings().save(tmp_path)
-    stage = model.TritonPythonModel()
-    stage.initialize(model_args(num_candidates=15))
-    arrays = random_fusion_inputs(rng, 6, 10, 10, n_items)
-    queries = rng.normal(size=(6, dim)).astype(np.float32)
-    requests = [
-        dict(zip(stage.inputs, (*(a[r : r + 1] for a in arrays[:5]), queries[r : r + 1])))
-        for r in range(6)
-    ]
-    requests[3]["dense_scores"] = requests[3]["dense_scores"] * np.nan
-    requests[4]["lexical_indexes"] = requests[4]["lexical_indexes"] + n_items  # foreign items
-    batched = [outputs(r) for r in stage.execute(requests)]
-    assert batched[3] == ("INVALID_ARG", "dense scores must be finite")
-    assert batched[4] == ("INVALID_ARG", f"item indexes must be in 0..{n_items - 1} (or -1)")
-    assert_same_answers(batched, [outputs(stage.execute([r])[0]) for r in requests])
-    assert batched[0]["candidate_indexes"].shape == (1, 15)
-
-
-def test_served_lexical_batch_equals_each_request_alone(index, tmp_path, monkeypatch):
+def test_served_hybrid_batch_equals_each_request_alone_and_the_offline_answer(
+    index, tmp_path, monkeypatch
+):
     model = load_model(
-        tmp_path, "lexical_model", "lexical", "tokenization", monkeypatch=monkeypatch
+        tmp_path, "hybrid_model", "lexical", "fusion", "tokenization", monkeypatch=monkeypatch
     )
+    rng = np.random.default_rng(4)
+    n_items, dim = len(TITLES), 8
+    item_embeddings = rng.normal(size=(n_items, dim)).astype(np.float32)
+    np.save(tmp_path / "item_embeddings.npy", item_embeddings)
     index.save(tmp_path)
+    FusionSettings().save(tmp_path)
     stage = model.TritonPythonModel()
     stage.initialize(model_args(num_candidates=4))
     queries = [b"black cotton t-shirt", b"the", b"headphnoes", b"brown \xff leather", b"boots"]
+    embeddings = rng.normal(size=(len(queries), dim)).astype(np.float32)
     requests = [
-        {"query": np.array([[q]], dtype=object), "dense_indexes": np.array([[4, -1, i % 5]])}
+        {
+            "query": np.array([[q]], dtype=object),
+            "dense_indexes": np.array([[4, -1, i % n_items]]),
+            "dense_scores": np.array([[0.9, 0.0, 0.5]], dtype=np.float32),
+            "query_embedding": embeddings[i : i + 1],
+        }
         for i, q in enumerate(queries)
     ]
-    requests[2]["dense_indexes"] = np.full((1, 3), len(TITLES))
+    requests[2]["dense_indexes"] = np.full((1, 3), n_items)
+    requests[4]["dense_scores"] = requests[4]["dense_scores"] * np.nan
     batched = [outputs(r) for r in stage.execute(requests)]
-    assert batched[2] == ("INVALID_ARG", f"items to score must be in 0..{len(TITLES) - 1} (or -1)")
+    assert batched[2] == ("INVALID_ARG", f"items to score must be in 0..{n_items - 1} (or -1)")
+    assert batched[4] == ("INVALID_ARG", "dense scores must be finite")
     assert_same_answers(batched, [outputs(stage.execute([r])[0]) for r in requests])
-    assert batched[0]["candidate_indexes"][0, 0] == 1  # the only title with "cotton"
-    assert (batched[1]["candidate_indexes"] == PADDING).all()  # stop words match nothing
+    assert batched[0]["candidate_indexes"].shape == (1, 4)
+    assert 1 in batched[0]["candidate_indexes"][0]  # the only title with "cotton"
+    # A query no item matches lexically: the dense candidates alone, in dense order.
+    assert batched[1]["candidate_indexes"][0].tolist() == [4, 1, -1, -1]
+    assert batched[1]["candidate_lexical_scores"].max() == 0
+    offline = fused_candidates(
+        ["black cotton t-shirt"],
+        embeddings[:1],
+        (requests[0]["dense_indexes"], requests[0]["dense_scores"]),
+        index,
+        item_embeddings,
+        4,
+        FusionSettings(),
+    )
+    for name, expected in zip(stage.outputs, offline, strict=True):
+        np.testing.assert_array_equal(batched[0][name], expected)

@@ -1,5 +1,7 @@
 """Pure logic of the pipelines: release records, their ensembles and the top-k step."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -8,7 +10,9 @@ from builders.pipelines import (
     PipelineSpec,
     Stage,
     ensemble,
+    lineage,
     parse_release_model,
+    query_encoder,
     release_model,
 )
 from builders.runtime.topk import RequestError, parse_k, results, top_k
@@ -19,8 +23,7 @@ SEARCH_STAGES = {
     "tokenizer": Stage(names.QUERY_TOKENIZER, 1),
     "encoder": Stage(names.TEXT_ENCODER, 1),
     "index": Stage(names.SEARCH_INDEX, 1),
-    "lexical": Stage(names.LEXICAL_INDEX, 1),
-    "fusion": Stage(names.HYBRID_FUSION, 1),
+    "hybrid": Stage(names.HYBRID_RETRIEVAL, 1),
     "features": Stage(names.RANKING_FEATURES, 1),
     "ranker": Stage(names.SEARCH_RANKER, 2),
     "top_k": Stage(names.TOP_K, 1),
@@ -141,6 +144,13 @@ def test_spec_json_round_trip(tmp_path):
     assert PipelineSpec.load(tmp_path / "pipeline.json") == spec
 
 
+def test_a_release_of_the_retired_stage_layout_asks_for_a_rebuild(tmp_path):
+    stages = {"lexical": Stage("lexical_index", 1), "fusion": Stage("hybrid_fusion", 1)}
+    (tmp_path / "pipeline.json").write_text(PipelineSpec("search", 100, stages).to_json())
+    with pytest.raises(ValueError, match="fusion, lexical .*hybrid_retrieval.*rebuild"):
+        PipelineSpec.load(tmp_path / "pipeline.json")
+
+
 def test_release_model_names_round_trip():
     assert release_model("search", 2) == "search_v2"
     assert parse_release_model("recommend_v12") == ("recommend", 12)
@@ -159,18 +169,21 @@ def test_search_ensemble_pins_every_stage_and_serves_its_release():
         (names.QUERY_TOKENIZER, "1"),
         (names.TEXT_ENCODER, "1"),
         (names.SEARCH_INDEX, "1"),
-        (names.LEXICAL_INDEX, "1"),
-        (names.HYBRID_FUSION, "1"),
+        (names.HYBRID_RETRIEVAL, "1"),
         (names.RANKING_FEATURES, "1"),
         (names.SEARCH_RANKER, "2"),
         (names.TOP_K, "1"),
     ]
     assert steps[-1]["input_map"]["candidate_scores"] == "ranker_scores"
-    features = steps[5]["input_map"]
+    features = steps[4]["input_map"]
     assert features["candidate_scores"] == "retrieval_scores"
     assert features["lexical_scores"] == "lexical_scores"
-    assert steps[3]["input_map"] == {"query": "query", "dense_indexes": "dense_indexes"}
-    assert "query_embedding" in steps[4]["input_map"]  # fusion scores lexical-only items
+    assert steps[3]["input_map"] == {
+        "query": "query",
+        "dense_indexes": "dense_indexes",
+        "dense_scores": "dense_scores",
+        "query_embedding": "query_embedding",  # it scores the lexical-only items
+    }
     assert [t["name"] for t in config["input"]] == ["query", "user_id", "k"]
 
 
@@ -179,15 +192,15 @@ def test_without_a_ranker_search_orders_by_fused_score_and_takes_no_user():
     spec = ensemble(PipelineSpec("search", 50, stages), 1, name="search")
     assert spec.name == "search"
     assert spec.steps[-1].input_map["candidate_scores"] == "fused_scores"
-    # The fusion step maps only what top-k reads.
+    # The hybrid step maps only what top-k reads.
     assert set(spec.steps[-2].output_map) == {"candidate_indexes", "candidate_scores"}
-    with_ranker = ensemble(PipelineSpec("search", 50, SEARCH_STAGES), 1).steps[4].output_map
+    with_ranker = ensemble(PipelineSpec("search", 50, SEARCH_STAGES), 1).steps[3].output_map
     assert "candidate_scores" not in with_ranker  # the ranker orders: no unused tensor
     assert [t.name for t in spec.inputs] == ["query", "k"]
 
 
-def test_a_release_without_a_lexical_stage_is_dense_only():
-    stages = {r: s for r, s in SEARCH_STAGES.items() if r not in ("lexical", "fusion")}
+def test_a_release_without_a_hybrid_stage_is_dense_only():
+    stages = {r: s for r, s in SEARCH_STAGES.items() if r != "hybrid"}
     steps = ensemble(PipelineSpec("search", 50, stages), 1).steps
     assert [step.model for step in steps][2:4] == [names.SEARCH_INDEX, names.RANKING_FEATURES]
     assert "lexical_scores" not in steps[3].input_map
@@ -204,3 +217,59 @@ def test_recommend_ensemble_starts_at_the_user_tower():
     spec = ensemble(PipelineSpec("recommend", 100, stages), 4)
     assert spec.steps[0].input_map == {"user_id": "user_id"}
     assert [t.name for t in spec.inputs] == ["user_id", "k"]
+
+
+def test_a_release_with_composed_retrieval_runs_it_in_place_of_encoder_and_index():
+    stages = {r: s for r, s in SEARCH_STAGES.items() if r not in ("encoder", "index")}
+    stages["retrieval"] = Stage(names.SEARCH_RETRIEVAL, 3)
+    steps = ensemble(PipelineSpec("search", 50, stages), 3).steps
+    assert [step.model for step in steps] == [
+        names.QUERY_TOKENIZER,
+        names.SEARCH_RETRIEVAL,
+        names.HYBRID_RETRIEVAL,
+        names.RANKING_FEATURES,
+        names.SEARCH_RANKER,
+        names.TOP_K,
+    ]
+    assert steps[1].input_map == {"input_ids": "input_ids", "attention_mask": "attention_mask"}
+    assert steps[1].output_map == {
+        "embedding": "query_embedding",
+        "candidate_indexes": "dense_indexes",
+        "candidate_scores": "dense_scores",
+    }
+    # Dense only, nothing reads the embedding, so the step does not map it.
+    dense_only = {r: s for r, s in stages.items() if r != "hybrid"}
+    assert (
+        "embedding" not in ensemble(PipelineSpec("search", 50, dense_only), 3).steps[1].output_map
+    )
+
+
+def test_recommend_with_composed_retrieval_starts_at_it():
+    stages = {
+        "retrieval": Stage(names.RECOMMEND_RETRIEVAL, 4),
+        "features": Stage(names.RANKING_FEATURES, 1),
+        "ranker": Stage(names.RECOMMEND_RANKER, 1),
+        "top_k": Stage(names.TOP_K, 1),
+    }
+    first = ensemble(PipelineSpec("recommend", 100, stages), 4).steps[0]
+    assert first.model == names.RECOMMEND_RETRIEVAL and first.input_map == {"user_id": "user_id"}
+    assert first.output_map == {
+        "candidate_indexes": "candidate_indexes",
+        "candidate_scores": "retrieval_scores",
+    }
+
+
+def test_the_lineage_of_a_release_names_the_parts_of_its_retrieval(tmp_path):
+    folder = tmp_path / names.SEARCH_RETRIEVAL / "3"
+    folder.mkdir(parents=True)
+    parts = {names.QUERY_ENCODER_SHALLOW: 2, names.SEARCH_INDEX: 1}
+    (folder / "manifest.json").write_text(json.dumps({"depends_on": parts}))
+    stages = {r: s for r, s in SEARCH_STAGES.items() if r not in ("encoder", "index")}
+    spec = PipelineSpec("search", 50, {**stages, "retrieval": Stage(names.SEARCH_RETRIEVAL, 3)})
+    found = lineage(tmp_path, spec)
+    assert found["encoder"] == Stage(names.QUERY_ENCODER_SHALLOW, 2)
+    assert found["index"] == Stage(names.SEARCH_INDEX, 1)
+    assert found["retrieval"] == Stage(names.SEARCH_RETRIEVAL, 3)
+    assert query_encoder(tmp_path, spec) == Stage(names.QUERY_ENCODER_SHALLOW, 2)
+    two_step = PipelineSpec("search", 50, SEARCH_STAGES)  # an ANN release: no retrieval
+    assert query_encoder(tmp_path, two_step) == SEARCH_STAGES["encoder"]

@@ -18,10 +18,11 @@ from builders import names
 from builders.build import BuildOptions, build
 from builders.data import load_dataset
 from builders.offline import OfflinePipeline
-from builders.pipelines import release_model
+from builders.pipelines import query_encoder, release_model
 from builders.repository import VersionExistsError, model_versions, read_manifest, verify_version
 from builders.specs import parse_pbtxt
 from server import TritonServer
+from tests.conftest import TEST_SLO_MS
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,10 @@ def repo(tmp_path_factory, small_repository, dataset):
     """The small repository plus search_ranker + search at version 2."""
     path = tmp_path_factory.mktemp("pinned") / "repository"
     shutil.copytree(small_repository, path)
-    build(BuildOptions(repo=path, only=(names.SEARCH_RANKER, names.SEARCH), seed=7), dataset)
+    options = BuildOptions(
+        repo=path, only=(names.SEARCH_RANKER, names.SEARCH), seed=7, slo_ms=TEST_SLO_MS
+    )
+    build(options, dataset)
     return path
 
 
@@ -89,9 +93,15 @@ def test_every_version_is_intact_and_pinned(repo):
     search_v1 = read_manifest(repo, names.SEARCH, 1)["depends_on"]
     search_v2 = read_manifest(repo, names.SEARCH, 2)["depends_on"]
     assert search_v1[names.SEARCH_RANKER] == 1 and search_v2[names.SEARCH_RANKER] == 2
-    encoder = OfflinePipeline(repo, names.SEARCH, 2).spec.stages["encoder"].model
-    assert encoder in names.QUERY_ENCODERS
-    assert search_v1[encoder] == search_v2[encoder] == 1
+    release = OfflinePipeline(repo, names.SEARCH, 2).spec
+    encoder = query_encoder(repo, release)
+    assert encoder.model in names.QUERY_ENCODERS and encoder.version == 1
+    # Each release serves its encoder and exact index as one model, composed for it.
+    retrieval = release.stages["retrieval"]
+    assert search_v1[names.SEARCH_RETRIEVAL] == 1 and search_v2[names.SEARCH_RETRIEVAL] == 2
+    composed = read_manifest(repo, retrieval.model, retrieval.version)
+    assert composed["depends_on"] == {encoder.model: 1, names.SEARCH_INDEX: 1}
+    assert composed["parity"]["max_abs_diff"] <= 1e-5
     ranker = read_manifest(repo, names.SEARCH_RANKER, 2)
     assert ranker["metrics"]["auc"] > 0.6 and ranker["parity"]
     policy = parse_pbtxt((repo / names.SEARCH_RANKER / "config.pbtxt").read_text())
@@ -254,10 +264,10 @@ def test_catalog_only_search_falls_back_to_retrieval_order(tmp_path, dataset):
     )
     only_catalog = load_dataset("files", catalog=catalog)
     repo = tmp_path / "repo"
-    context = build(BuildOptions(repo=repo, num_candidates=20), only_catalog)
+    context = build(BuildOptions(repo=repo, num_candidates=20, slo_ms=TEST_SLO_MS), only_catalog)
     assert names.RECOMMEND not in context.built and names.SEARCH_RANKER not in context.built
     stages = json.loads((repo / "search" / "1" / "pipeline.json").read_text())["stages"]
-    assert set(stages) == {"tokenizer", "encoder", "index", "lexical", "fusion", "top_k"}
+    assert set(stages) == {"tokenizer", "retrieval", "hybrid", "top_k"}
     with TritonServer(repo, exit_timeout_secs=5) as triton:
         local = grpcclient.InferenceServerClient(triton.grpc_url)
         try:
@@ -294,14 +304,11 @@ def test_the_response_cache_answers_repeated_queries_at_every_query_only_stage(r
     personalised ranking; same answers."""
     query, users = "wool winter coat", [None, 3, UNKNOWN_USER]
     expected = [call(client, "search", 5, query, user) for user in users]
-    cached_stages = [
-        names.QUERY_TOKENIZER,
-        OfflinePipeline(repo, names.SEARCH, 2).spec.stages["encoder"].model,
-        names.SEARCH_INDEX,
-        names.LEXICAL_INDEX,
-        names.HYBRID_FUSION,
-    ]
-    assert set(cached_stages) <= set(names.QUERY_ONLY_STAGES)
+    release = OfflinePipeline(repo, names.SEARCH, 2).spec.stages
+    pinned = {
+        release[role].model: release[role].version for role in ("tokenizer", "retrieval", "hybrid")
+    }
+    assert set(pinned) <= set(names.QUERY_ONLY_STAGES)
     with TritonServer(
         repo, model_control="explicit", load_models=["*"], exit_timeout_secs=5,
         response_cache_mb=16,
@@ -313,11 +320,11 @@ def test_the_response_cache_answers_repeated_queries_at_every_query_only_stage(r
                     served_ids, served_scores, _ = call(local, "search", 5, query, user)
                     np.testing.assert_array_equal(served_ids, ids)
                     np.testing.assert_allclose(served_scores, scores, atol=1e-5)
-            stats = {m: local.get_inference_statistics(m, as_json=True) for m in cached_stages}
+            stats = {m: local.get_inference_statistics(m, as_json=True) for m in pinned}
         finally:
             local.close()
-    for stage in cached_stages:
-        (version,) = [s for s in stats[stage]["model_stats"] if s["version"] == "1"]
+    for stage, served_version in pinned.items():
+        (version,) = [s for s in stats[stage]["model_stats"] if s["version"] == str(served_version)]
         hits = int(version["inference_stats"].get("cache_hit", {}).get("count", 0))
         computed = int(version["inference_stats"].get("cache_miss", {}).get("count", 0))
         assert (hits, computed) == (5, 1), stage

@@ -1,17 +1,22 @@
 """Typed specs render to config.pbtxt that Triton's proto accepts and reads back."""
 
 import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
 
 from builders.specs import (
     DynamicBatching,
     EnsembleSpec,
     EnsembleStep,
     ModelSpec,
+    QueuePolicy,
     SpecError,
     TensorSpec,
     VersionPolicy,
     parse_pbtxt,
+    queue_policy,
     render_pbtxt,
+    with_slo,
 )
 
 
@@ -50,6 +55,39 @@ def test_gpu_profile_options():
     plan = ranker(backend="tensorrt")
     assert plan.default_model_filename == "model.plan"
     assert parse_pbtxt(plan.to_pbtxt())["platform"] == "tensorrt_plan"
+
+
+def test_queue_bounds_derive_from_the_slo():
+    assert queue_policy(100, 64) == QueuePolicy(max_queue_size=128, timeout_microseconds=50_000)
+    assert queue_policy(250, 8) == QueuePolicy(16, 125_000)
+    assert queue_policy(0.001, 1) == QueuePolicy(2, 1)
+    for slo_ms, batch in ((0, 64), (-5, 64), (100, 0)):
+        with pytest.raises(SpecError, match="queue policy needs"):
+            queue_policy(slo_ms, batch)
+    with pytest.raises(SpecError, match="bounded queue needs"):
+        QueuePolicy(0, 1000)
+
+
+def test_a_bounded_queue_round_trips_through_the_proto():
+    spec = ranker(dynamic_batching=DynamicBatching(500, (4,), QueuePolicy(8, 20_000)))
+    text = spec.to_pbtxt()
+    policy = text_format.Parse(text, model_config_pb2.ModelConfig()).dynamic_batching
+    assert policy.default_queue_policy.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
+    assert parse_pbtxt(text)["dynamic_batching"]["default_queue_policy"] == {
+        "default_timeout_microseconds": "20000",
+        "allow_timeout_override": True,
+        "max_queue_size": 8,
+    }
+    assert render_pbtxt(parse_pbtxt(text)) == text
+    assert "default_queue_policy" not in parse_pbtxt(ranker().to_pbtxt())["dynamic_batching"]
+
+
+def test_a_build_slo_rebounds_the_queues_of_batching_models_only():
+    bounded = with_slo(ranker(), 250)
+    assert bounded.dynamic_batching.queue_policy == queue_policy(250, 16)
+    assert bounded.dynamic_batching.preferred_batch_size == (4, 8)
+    unbatched = ranker(dynamic_batching=None)
+    assert with_slo(unbatched, 250) is unbatched
 
 
 def test_specific_version_policy():
@@ -119,6 +157,7 @@ def test_ensemble_round_trips_through_the_proto():
         ("first", {"a": "a"}, {"b": "b"}),
         ("second", {"b": "b"}, {"c": "c"}),
     ]
+    assert with_slo(spec, 100) is spec  # its steps queue, an ensemble does not
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,7 @@ from k8s import canary_gate
 from perf.reliability import settled
 from server import TritonServer
 from server.launcher import free_port
+from tests.conftest import TEST_SLO_MS
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +50,10 @@ def canary(tmp_path_factory, small_repository, small_dataset):
     only = (names.SEARCH_RANKER, names.SEARCH, names.RECOMMEND)
     # Release 2 of search serves the teacher (release 1 a student, where one passed the gate)
     # and a retrained ranker.
-    build(BuildOptions(repo=repo, only=only, seed=7, encoder=names.TEXT_ENCODER), small_dataset)
+    options = BuildOptions(
+        repo=repo, only=only, seed=7, encoder=names.TEXT_ENCODER, slo_ms=TEST_SLO_MS
+    )
+    build(options, small_dataset)
     ports = {}
     while len(set(ports.values())) < 3:  # fixed ports, so a restart comes back on them
         ports = {name: free_port() for name in ("http_port", "grpc_port", "metrics_port")}

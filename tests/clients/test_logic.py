@@ -16,13 +16,15 @@ from clients.errors import (
     DeadlineExceededError,
     InvalidArgumentError,
     NotFoundError,
+    OverloadedError,
     ServerError,
     UnavailableError,
     error_for_status,
 )
 from clients.results import Catalog, Response, make_result
-from clients.retry import Attempts, RetryBudget, RetryPolicy
+from clients.retry import Attempts, FailureCounts, RetryBudget, RetryPolicy
 from clients.routing import RoundRobin, Route, parse_split, user_point, version_at
+from clients.transport import request_timeout_us
 
 
 class FakeClock:
@@ -103,6 +105,17 @@ def test_round_robin_cycles_and_skips_endpoints_marked_down():
         RoundRobin([])
 
 
+def test_a_retry_avoids_the_endpoint_its_last_attempt_failed_on():
+    clock = FakeClock()
+    robin = RoundRobin(["a", "b", "c"], clock)
+    assert [robin.next(avoid="a") for _ in range(3)] == ["b", "c", "b"]
+    robin.mark_down("b", 1.0)
+    assert robin.next(avoid="c") == "a"
+    assert RoundRobin(["a"], clock).next(avoid="a") == "a"  # the only one
+    robin.mark_down("a", 1.0)
+    assert robin.next(avoid="c") == "c"  # the only one up
+
+
 def test_split_urls():
     assert split_urls("a:1, http://b:2/") == ["a:1", "b:2"]
     assert split_urls("dns:///triton-grpc.shop.svc:8001") == ["dns:///triton-grpc.shop.svc:8001"]
@@ -142,6 +155,58 @@ def test_a_dead_stage_stub_is_retryable(status):
     error = error_for_status(status, message, "host:1")
     assert type(error) is UnavailableError and error.retryable
     assert type(error_for_status(status, "in ensemble 'search', boom")) is ServerError
+
+
+SHED = (
+    "[request id: <id_unknown>] Exceeds maximum queue size",
+    "in ensemble 'search', [request id: <id_unknown>] Exceeds maximum queue size",
+    "in ensemble 'search', Request timeout expired",
+)
+
+
+@pytest.mark.parametrize("status", ["StatusCode.UNAVAILABLE", "503"])
+@pytest.mark.parametrize("message", SHED)
+def test_a_request_the_server_shed_is_an_overload(status, message):
+    error = error_for_status(status, message, "host:1")
+    assert type(error) is OverloadedError and isinstance(error, UnavailableError)
+    assert error.retryable and not error.endpoint_down
+    assert error.exit_code == 7 and error.message == f"server overloaded: {message}"
+    assert type(error_for_status("StatusCode.UNAVAILABLE", "Socket closed")) is UnavailableError
+    assert type(error_for_status("500", message)) is ServerError  # only as UNAVAILABLE
+
+
+def test_an_overload_is_retried_and_kept_when_the_deadline_is_near():
+    clock = FakeClock()
+    call = attempts(timeout=0.3, policy=RetryPolicy(initial_backoff=1.0), clock=clock, rand=0.1)
+    call.start()
+    assert call.after_failure(OverloadedError("server overloaded: x", "h:1")) == pytest.approx(0.1)
+    call.start()
+    call = attempts(timeout=0.3, policy=RetryPolicy(initial_backoff=1.0), clock=clock, rand=0.9)
+    call.start()
+    with pytest.raises(OverloadedError, match="gave up after 1 attempts, deadline near"):
+        call.after_failure(OverloadedError("server overloaded: x", "h:1"))
+
+
+def test_an_overload_exits_with_its_own_code(monkeypatch, capsys):
+    def shed(args):
+        raise OverloadedError("server overloaded: Exceeds maximum queue size", "h:1")
+
+    monkeypatch.setitem(cli.COMMANDS, "health", shed)
+    assert cli.main(["health"]) == 7
+    assert capsys.readouterr().err == "error: h:1: server overloaded: Exceeds maximum queue size\n"
+
+
+def test_failed_attempts_are_counted_by_kind():
+    counts = FailureCounts()
+    for error in (OverloadedError("x"), OverloadedError("y"), UnavailableError("z")):
+        counts.record(error)
+    assert counts.overloaded == 2
+    assert counts.snapshot() == {"OverloadedError": 2, "UnavailableError": 1}
+
+
+def test_a_call_carries_its_seconds_as_the_request_timeout():
+    assert request_timeout_us(1.5) == 1_500_000
+    assert request_timeout_us(0.0) == 1
 
 
 def test_backoff_grows_exponentially_with_full_jitter():
@@ -451,6 +516,8 @@ def test_batch_lines_parse_to_requests():
     with pytest.raises(InvalidArgumentError, match="after the tab"):
         batch.parse_line("search", "shoes\tabc")
     assert batch.Progress(50, 100, 2, 2.0).line() == "scored 50/100 (2 errors) in 2.0 s, 25/s"
+    shed = batch.Progress(50, 100, 2, 2.0, overloaded=1).line()
+    assert shed == "scored 50/100 (2 errors, 1 overloaded) in 2.0 s, 25/s"
 
 
 def test_cli_options_build_routes():

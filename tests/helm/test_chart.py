@@ -192,9 +192,10 @@ def test_dashboard_has_a_per_stage_latency_panel(render, select):
     )
     assert all('model=~"$stage"' in e for e in exprs)
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    # The stage regex lists the stage models, the model variable the pipelines.
+    # The stage regex lists the stage models (with those each release composes), the model
+    # variable the pipelines.
     pipelines = {names.SEARCH, names.RECOMMEND}
-    stages = set(names.ALL_MODELS) - pipelines
+    stages = (set(names.ALL_MODELS) | set(names.RETRIEVAL_OF.values())) - pipelines
     stage = variables["stage"]
     assert set(stage["query"].split("|")) == stages
     assert stage["current"]["value"] == stage["query"]

@@ -175,6 +175,78 @@ def test_rules_compute_the_ratio_and_fire_the_alerts(promtool, rules_file, tmp_p
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_shedding_is_recorded_and_alerts_when_it_lasts(promtool, rules_file, tmp_path):
+    """A stage whose queue sheds 5 of every 100 requests (reason REJECTED), and one
+    that sheds none: the rate is recorded for both, the alert fires for the first only."""
+    shed = {"model": "text_encoder"}
+    calm = {"model": "top_k"}
+    tests = {
+        "rule_files": [str(rules_file)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    series("nv_inference_request_success", "0+5700x20", **shed),
+                    series("nv_inference_request_failure", "0+300x20", reason="REJECTED", **shed),
+                    series("nv_inference_request_success", "0+6000x20", **calm),
+                    series("nv_inference_request_failure", "0+0x20", reason="REJECTED", **calm),
+                ],
+                "promql_expr_test": [
+                    {
+                        "expr": "triton:queue_rejections:rate",
+                        "eval_time": "10m",
+                        "exp_samples": [
+                            {
+                                "labels": 'triton:queue_rejections:rate{namespace="shop",'
+                                'track="stable",model="text_encoder"}',
+                                "value": 5,
+                            },
+                            {
+                                "labels": 'triton:queue_rejections:rate{namespace="shop",'
+                                'track="stable",model="top_k"}',
+                                "value": 0,
+                            },
+                        ],
+                    }
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "10m",
+                        "alertname": "TritonShedding",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "namespace": "shop",
+                                    "track": "stable",
+                                    "model": "text_encoder",
+                                },
+                                "exp_annotations": {
+                                    "summary": "5% of text_encoder (stable) requests are "
+                                    "shed at its queue",
+                                    "description": "The stage's bounded queue rejects requests "
+                                    "that could not finish within the 100 ms SLO (UNAVAILABLE, "
+                                    "HTTP 503; clients retry them). Shedding during a spike is "
+                                    "expected while the HPA adds pods; sustained shedding means "
+                                    "too few pods: check the HPA (at maxReplicas?) and the "
+                                    "queue-to-compute ratio.",
+                                },
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    test_file = tmp_path / "tests.yaml"
+    test_file.write_text(yaml.safe_dump(tests))
+    result = subprocess.run(
+        [promtool, "test", "rules", str(test_file)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_prometheus_adapter_serves_the_hpa_metric(render, select, chart):
     adapter = yaml.safe_load((REPO_ROOT / "k8s" / "prometheus-adapter" / "values.yaml").read_text())
     (rule,) = adapter["rules"]["custom"]

@@ -63,7 +63,7 @@ def test_summary_lists_each_repetition_and_says_whether_tuning_won():
             "search": {
                 "concurrency": 16,
                 "throughput": 250.0,
-                "cpu_us_per_request": 3000.0,
+                "cpu_us_per_request": 3500.0,
                 "share_of_cores": 0.375,
                 "processes": {
                     "text_encoder": {"cpu_us_per_request": 3000.0, "share_of_cores": 0.375}
@@ -71,14 +71,17 @@ def test_summary_lists_each_repetition_and_says_whether_tuning_won():
             }
         },
     }
-    summary = bench.summarise(serving, 100, 3)
+    summary = bench.summarise(serving, 100, 3, 150.0, "text_encoder")
     assert summary["slo_p99_ms"] == 100 and summary["repetitions"] == 3
     assert summary["search"]["triton_tuned"] == [400, 300, 350]
     assert "ray_serve" not in summary["search"]
     ratios = summary["search_ratios"]
     assert ratios["tuned_vs_naive_median"] == 350 / 55
     assert ratios["tuned_beats_default_every_repetition"] is False
-    assert summary["stage_cpu"] == serving["stage_cpu"]
+    search_cpu = summary["stage_cpu"]["search"]
+    assert search_cpu["gemm_peak_gflops"] == 150.0
+    assert search_cpu["mflop_equivalent_per_request"] == 525.0  # 3,500 µs at 150 GFLOP/s
+    assert search_cpu["mflop_equivalent_without_encoder"] == 75.0
     text = bench.markdown(
         {
             "machine": {"cpu_model": "m", "vector_extensions": ["avx2"], "cores": 2},
@@ -97,19 +100,26 @@ def test_summary_lists_each_repetition_and_says_whether_tuning_won():
 
 def test_the_summary_compares_the_served_students_cpu_with_the_teachers():
     def breakdown(encoder: str, us: float) -> dict:
-        return {"processes": {encoder: {"cpu_us_per_request": us, "share_of_cores": 0.1}}}
+        return {
+            "cpu_us_per_request": 2 * us,
+            "processes": {encoder: {"cpu_us_per_request": us, "share_of_cores": 0.1}},
+        }
 
     serving = {
         "skipped": {},
         "arms": {},
         "search_cache": {},
         "stage_cpu": {
-            "search": breakdown("query_encoder_static", 150.0),
-            bench.TEACHER_SEARCH: breakdown("text_encoder", 3000.0),
+            "search": breakdown("search_retrieval", 150.0),
+            bench.TEACHER_SEARCH: {
+                **breakdown(bench.TEACHER_RETRIEVAL, 3000.0),
+                "compared": {"student": "search_retrieval", "teacher": bench.TEACHER_RETRIEVAL},
+            },
         },
     }
-    summary = bench.summarise(serving, 100, 3)
+    summary = bench.summarise(serving, 100, 3, 100.0, "search_retrieval")
     assert summary["search_encoder_cpu_vs_teacher"] == 0.05
+    assert summary["stage_cpu"][bench.TEACHER_SEARCH]["mflop_equivalent_per_request"] == 600.0
 
 
 def test_the_repeat_share_is_the_hit_rate_of_a_cache_empty_at_the_start():

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from clients import DeadlineExceededError, ServerError, UnavailableError
+from builders import names
+from clients import DeadlineExceededError, OverloadedError, ServerError, UnavailableError
 from perf import reliability
 from perf.reliability import Counts, Harness, Settings, Tally
 from server.stub_watchdog import Stub, parse_stub, restarted_config
@@ -34,6 +35,71 @@ def test_only_entry_ensembles_are_counted_and_failures_are_halved():
         True,
         False,
     ]
+
+
+SHED_METRICS = """\
+nv_inference_request_failure{model="search",reason="OTHER",version="2"} 6
+nv_inference_request_failure{model="text_encoder",reason="REJECTED",version="1"} 2
+nv_inference_request_failure{model="top_k",reason="REJECTED",version="1"} 1
+nv_inference_request_failure{model="top_k",reason="BACKEND",version="1"} 4
+"""
+FULL = OverloadedError("server overloaded: in ensemble 'search', Exceeds maximum queue size")
+EXPIRED = OverloadedError("server overloaded: in ensemble 'search', Request timeout expired")
+
+
+def test_rejections_are_told_apart_and_counted_on_both_sides():
+    assert reliability.stage_timeouts(SHED_METRICS) == 3
+    kinds = [reliability.rejection_kind(e) for e in (FULL, EXPIRED, UnavailableError("x"))]
+    assert kinds == ["queue_full", "queue_timeout", None]
+    tally = Tally()
+    for error in (FULL, FULL, EXPIRED, ServerError("in ensemble 'search', boom")):
+        tally.failed_attempt(error)
+    tally.call("error", 0.01, None, 3, at=1.0, error=FULL, lag=0.002)
+    assert (tally.shed, tally.errors) == (1, 1)
+    assert tally.timeline == [reliability.Call(1.0, 0.002, 0.01, False)]
+    agreed = reliability.rejection_accounting(tally, server_failures=4, server_timeouts=1)
+    assert agreed["agree"] and agreed["client_rejections"] == agreed["server_rejections"] == 3
+    assert agreed["client_other_failures_at_a_model"] == 1
+    assert not reliability.rejection_accounting(tally, 4, server_timeouts=2)["agree"]
+    assert not reliability.rejection_accounting(tally, 5, server_timeouts=1)["agree"]
+
+
+def test_goodput_p99_and_recovery_come_from_the_timeline():
+    Call = reliability.Call
+    timeline = [
+        Call(0.1, 0.0, 0.05, True),
+        Call(0.5, 0.1, 0.3, True),  # started 0.1 s late: 0.2 s from its start
+        Call(0.9, 0.0, 0.01, False),
+        Call(1.2, 0.0, 0.02, True),
+    ]
+    spike = reliability.window(timeline, 0.0, 1.0, slo_s=0.1)
+    assert spike == {
+        "seconds": 1.0,
+        "requests": 3,
+        "answered": 2,
+        "goodput": 1.0,
+        "p99_ms": reliability.p99_ms([0.05, 0.2]),
+        "due_p99_ms": reliability.p99_ms([0.05, 0.3]),
+    }
+    assert reliability.per_second(timeline, 0.0, 2) == [[0.05, pytest.approx(0.2)], [0.02]]
+    assert reliability.recovery_seconds([250.0, None, 120.0, 80.0, 90.0], 100) == 3
+    assert reliability.recovery_seconds([80.0, 90.0], 100) == 0
+    assert reliability.recovery_seconds([80.0, 120.0], 100) is None
+    assert reliability.recovery_seconds([], 100) is None
+
+
+def test_an_overload_passes_with_shed_calls_but_not_with_other_errors():
+    report = {
+        "errors": 5,
+        "shed_requests": 5,
+        "accounting": {"agree": True},
+        "overload": {"checks": {"goodput": True, "recovered": True}},
+    }
+    assert reliability.scenario_passed(report)
+    assert not reliability.scenario_passed({**report, "errors": 6})
+    failing = {"checks": {"goodput": True, "recovered": False}}
+    assert not reliability.scenario_passed({**report, "overload": failing})
+    assert not reliability.scenario_passed({k: v for k, v in report.items() if k != "overload"})
 
 
 def test_lifetimes_add_up_after_a_restart():
@@ -103,6 +169,18 @@ def test_a_held_load_starts_no_call_and_drains_to_the_calls_allowed_to_stay():
     assert tally.answered == len(calls.started)
 
 
+def test_an_open_loop_takes_a_new_rate():
+    calls, tally = StuckSearches(), Tally()
+    calls.unstick.set()
+    load = reliability.OpenLoop(None, calls, rate=500.0, tally=tally, workers=4).start()
+    time.sleep(0.05)
+    load.change_rate(0.01)  # one call every 100 s from now on
+    scheduled = len(calls.started)
+    time.sleep(0.2)
+    load.stop()
+    assert len(calls.started) <= scheduled + 1 + 4  # the next one, and those already queued
+
+
 def test_p99_and_memory_growth():
     assert reliability.p99_ms([]) is None
     assert reliability.p99_ms([0.001] * 98 + [1.0, 1.0]) == pytest.approx(1000.0)
@@ -131,6 +209,9 @@ def test_quick_settings_take_the_options_given():
     parser = reliability.build_parser()
     settings = reliability.settings_from(parser.parse_args(["--quick", "--soak-seconds", "60"]))
     assert (settings.soak_seconds, settings.seconds) == (60.0, reliability.QUICK.seconds)
+    options = ["--spike-seconds", "90", "--slo-ms", "50"]
+    spike = reliability.settings_from(parser.parse_args(options))
+    assert (spike.spike_seconds, spike.slo_ms, spike.spike) == (90.0, 50.0, 2.0)
     assert reliability.settings_from(parser.parse_args([])) == Settings()
 
 
@@ -204,6 +285,37 @@ def test_a_killed_stage_stub_is_reloaded_and_its_calls_retried(harness):
     assert report["failed_attempts"] == report["accounting"]["server_failure"] > 0
 
 
+def queue_timeout(config: dict, microseconds: int) -> dict:
+    """A model config with another queue timeout."""
+    batching = config["dynamic_batching"]
+    policy = {**batching["default_queue_policy"], "default_timeout_microseconds": microseconds}
+    return {**config, "dynamic_batching": {**batching, "default_queue_policy": policy}}
+
+
+@pytest.mark.slow
+def test_an_overload_sheds_with_unavailable_and_both_sides_count_it(harness):
+    """Every recommend is shed: its ranker's queue rejects whatever waited at all (a 1 us
+    timeout). The client's and the server's counts of the shed attempts must agree."""
+    ranker = names.RECOMMEND_RANKER
+    original = harness.server.model_config(ranker)
+    harness.server.load_model(ranker, config=queue_timeout(original, 1))
+    short = Settings(spike_seconds=3.0, after_spike_seconds=2.0, overload_workers=16)
+    try:
+        report = reliability.overload(harness, short, RATE)
+    finally:  # as an override too: Triton does not reload a model whose files are unchanged
+        harness.server.load_model(ranker, config=original)
+    shed, rejections = report["shed_requests"], report["overload"]["rejections"]
+    assert report["errors"] == shed > 0, report["failed_attempts_by_error"]
+    shed_by = "OverloadedError: server overloaded: in ensemble 'recommend'"
+    assert all(key.startswith(shed_by) for key in report["failed_attempts_by_error"])
+    assert rejections["client_queue_timeout"] == report["failed_attempts"] > 0
+    assert rejections["agree"] and report["accounting"]["agree"], json.dumps(report)
+    assert report["overload"]["readiness"]["not_ready"] == 0
+    assert report["answered_by_release"] and all(
+        key.startswith("search") for key in report["answered_by_release"]
+    )
+
+
 @pytest.mark.slow
 def test_calls_ride_out_a_server_restart(harness):
     report = reliability.server_restart(harness, SHORT, RATE)
@@ -226,3 +338,27 @@ def test_the_readme_table_has_a_row_per_scenario():
     }
     table = reliability.readme_table(results)
     assert "| soak | 600 | 185,432 | 0 | 41.2 | agrees | yes |" in table.splitlines()
+
+
+def test_the_overload_tables_quote_its_report():
+    spike = {"seconds": 60.0, "requests": 30000, "answered": 13800, "goodput": 225.0}
+    after = {"seconds": 30.0, "requests": 3750, "answered": 3750, "goodput": 124.0}
+    report = {
+        "saturation": 250.0,
+        "spike": {"rate": 500.0, **spike, "p99_ms": 98.5},
+        "after_spike": {"rate": 125.0, **after, "p99_ms": 61.2},
+        "recovery_seconds": 2,
+        "rejections": {
+            "client_rejections": 17000,
+            "server_rejections": 17000.0,
+            "client_queue_timeout": 16000,
+            "server_queue_timeouts": 16000.0,
+        },
+        "readiness": {"probes": 90, "not_ready": 0},
+    }
+    tables = reliability.overload_table({"scenarios": {"overload": {"overload": report}}})
+    lines = tables.splitlines()
+    assert lines[2] == "| spike at 500 calls/s | 60 | 500.0 | 230.0 | 225 | 0.90 | 16,200 | 98.5 |"
+    assert lines[3].startswith("| after_spike at 125 calls/s | 30 | 125.0 | 125.0 | 124 |")
+    assert lines[-1] == "| 2 s | 17,000 / 17,000 | 16,000 / 16,000 | 0 of 90 |"
+    assert reliability.overload_table({"scenarios": {}}) == ""

@@ -77,20 +77,20 @@ def test_small_run_builds_serves_grades_and_then_reuses_the_build(tmp_path, caps
     result = json.loads(out.read_text())
     build = result["build"]
     assert build["items"] == 1500 and build["peak_rss_mb"] > 100
-    assert set(build["stage_s"]) >= {"text_encoder", "search_index", "lexical_index", "search"}
+    assert set(build["stage_s"]) >= {"text_encoder", "search_index", "hybrid_retrieval", "search"}
     assert build["embed_texts_per_s"] > 0
     assert (work / "build.log").read_text().count("done in") == len(build["stage_s"])
 
     served = result["served"]
     assert served["ready_s"] > 0 and served["memory"]["pss_mb"] > 100
     by_process = served["memory"]["pss_mb_by_process"]
-    python_stages = {"query_tokenizer", "search_index", "lexical_index", "hybrid_fusion", "top_k"}
+    python_stages = {"query_tokenizer", "search_index", "hybrid_retrieval", "top_k"}
     assert set(by_process) >= python_stages | {"tritonserver"}
     assert abs(sum(by_process.values()) - served["memory"]["pss_mb"]) <= len(by_process)
     assert len(served["first_hits"]) == 4
     assert all(len(titles) == 3 for titles in served["first_hits"].values())
     assert [p["requests"] for p in served["latency_batch1_k10"]] == [result["graded_queries"]] * 2
-    assert served["stage_ms"]["search_index"]["requests"] == 2 * result["graded_queries"]
+    assert served["stage_ms"]["search_retrieval"]["requests"] == 2 * result["graded_queries"]
     ndcg = served["quality"]["ndcg_at_10"]
     assert ndcg["served"] > ndcg["bm25"]
     table = search_scale.readme_table(result)

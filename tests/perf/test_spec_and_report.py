@@ -10,7 +10,7 @@ import yaml
 
 from builders import names
 from builders.pipelines import PipelineSpec, Stage, ensemble
-from builders.specs import parse_pbtxt
+from builders.specs import parse_pbtxt, render_pbtxt
 from perf import report, spec, sweep
 from perf.analyzer import Breakdown, Measurement
 from perf.sweep import SweepResult, Trial, apply_tunables, configs_current_value, valid_point
@@ -146,6 +146,35 @@ def test_the_tokenizer_length_buckets_are_a_tunable(repo):
     assert configs_current_value(tuned, "length_buckets") == "16"
 
 
+def test_the_bounded_queue_is_a_tunable(repo):
+    space = {"encoder": {"max_queue_size": [16, 128], "default_timeout_microseconds": [20_000]}}
+    parsed = spec.parse(document(repo, space=space))
+    assert parsed.dimensions == {
+        "text_encoder.max_queue_size": [16, 128],
+        "text_encoder.default_timeout_microseconds": [20_000],
+    }
+    original = parse_pbtxt((repo / "text_encoder" / "config.pbtxt").read_text())
+    assert configs_current_value(original, "max_queue_size") == 128  # from names.SLO_MS
+    assert configs_current_value(original, "default_timeout_microseconds") == 50_000
+    tuned = apply_tunables(original, {"max_queue_size": 16, "default_timeout_microseconds": 20_000})
+    policy = tuned["dynamic_batching"]["default_queue_policy"]
+    assert (policy["max_queue_size"], policy["default_timeout_microseconds"]) == (16, 20_000)
+    assert policy["allow_timeout_override"] is True
+    reloaded = parse_pbtxt(render_pbtxt(tuned))  # what load_model sends passes the proto
+    assert configs_current_value(reloaded, "default_timeout_microseconds") == 20_000
+    unbounded = {"dynamic_batching": {}}
+    assert configs_current_value(unbounded, "max_queue_size") == 0
+    assert apply_tunables(unbounded, {"max_queue_size": 8})["dynamic_batching"] == {
+        "default_queue_policy": {
+            "timeout_action": "REJECT",
+            "allow_timeout_override": True,
+            "max_queue_size": 8,
+        }
+    }
+    with pytest.raises(spec.SweepFileError, match="must be a positive integer"):
+        spec.parse(document(repo, space={"encoder": {"max_queue_size": [0]}}))
+
+
 def test_apply_tunables_and_validity(repo):
     original = parse_pbtxt((repo / "text_encoder" / "config.pbtxt").read_text())
     tuned = apply_tunables(
@@ -162,6 +191,7 @@ def test_apply_tunables_and_validity(repo):
     assert tuned["dynamic_batching"] == {
         "max_queue_delay_microseconds": 0,
         "preferred_batch_size": [8, 16],
+        "default_queue_policy": original["dynamic_batching"]["default_queue_policy"],
     }
     assert tuned["parameters"]["intra_op_thread_count"] == {"string_value": "1"}
     assert original["max_batch_size"] == 64  # the original is untouched

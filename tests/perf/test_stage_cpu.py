@@ -43,8 +43,8 @@ def test_the_bench_breakdown_of_search_on_the_real_server(small_server, small_re
     measured = bench.stage_cpu_breakdown(small_server, names.SEARCH, bodies, seconds=1.0)
     assert measured["errors"] == 0 and measured["requests"] > 0
     processes = measured["processes"]
-    encoder = bench.served_encoder(small_repository).model
-    for label in ("tritonserver", "load generator", encoder, names.LEXICAL_INDEX):
+    query_stage = bench.served_query_stage(bench.newest_search(small_repository)).model
+    for label in ("tritonserver", "load generator", query_stage, names.HYBRID_RETRIEVAL):
         assert processes[label]["cpu_us_per_request"] > 0, label
     assert names.USER_TOWER not in processes  # a stage of the other pipeline
 
@@ -61,7 +61,13 @@ def test_the_bench_measures_search_with_the_teacher_in_place_of_its_student(
     before = small_server.model_config(names.SEARCH)
     measured = bench.teacher_stage_cpu(small_server, bodies, seconds=1.0)
     assert measured["errors"] == 0 and measured["requests"] > 0
-    assert measured["processes"][names.TEXT_ENCODER]["cpu_us_per_request"] > 0
-    assert student not in measured["processes"]
+    # The teacher and the same exact index, composed for the measurement and gone after it.
+    assert measured["compared"] == {
+        "student": names.SEARCH_RETRIEVAL,
+        "teacher": bench.TEACHER_RETRIEVAL,
+    }
+    assert measured["processes"][bench.TEACHER_RETRIEVAL]["cpu_us_per_request"] > 0
+    assert names.SEARCH_RETRIEVAL not in measured["processes"]
     assert small_server.model_config(names.SEARCH) == before  # the release is back
-    assert small_server.is_model_ready(names.TEXT_ENCODER)
+    assert not small_server.is_model_ready(bench.TEACHER_RETRIEVAL)
+    assert not (small_repository / bench.TEACHER_RETRIEVAL).exists()

@@ -28,8 +28,8 @@ SEARCH_MODELS = [
     names.QUERY_TOKENIZER,
     *names.QUERY_ENCODERS,
     names.SEARCH_INDEX,
-    names.LEXICAL_INDEX,
-    names.HYBRID_FUSION,
+    names.SEARCH_RETRIEVAL,
+    names.HYBRID_RETRIEVAL,
     names.RANKING_FEATURES,
     names.SEARCH_RANKER,
     names.TOP_K,
@@ -145,8 +145,8 @@ def test_sigint_to_the_cli_restores(served, tmp_path):
 
 @pytest.mark.slow
 def test_pipeline_sweep_reports_stages_and_restores(served, tmp_path):
-    encoder = spec.pipeline_roles(served.model_repository, names.SEARCH)["encoder"]
-    originals = {m: delay(served, m) for m in (encoder, "search_ranker")}
+    retrieval = spec.pipeline_roles(served.model_repository, names.SEARCH)["retrieval"]
+    originals = {m: delay(served, m) for m in (retrieval, "search_ranker")}
     path = sweep_file(
         tmp_path,
         served,
@@ -154,7 +154,7 @@ def test_pipeline_sweep_reports_stages_and_restores(served, tmp_path):
         search="smart",
         load={"concurrency": [2]},
         space={
-            "encoder": {"max_queue_delay_microseconds": [0, 3000]},  # by its role
+            "retrieval": {"max_queue_delay_microseconds": [0, 3000]},  # by its role
             "search_ranker": {"max_queue_delay_microseconds": [0]},
         },
     )
@@ -162,7 +162,7 @@ def test_pipeline_sweep_reports_stages_and_restores(served, tmp_path):
     assert len(result.trials) == 2 and all(len(t.measurements) == 1 for t in result.trials)
     stages = result.trials[0].measurements[0].stages
     assert set(stages) == set(spec.pipeline_stages(served.model_repository, names.SEARCH))
-    assert stages[encoder].compute_infer_us > 0
+    assert stages[retrieval].compute_infer_us > 0
     assert {m: delay(served, m) for m in originals} == originals
 
 
