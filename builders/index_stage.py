@@ -40,7 +40,7 @@ from builders.repository import (
     write_version,
 )
 from builders.retrieval import index_graph, index_items, save_index
-from builders.specs import ModelSpec, parse_pbtxt
+from builders.specs import ModelSpec, parse_pbtxt, with_slo
 
 #: From this many items `--index auto` builds the ANN index (below it, exact search).
 ANN_MIN_ITEMS = 100_000
@@ -199,9 +199,11 @@ def write_standalone(
     recall_target: float = 0.99,
     seed: int = 0,
     dataset: dict | None = None,
+    slo_ms: float = names.SLO_MS,
 ) -> tuple[Path, dict]:
     """An index version written without a full build (benchmarks, tests, an external
-    embedding job): the same files, config and manifest as the builder's."""
+    embedding job): the same files, config and manifest as the builder's, its queue
+    bounded for `slo_ms` as a build's (`specs.with_slo`)."""
     kind = choose_kind(len(embeddings), kind, existing_kind(repo, name))
     prepared = prepare_index(
         name,
@@ -219,14 +221,15 @@ def write_standalone(
         "metrics": prepared.metrics,
         "parity": {},
     }
-    gpu = profiles.adapt(prepared.spec, "gpu")
+    spec = with_slo(prepared.spec, slo_ms)
+    gpu = profiles.adapt(spec, "gpu")
     path = write_version(
         repo,
-        prepared.spec,
+        spec,
         version,
         prepared.populate,
         manifest,
-        named_configs={"gpu": gpu} if gpu != prepared.spec else {},
+        named_configs={"gpu": gpu} if gpu != spec else {},
     )
     return path, prepared.metrics
 

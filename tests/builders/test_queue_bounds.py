@@ -1,12 +1,12 @@
-"""Every stage the builder writes has a bounded queue derived from the SLO, in every
-profile; the ensembles have none of their own."""
+"""Every stage the builder writes has a bounded queue derived from the build's SLO, in
+every profile; the ensembles have none of their own."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from builders import names
 from builders.specs import parse_pbtxt, queue_policy
+from tests.conftest import TEST_SLO_MS
 
 
 def test_every_stage_config_bounds_its_queue_for_the_slo(small_repository: Path):
@@ -18,7 +18,7 @@ def test_every_stage_config_bounds_its_queue_for_the_slo(small_repository: Path)
         if config.get("platform") == "ensemble":
             assert "dynamic_batching" not in config, path
             continue
-        expected = queue_policy(names.SLO_MS, config["max_batch_size"])
+        expected = queue_policy(TEST_SLO_MS, config["max_batch_size"])
         assert config["dynamic_batching"]["default_queue_policy"] == {
             "default_timeout_microseconds": str(expected.timeout_microseconds),
             "allow_timeout_override": True,
