@@ -22,6 +22,8 @@ GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 # Triton's local response cache in MB (0: none); the text encoders' configs enable it
 RESPONSE_CACHE_MB ?= 0
+# More `python -m server` options, e.g. TLS: SERVE_ARGS="--tls-cert server.crt --tls-key server.key"
+SERVE_ARGS ?=
 
 # `make sweep` options
 SWEEP ?= perf/sweeps/search.yaml
@@ -89,7 +91,7 @@ quality: setup ## Build per-dataset repositories and measure recall, AUC, NDCG a
 serve: setup ## Run tritonserver in the foreground on REPO (MODEL_CONTROL=none|poll|explicit); Ctrl-C stops it
 	$(PY) -m server --model-repository $(REPO) --model-control $(MODEL_CONTROL) \
 	  --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) \
-	  --response-cache-mb $(RESPONSE_CACHE_MB)
+	  --response-cache-mb $(RESPONSE_CACHE_MB) $(SERVE_ARGS)
 
 sweep: models ## Tune configs with perf_analyzer (SWEEP=perf/sweeps/<file>.yaml); report in perf/results/
 	$(PY) -m perf sweep $(SWEEP) --repository $(REPO) $(SWEEP_ARGS)

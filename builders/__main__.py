@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -62,6 +63,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "items; the teacher when none passes)",
     )
     build.add_argument(
+        "--ranker",
+        choices=["auto", "dcn", "lambdamart"],
+        default="dcn",
+        help="the rankers: dcn (DCN-v2), lambdamart (LightGBM: LambdaMART for search, binary "
+        "for recommend) or auto (both trained on the same groups, the better held-out figure "
+        "served) (default %(default)s)",
+    )
+    build.add_argument(
         "--slo-ms",
         type=float,
         default=names.SLO_MS,
@@ -81,6 +90,70 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.99,
         help="recall@100 against exact search the ANN index must reach (%(default)s)",
+    )
+    build.add_argument(
+        "--synonyms",
+        type=Path,
+        metavar="FILE",
+        help="a synonyms file (Solr/Elasticsearch format) the lexical stage expands queries "
+        "with; travels in hybrid_retrieval (e.g. --only hybrid_retrieval,search for a new "
+        "search release)",
+    )
+    build.add_argument(
+        "--pseudonymise-users",
+        action="store_true",
+        help="replace raw user ids by keyed hashes (HMAC-SHA-256) before anything is trained "
+        "or written; clients must then send ids hashed with the same key",
+    )
+    build.add_argument(
+        "--user-key-file",
+        type=Path,
+        help="with --pseudonymise-users: the file holding the secret key (default: the "
+        "USER_ID_KEY environment variable)",
+    )
+    private = build.add_argument_group(
+        "differential privacy",
+        "train the two-tower model and the DCN rankers with DP-SGD, one user's events as the "
+        "privacy unit (README: Differentially private training)",
+    )
+    private.add_argument("--dp-epsilon", type=float, help="the privacy budget epsilon (> 0)")
+    private.add_argument(
+        "--dp-delta", type=float, help="delta in (0, 1) (default: 1 / training users)"
+    )
+    private.add_argument(
+        "--dp-clip-norm",
+        type=float,
+        default=1.0,
+        help="largest L2 norm of one user's gradient per step (%(default)s)",
+    )
+    own = build.add_argument_group(
+        "own models",
+        "a team's own models in place of those the build trains (README: Deploy "
+        "your own models); flags take precedence over --models-file",
+    )
+    own.add_argument(
+        "--models-file", type=Path, help="a YAML build file naming the models (builders.own_models)"
+    )
+    own.add_argument(
+        "--encoder-model",
+        type=Path,
+        metavar="DIR",
+        help="a sentence-transformers or BERT-family folder: the teacher query/item encoder",
+    )
+    for name in ("search", "recommend"):
+        own.add_argument(f"--{name}-ranker", type=Path, metavar="FILE", help="ONNX or TorchScript")
+        own.add_argument(
+            f"--{name}-ranker-features",
+            metavar="LIST",
+            help=f"the ranking features the {name} ranker's one float32 input `features` "
+            "holds, in order, e.g. retrieval_score,lexical_score,log_popularity",
+        )
+    own.add_argument("--user-tower", type=Path, metavar="FILE", help="ONNX: user_id -> embedding")
+    own.add_argument(
+        "--item-embeddings",
+        type=Path,
+        metavar="FILE",
+        help="with --user-tower: .npz (item_ids, embeddings) or .parquet (item_id, embedding)",
     )
     update = commands.add_parser(
         "update-index",
@@ -168,7 +241,7 @@ def embed_new_items(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
     import pandas as pd
 
     from builders import text_encoder
-    from builders.build import item_texts
+    from builders.build import item_texts, kept_encoder_tokenizer
     from builders.repository import model_versions, read_manifest
 
     if args.model != names.SEARCH_INDEX:
@@ -193,8 +266,27 @@ def embed_new_items(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
     catalog = catalog.sort_values("item_id")
     texts = item_texts(SimpleNamespace(catalog=catalog))
     model = args.repo / encoder / str(depends[encoder]) / "model.onnx"
-    embeddings = text_encoder.embed(model, texts, max_length=args.max_length)
+    kept = kept_encoder_tokenizer(args.repo, depends.get(names.TEXT_ENCODER))
+    with text_encoder.source(kept) if kept else contextlib.nullcontext():
+        embeddings = text_encoder.embed(model, texts, max_length=args.max_length)
     return catalog.item_id.to_numpy(dtype=np.int64), embeddings
+
+
+def own_models_of(args: argparse.Namespace):
+    """The team's own models the build file and flags name (`builders.own_models`)."""
+    from builders import own_models
+
+    own = own_models.load(args.models_file) if args.models_file else own_models.OwnModels()
+    flags = {
+        "encoder": args.encoder_model,
+        "search_ranker": args.search_ranker,
+        "search_ranker_features": args.search_ranker_features,
+        "recommend_ranker": args.recommend_ranker,
+        "recommend_ranker_features": args.recommend_ranker_features,
+        "user_tower": args.user_tower,
+        "item_embeddings": args.item_embeddings,
+    }
+    return own_models.with_flags(own, flags)
 
 
 def update_index_main(args: argparse.Namespace) -> int:
@@ -241,10 +333,13 @@ def main(argv: list[str] | None = None) -> int:
     from builders.ann import RecallError
     from builders.build import BuildOptions, build
     from builders.data import DataValidationError, load_dataset
+    from builders.pseudonyms import read_key
     from builders.repository import RepositoryError
     from builders.runtime.tokenization import parse_buckets
 
     try:
+        if args.user_key_file and not args.pseudonymise_users:
+            raise ValueError("--user-key-file is only used with --pseudonymise-users")
         options = BuildOptions(
             repo=args.out,
             profile=args.profile,
@@ -258,6 +353,14 @@ def main(argv: list[str] | None = None) -> int:
             index=args.index,
             ann_recall_target=args.ann_recall_target,
             slo_ms=args.slo_ms,
+            ranker=args.ranker,
+            synonyms=args.synonyms,
+            pseudonymise_users=args.pseudonymise_users,
+            user_key=read_key(args.user_key_file) if args.pseudonymise_users else None,
+            own=own_models_of(args),
+            dp_epsilon=args.dp_epsilon,
+            dp_delta=args.dp_delta,
+            dp_clip_norm=args.dp_clip_norm,
         )
         dataset = load_dataset(args.dataset, **dataset_params(args))
         context = build(options, dataset)

@@ -10,6 +10,7 @@ and the served versions of each stage follow from those pins.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import shutil
 import sys
@@ -21,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from builders import index_stage, names, pipelines, profiles, tensorrt
+from builders import dp, index_stage, names, pipelines, profiles, pseudonyms, tensorrt
 from builders.data import Dataset, ids_by_user_index, user_vocabulary
+from builders.own_models import OwnModelError, OwnModels, Prepared
 from builders.pipelines import PIPELINE_FILE, PipelineSpec, Stage
 from builders.repository import (
     CONFIG,
@@ -37,6 +39,10 @@ from builders.repository import (
 )
 from builders.retrieval import check_pairing, item_matrix
 from builders.runtime.fusion import FusionSettings
+from builders.runtime.synonyms import FILE as SYNONYMS_FILE
+from builders.runtime.synonyms import Synonyms
+from builders.runtime.synonyms import fingerprint as synonyms_fingerprint
+from builders.runtime.synonyms import read as read_synonyms_text
 from builders.runtime.tokenization import check_buckets
 from builders.specs import EnsembleSpec, ModelSpec, parse_pbtxt, with_slo
 
@@ -46,6 +52,8 @@ CATALOG_FILE = "catalog.parquet"
 CATALOG_DISPLAY_COLUMNS = ("item_id", "title", "category", "brand", "price")
 #: Pipeline releases kept served (the newest ones): enough for a canary next to stable.
 SERVED_RELEASES = 2
+#: Ranker kinds a build takes (`BuildOptions.ranker`).
+RANKER_CHOICES = ("auto", "dcn", "lambdamart")
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,22 @@ class BuildOptions:
     fusion: FusionSettings = FusionSettings()  # how search fuses dense and BM25 candidates
     #: The p99 latency SLO every stage's queue bounds derive from (`specs.queue_policy`).
     slo_ms: float = names.SLO_MS
+    #: The rankers' kind: dcn (DCN-v2), lambdamart (LightGBM, `builders.gbdt`) or auto (both
+    #: trained on the same groups, the better held-out figure served: `gbdt.choose`).
+    ranker: str = "dcn"
+    #: A team's own models (`builders.own_models`): they replace the ones the build trains.
+    own: OwnModels = OwnModels()
+    #: A synonyms file (Solr format) the lexical stage expands queries with (`hybrid_retrieval`).
+    synonyms: Path | None = None
+    #: Replace raw user ids by keyed hashes before anything is trained or written
+    #: (`builders.pseudonyms`); needs `user_key`, which is never written anywhere.
+    pseudonymise_users: bool = False
+    user_key: bytes | None = field(default=None, repr=False, compare=False)
+    #: Train the two-tower model and the DCN rankers with DP-SGD at this epsilon (`builders.dp`,
+    #: one user's events as the privacy unit); None: without DP. delta None: 1 / training users.
+    dp_epsilon: float | None = None
+    dp_delta: float | None = None
+    dp_clip_norm: float = dp.DEFAULT_CLIP_NORM
 
     def __post_init__(self) -> None:
         if self.profile not in profiles.PROFILES:
@@ -88,6 +112,26 @@ class BuildOptions:
         if not self.slo_ms > 0:
             raise ValueError(f"slo_ms must be a positive number of milliseconds, got {self.slo_ms}")
         check_buckets(self.length_buckets, self.max_length)
+        if self.ranker not in RANKER_CHOICES:
+            raise ValueError(f"ranker must be one of {', '.join(RANKER_CHOICES)}")
+        if self.dp_epsilon is None and self.dp_delta is not None:
+            raise ValueError("a DP delta needs a DP epsilon (--dp-epsilon)")
+        if self.privacy is not None and self.ranker != "dcn":
+            raise ValueError("DP training covers the DCN rankers only: use ranker dcn with DP")
+        if self.pseudonymise_users:
+            if self.user_key is None:
+                raise ValueError(
+                    "pseudonymising user ids needs the key: --user-key-file or "
+                    f"${pseudonyms.KEY_ENV}"
+                )
+            pseudonyms.check_key(self.user_key)
+
+    @property
+    def privacy(self) -> dp.PrivacySpec | None:
+        """What the DP options ask for (checked: epsilon > 0, delta in (0, 1)); None: no DP."""
+        if self.dp_epsilon is None:
+            return None
+        return dp.PrivacySpec(self.dp_epsilon, self.dp_delta, self.dp_clip_norm)
 
     @property
     def buckets(self) -> tuple[int, ...]:
@@ -110,6 +154,10 @@ class BuildContext:
     built: list[str] = field(default_factory=list)
     #: The teacher's item embeddings, from the encoders' step to the search index's.
     item_embeddings: np.ndarray | None = None
+    #: A team's own models, checked and converted before the build writes anything.
+    own: Prepared = field(default_factory=Prepared)
+    #: The options' synonyms file, read and checked before the build writes anything.
+    synonyms: Synonyms | None = None
 
     @property
     def repo(self) -> Path:
@@ -144,6 +192,9 @@ class BuildContext:
                 "params": {k: str(v) for k, v in self.dataset.params.items()},
             },
             "profile": self.options.profile,
+            "user_ids": pseudonyms.manifest_record(
+                self.options.user_key if self.options.pseudonymise_users else None
+            ),
             "depends_on": depends_on or {},
         }
 
@@ -155,15 +206,20 @@ class BuildContext:
         depends_on: dict[str, int] | None = None,
         metrics: dict | None = None,
         parity: dict | None = None,
+        trees: bool = False,
+        privacy: dp.PrivacyPlan | None = None,
     ) -> Path:
         spec = with_slo(spec, self.options.slo_ms)
-        gpu = profiles.adapt(spec, "gpu")
-        named_configs = {"gpu": gpu} if gpu != spec else {}
-        spec = profiles.adapt(spec, self.options.profile)
+        gpu = profiles.adapt(spec, "gpu", trees=trees)
+        # A tree model rewrites the gpu config too: the one other versions left is not its own.
+        named_configs = {"gpu": gpu} if gpu != spec or trees else {}
+        spec = profiles.adapt(spec, self.options.profile, trees=trees)
         manifest = self.manifest_base(depends_on)
         # populate() fills `parity` while writing, so keep the very dict it fills.
         manifest["metrics"] = {} if metrics is None else metrics
         manifest["parity"] = {} if parity is None else parity
+        if privacy is not None:
+            manifest["privacy"] = privacy.manifest()
         target = write_version(
             self.repo, spec, self.version, populate, manifest, named_configs=named_configs
         )
@@ -207,7 +263,11 @@ def build_text_encoders(ctx: BuildContext) -> None:
         paths = {name: Path(folder) / f"{name}.onnx" for name in names.QUERY_ENCODERS}
         progress("exporting the text encoder (the teacher) to ONNX")
         teacher = text_encoder.load_reference()
-        parity = {teacher_name: text_encoder.export_onnx(paths[teacher_name], teacher)}
+        if ctx.own.encoder_onnx is None:
+            parity = {teacher_name: text_encoder.export_onnx(paths[teacher_name], teacher)}
+        else:  # exported and checked by own_models.prepare
+            shutil.copy2(ctx.own.encoder_onnx, paths[teacher_name])
+            parity = {teacher_name: ctx.own.encoder_parity}
         held_out = encoder_variants.held_out_queries(ctx.dataset)
         progress(
             f"distilling query students into the teacher's space ({len(held_out)} graded "
@@ -252,10 +312,10 @@ def build_text_encoders(ctx: BuildContext) -> None:
 
             is_teacher = name == teacher_name
             ctx.write(
-                names.text_encoder_spec(name),
+                names.text_encoder_spec(name, ctx.item_embeddings.shape[1]),
                 populate,
                 depends_on={} if is_teacher else {teacher_name: ctx.version},
-                metrics={"variants": record}
+                metrics={"variants": record, **own_record(ctx, name)}
                 if is_teacher
                 else {**record["variants"][name], "training": training[name]},
                 parity=parity[name],
@@ -288,7 +348,7 @@ def served_search(ctx: BuildContext, item_embeddings: np.ndarray) -> Callable:
 
     @functools.cache
     def lexical() -> LexicalIndex:  # at the first call: without graded queries, never
-        return LexicalIndex.build(item_texts(ctx.dataset))
+        return LexicalIndex.build(item_texts(ctx.dataset), ctx.synonyms)
 
     @functools.cache
     def tables() -> ranker.FeatureTables:  # the features the served ranker reads
@@ -353,11 +413,11 @@ def build_hybrid_retrieval(ctx: BuildContext) -> None:
     settings = ctx.options.fusion
     embeddings = item_matrix(ctx.path(names.SEARCH_INDEX))
     progress(f"indexing {len(ctx.dataset.catalog):,} item texts for BM25")
-    index = LexicalIndex.build(item_texts(ctx.dataset))
+    index = LexicalIndex.build(item_texts(ctx.dataset), ctx.synonyms)
 
     def populate(folder: Path) -> None:
-        copy_runtime(folder, "lexical", "fusion", "tokenization", glue="hybrid_model")
-        index.save(folder)
+        copy_runtime(folder, "lexical", "synonyms", "fusion", "tokenization", glue="hybrid_model")
+        index.save(folder)  # with its synonyms file
         settings.save(folder)
         np.save(folder / EMBEDDINGS_FILE, embeddings)
 
@@ -366,8 +426,36 @@ def build_hybrid_retrieval(ctx: BuildContext) -> None:
         populate,
         depends_on={names.SEARCH_INDEX: ctx.resolved[names.SEARCH_INDEX]},
         metrics={"items": index.n_items, "num_candidates": ctx.options.num_candidates}
-        | asdict(settings),
+        | asdict(settings)
+        | {"synonyms": synonyms_record(ctx)},
     )
+
+
+def synonyms_record(ctx: BuildContext) -> dict | None:
+    """What the manifest says of the synonyms file (None without one)."""
+    if ctx.synonyms is None:
+        return None
+    return {
+        "file": SYNONYMS_FILE,
+        "source": str(ctx.options.synonyms),
+        "sha256": synonyms_fingerprint(ctx.synonyms.text),
+        "rules": len(ctx.synonyms.rules),
+    }
+
+
+def read_synonyms(options: BuildOptions, models: list[str]) -> Synonyms | None:
+    """The options' synonyms file, parsed and analysed; refused (file and line) when a line
+    does not parse, or when the build writes no `hybrid_retrieval` to carry it."""
+    if options.synonyms is None:
+        return None
+    if names.HYBRID_RETRIEVAL not in models:
+        raise ValueError(
+            f"--synonyms {options.synonyms}: the synonyms travel in {names.HYBRID_RETRIEVAL}, "
+            f"which this build does not write (add it: --only {names.HYBRID_RETRIEVAL},search)"
+        )
+    from builders.runtime.lexical import synonyms_of
+
+    return synonyms_of(read_synonyms_text(options.synonyms), str(options.synonyms))
 
 
 # -- recommendation side and rankers --------------------------------------------------
@@ -391,14 +479,22 @@ def build_two_tower(ctx: BuildContext) -> None:
     """The user tower and the index over the item tower's embeddings, always together."""
     from builders import two_tower
 
-    result = two_tower.train(ctx.dataset, seed=ctx.options.seed)
+    if ctx.own.user_tower is not None:
+        return write_own_two_tower(ctx)
+    result = two_tower.train(ctx.dataset, seed=ctx.options.seed, privacy=ctx.options.privacy)
     parity: dict = {}
 
     def populate_tower(folder: Path) -> None:
         parity.update(two_tower.export_user_tower(result, folder / "model.onnx"))
 
     dim = result.item_embeddings.shape[1]
-    ctx.write(names.user_tower_spec(dim), populate_tower, metrics=result.metrics, parity=parity)
+    ctx.write(
+        names.user_tower_spec(dim),
+        populate_tower,
+        metrics=result.metrics,
+        parity=parity,
+        privacy=result.privacy,
+    )
     index_stage.write_index(
         ctx,
         names.RECOMMEND_INDEX,
@@ -450,13 +546,23 @@ def two_tower_scores(tower_folder: Path, index_folder: Path, user_ids: np.ndarra
 def build_search_ranker(ctx: BuildContext) -> None:
     from builders import ranker
 
-    result = ranker.train_search(ctx.dataset, search_scores(ctx), seed=ctx.options.seed)
+    if names.SEARCH_RANKER in ctx.own.rankers:
+        return write_own_ranker(
+            ctx, names.SEARCH_RANKER, (names.SEARCH_INDEX, ctx.encoder, names.HYBRID_RETRIEVAL)
+        )
+    examples = ranker.search_training_examples(
+        ctx.dataset, search_scores(ctx), seed=ctx.options.seed
+    )
+    trained = train_ranker(ctx, "search", examples, uses=ranker.SEARCH_RANKER_FEATURES)
     index = read_manifest(ctx.repo, names.SEARCH_INDEX, ctx.resolved[names.SEARCH_INDEX])
     candidates = int(index["metrics"]["num_candidates"])
     parity: dict = {}
 
     def populate(folder: Path) -> None:
-        parity.update(ranker.export_onnx(result.torch_model, folder / "model.onnx"))
+        if trained.trees:
+            parity.update(trained.export_trees(folder))
+            return
+        parity.update(ranker.export_onnx(trained.dcn.torch_model, folder / "model.onnx"))
         build_ranker_plan(folder, candidates)
 
     ctx.write(
@@ -465,32 +571,118 @@ def build_search_ranker(ctx: BuildContext) -> None:
         depends_on=_retrieval_dependencies(
             ctx, names.SEARCH_INDEX, ctx.encoder, names.HYBRID_RETRIEVAL
         ),
-        metrics={"auc": result.metrics["torch_auc"], **result.metrics},
+        metrics=trained.metrics,
         parity=parity,
+        trees=trained.trees,
+        privacy=trained.privacy,
     )
 
 
 def build_recommend_ranker(ctx: BuildContext) -> None:
     from builders import ranker
 
+    if names.RECOMMEND_RANKER in ctx.own.rankers:
+        retrieval = (names.RECOMMEND_INDEX, names.USER_TOWER)
+        return write_own_ranker(ctx, names.RECOMMEND_RANKER, retrieval)
     scores = two_tower_scores(
         ctx.path(names.USER_TOWER),
         ctx.path(names.RECOMMEND_INDEX),
         user_vocabulary(ctx.dataset),
     )
-    result = ranker.train(ctx.dataset, scores, seed=ctx.options.seed)
+    examples = ranker.recommend_training_examples(ctx.dataset, scores, seed=ctx.options.seed)
+    trained = train_ranker(ctx, "recommend", examples, uses=ranker.ALL_FEATURES)
     parity: dict = {}
 
     def populate(folder: Path) -> None:
-        parity.update(ranker.export_saved_model(result.keras_model, folder / "model.savedmodel"))
+        if trained.trees:
+            parity.update(trained.export_trees(folder))
+            return
+        saved_model = folder / "model.savedmodel"
+        parity.update(ranker.export_saved_model(trained.dcn.keras_model, saved_model))
 
     ctx.write(
-        names.ranker_spec(names.RECOMMEND_RANKER, "tensorflow"),
+        names.ranker_spec(names.RECOMMEND_RANKER, "onnxruntime" if trained.trees else "tensorflow"),
         populate,
         depends_on=_retrieval_dependencies(ctx, names.RECOMMEND_INDEX, names.USER_TOWER),
-        metrics={"auc": result.metrics["keras_auc"], **result.metrics},
+        metrics=trained.metrics,
         parity=parity,
+        trees=trained.trees,
+        privacy=trained.privacy,
     )
+
+
+@dataclass
+class TrainedRanker:
+    """The ranker a build serves (`chosen`), from `train_ranker`."""
+
+    chosen: str  # dcn or lambdamart
+    metrics: dict
+    dcn: object | None = None  # ranker.RankerResult
+    lambdamart: object | None = None  # gbdt.GbdtResult
+    examples: tuple = ()  # (tables, training groups, held-out groups)
+
+    @property
+    def trees(self) -> bool:
+        return self.chosen == "lambdamart"
+
+    @property
+    def privacy(self):
+        """The DP plan the served DCN ranker trained with (`dp.PrivacyPlan`); None: no DP."""
+        return None if self.trees else self.dcn.privacy
+
+    def export_trees(self, folder: Path) -> dict:
+        from builders import gbdt
+
+        tables, _, test = self.examples
+        model = self.lambdamart
+        return gbdt.export_onnx(model.booster, model.uses, folder, [test], tables.vocabulary_sizes)
+
+
+def train_ranker(ctx: BuildContext, kind: str, examples: tuple, *, uses) -> TrainedRanker:
+    """Train the ranker kind the options ask for on `examples` (tables, training and held-out
+    groups); with auto both, serving the better held-out figure (`gbdt.choose`). The manifest
+    records every trained kind's held-out AUC and group NDCG@10."""
+    from builders import gbdt, ranker
+
+    tables, train_examples, test_examples = examples
+    wanted = gbdt.KINDS if ctx.options.ranker == "auto" else (ctx.options.ranker,)
+    trained = TrainedRanker(chosen=wanted[0], metrics={}, examples=examples)
+    figures = {}
+    if "dcn" in wanted:
+        keras_too = kind == "recommend"  # recommend serves the Keras twin as a SavedModel
+        trained.dcn = ranker.fit(
+            ctx.dataset,
+            tables,
+            train_examples,
+            test_examples,
+            keras_too=keras_too,
+            uses=uses,
+            seed=ctx.options.seed,
+            privacy=ctx.options.privacy,
+        )
+        predict = ranker.predict_keras if keras_too else ranker.predict_torch
+        model = trained.dcn.keras_model if keras_too else trained.dcn.torch_model
+        figures["dcn"] = gbdt.held_out_metrics(test_examples, predict(model, test_examples))
+    if "lambdamart" in wanted:
+        trained.lambdamart = gbdt.train(
+            kind, train_examples, test_examples, uses, seed=ctx.options.seed
+        )
+        figures["lambdamart"] = trained.lambdamart.metrics
+        progress(f"{kind} ranker (lambdamart): {ranker.describe_metrics(figures['lambdamart'])}")
+    if len(wanted) > 1:
+        trained.chosen = gbdt.choose(kind, figures["dcn"], figures["lambdamart"])
+        progress(f"{kind} ranker: serving {trained.chosen} (auto, by held-out figures)")
+    chosen = trained.dcn.metrics if trained.chosen == "dcn" else trained.lambdamart.metrics
+    held_out = {
+        name: {key: figures[name][key] for key in ("auc", "group_ndcg_at_10")} for name in figures
+    }
+    trained.metrics = {
+        "auc": figures[trained.chosen]["auc"],
+        "ranker": trained.chosen,
+        "held_out": held_out,
+        **chosen,
+    }
+    return trained
 
 
 def _retrieval_dependencies(ctx: BuildContext, *retrieval: str) -> dict[str, int]:
@@ -499,6 +691,102 @@ def _retrieval_dependencies(ctx: BuildContext, *retrieval: str) -> dict[str, int
     for model in models:
         ctx.path(model)  # resolves the version when not built in this run
     return {model: ctx.resolved[model] for model in models}
+
+
+def own_record(ctx: BuildContext, model: str) -> dict:
+    """The manifest's record of a team's own model (empty for a model the build trained)."""
+    record = ctx.own.sources.get(model)
+    return {} if record is None else {"own_model": record}
+
+
+def write_own_ranker(ctx: BuildContext, name: str, retrieval: tuple[str, ...]) -> None:
+    """A team's ranker (`own_models.prepare_ranker`) as `name`, in place of training one."""
+    source, parity = ctx.own.rankers[name]
+    ctx.path(retrieval[0])
+    index = read_manifest(ctx.repo, retrieval[0], ctx.resolved[retrieval[0]])
+    candidates = int(index["metrics"]["num_candidates"])
+
+    def populate(folder: Path) -> None:
+        shutil.copy2(source, folder / "model.onnx")
+        build_ranker_plan(folder, candidates)
+
+    ctx.write(
+        names.ranker_spec(name, "onnxruntime"),
+        populate,
+        depends_on=_retrieval_dependencies(ctx, *retrieval),
+        metrics=own_record(ctx, name),
+        parity=dict(parity),
+    )
+
+
+def write_own_two_tower(ctx: BuildContext) -> None:
+    """A team's user tower and item embeddings (`own_models.prepare`), in place of training."""
+    source, parity = ctx.own.user_tower
+    embeddings = ctx.own.item_embeddings
+    ctx.write(
+        names.user_tower_spec(embeddings.shape[1]),
+        lambda folder: shutil.copy2(source, folder / "model.onnx"),
+        metrics=own_record(ctx, names.USER_TOWER),
+        parity=dict(parity),
+    )
+    index_stage.write_index(
+        ctx,
+        names.RECOMMEND_INDEX,
+        embeddings,
+        np.sort(ctx.dataset.catalog.item_id.to_numpy(dtype=np.int64)),
+        depends_on={names.USER_TOWER: ctx.version},
+        progress=progress,
+    )
+
+
+def kept_encoder_tokenizer(repo: Path, version: int | None = None) -> Path | None:
+    """Where work that keeps a team's encoder (`text_encoder` `version`, default the latest)
+    reads its tokenizer: the latest tokenizer stage's folder (None for the packaged one)."""
+    encoders = model_versions(repo, names.TEXT_ENCODER)
+    tokenizers = model_versions(repo, names.QUERY_TOKENIZER)
+    if not encoders or not tokenizers:
+        return None
+    manifest = read_manifest(repo, names.TEXT_ENCODER, version or encoders[-1])
+    if "own_model" not in manifest["metrics"]:
+        return None
+    return repo / names.QUERY_TOKENIZER / str(tokenizers[-1])
+
+
+def prepare_own(ctx: BuildContext, models: list[str], stack: contextlib.ExitStack) -> Prepared:
+    """Check and convert the options' own models before anything is written (into a
+    temporary folder `stack` removes). Within `stack`, a given encoder is the teacher; a
+    kept team's encoder lends its tokenizer (`kept_encoder_tokenizer`)."""
+    own = ctx.options.own
+    kept = kept_encoder_tokenizer(ctx.repo) if names.TEXT_ENCODER not in models else None
+    if kept is not None:
+        from builders import text_encoder
+
+        stack.enter_context(text_encoder.source(kept))
+    if not own:
+        return Prepared()
+    from builders import own_models, text_encoder
+
+    given = {
+        names.TEXT_ENCODER: own.encoder,
+        names.USER_TOWER: own.two_tower,
+        **own.rankers,
+    }
+    skipped = sorted(model for model, spec in given.items() if spec and model not in models)
+    if skipped:
+        raise OwnModelError(
+            f"own model(s) given for {', '.join(skipped)}, which this build does not write "
+            f"(it writes {', '.join(models)})"
+        )
+    index_dims = {}
+    if names.SEARCH_INDEX not in models and model_versions(ctx.repo, names.SEARCH_INDEX):
+        config = parse_pbtxt((ctx.repo / names.SEARCH_INDEX / CONFIG).read_text())
+        index_dims[names.SEARCH_INDEX] = int(config["input"][0]["dims"][0])
+    progress("checking the team's own models: " + ", ".join(m for m, s in given.items() if s))
+    folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="own-models-"))
+    prepared = own_models.prepare(own, ctx.dataset, Path(folder), index_dims)
+    if prepared.encoder is not None:
+        stack.enter_context(text_encoder.source(prepared.encoder))
+    return prepared
 
 
 def build_ranker_plan(folder: Path, num_candidates: int) -> None:
@@ -638,7 +926,7 @@ def build_release_retrieval(ctx: BuildContext, kind: str, stages: dict) -> dict[
         ctx.write(
             names.retrieval_spec(
                 name,
-                names.text_encoder_spec(producer.model)
+                names.text_encoder_spec(producer.model, dim)
                 if kind == names.SEARCH
                 else names.user_tower_spec(dim),
                 names.index_spec(index.model, dim, candidates),
@@ -761,7 +1049,10 @@ def check_data_fingerprints(ctx: BuildContext, stages: dict[str, Stage]) -> None
 
 def build(options: BuildOptions, dataset: Dataset) -> BuildContext:
     """Write every selected model at one version; refuse before any work if it exists."""
+    if options.pseudonymise_users:
+        dataset = pseudonyms.pseudonymise(dataset, options.user_key)
     models = selected_models(options, dataset)
+    synonyms = read_synonyms(options, models)
     repo = Path(options.repo)
     repo.mkdir(parents=True, exist_ok=True)
     version = options.version or next_version(repo, list(names.ALL_MODELS))
@@ -771,17 +1062,22 @@ def build(options: BuildOptions, dataset: Dataset) -> BuildContext:
             f"version {version} already exists for {', '.join(taken)}; nothing was written "
             "(use --next for the next free version)"
         )
-    ctx = BuildContext(options=options, dataset=dataset, version=version)
+    ctx = BuildContext(options=options, dataset=dataset, version=version, synonyms=synonyms)
     progress(
         f"building {', '.join(models)} as version {version} into {repo} "
         f"(profile {options.profile}, dataset {dataset.name} {dataset.fingerprint[:12]})"
     )
-    for model in models:
-        if model in ctx.built:
-            continue
-        started = time.perf_counter()
-        STEPS[model](ctx)
-        progress(f"{model} done in {time.perf_counter() - started:.1f} s")
+    if options.pseudonymise_users:
+        key = pseudonyms.key_fingerprint(options.user_key)
+        progress(f"user ids pseudonymised before training (key fingerprint {key})")
+    with contextlib.ExitStack() as stack:
+        ctx.own = prepare_own(ctx, models, stack)
+        for model in models:
+            if model in ctx.built:
+                continue
+            started = time.perf_counter()
+            STEPS[model](ctx)
+            progress(f"{model} done in {time.perf_counter() - started:.1f} s")
     served = reconcile_served_versions(repo)
     if served:
         progress("served versions: " + "; ".join(f"{m} {v}" for m, v in sorted(served.items())))

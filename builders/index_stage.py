@@ -419,6 +419,8 @@ def update_index(
         "parity": {},
         "catalog_update": update,
     }
+    if "user_ids" in base_manifest:  # whether the build it updates pseudonymised user ids
+        manifest["user_ids"] = base_manifest["user_ids"]
     path = write_version(
         repo,
         profiles.adapt(spec, profile),

@@ -126,7 +126,7 @@ def query_tokenizer_spec(max_length: int, buckets: tuple[int, ...] = ()) -> Mode
     )
 
 
-def text_encoder_spec(name: str) -> ModelSpec:
+def text_encoder_spec(name: str, dim: int = 384) -> ModelSpec:
     return ModelSpec(
         name=name,
         backend="onnxruntime",
@@ -135,7 +135,7 @@ def text_encoder_spec(name: str) -> ModelSpec:
             TensorSpec("input_ids", "INT64", (-1,)),
             TensorSpec("attention_mask", "INT64", (-1,), warmup_value=1),
         ),
-        outputs=(TensorSpec("embedding", "FP32", (384,)),),
+        outputs=(TensorSpec("embedding", "FP32", (dim,)),),
         dynamic_batching=_batching(),
         response_cache=name in QUERY_ONLY_STAGES,
     )

@@ -9,6 +9,7 @@ quality benchmark scores them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -83,6 +84,10 @@ class OfflinePipeline:
                 providers=["CPUExecutionProvider"],
             )
         return self._sessions[role].run(outputs, inputs)
+
+    def rank(self, sparse: np.ndarray, dense: np.ndarray) -> np.ndarray:
+        """The release's ranker alone: scores [batch, N] of `ranker_inputs`' features."""
+        return self._ranker(sparse, dense)
 
     def _ranker(self, sparse: np.ndarray, dense: np.ndarray) -> np.ndarray:
         folder = self._stage_folder("ranker")
@@ -200,9 +205,14 @@ class OfflinePipeline:
         )
 
     def run(
-        self, k: int, queries: list[str] | None = None, user_ids: list[int | None] | None = None
+        self,
+        k: int,
+        queries: list[str] | None = None,
+        user_ids: list[int | None] | None = None,
+        ranker: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(item ids, scores) per request, as the served pipeline answers them."""
+        """(item ids, scores) per request, as the served pipeline answers them; `ranker`
+        (sparse, dense -> scores) replaces the release's ranker (to compare rankers)."""
         users = self._users(queries, user_ids)
         found = self.candidates(queries, user_ids)
         ranked = found.scores
@@ -218,7 +228,7 @@ class OfflinePipeline:
                 found.dense_scores,
                 found.lexical_scores,
             )
-            ranked = self._ranker(sparse, dense)
+            ranked = (ranker or self._ranker)(sparse, dense)
         results = []
         for row in range(len(found.indexes)):
             indexes, best = top_k(found.indexes[row], ranked[row], k)

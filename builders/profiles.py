@@ -24,9 +24,13 @@ PROFILES = ("cpu", "gpu")
 TENSORRT_MODELS = (names.TEXT_ENCODER, names.SEARCH_RANKER)
 
 
-def adapt(spec: ModelSpec | EnsembleSpec, profile: str) -> ModelSpec | EnsembleSpec:
-    """The spec as `profile` serves it; ensembles and Python models are the same in all."""
-    if profile == "cpu" or isinstance(spec, EnsembleSpec) or spec.backend == "python":
+def adapt(
+    spec: ModelSpec | EnsembleSpec, profile: str, *, trees: bool = False
+) -> ModelSpec | EnsembleSpec:
+    """The spec as `profile` serves it; ensembles and Python models are the same in all, and
+    so are tree ensembles in ONNX (`trees`, `builders.gbdt`): ONNX Runtime has no GPU kernels
+    for its tree operators and TensorRT does not parse them, so they run on the CPU."""
+    if profile == "cpu" or isinstance(spec, EnsembleSpec) or spec.backend == "python" or trees:
         return spec
     if spec.name in TENSORRT_MODELS:
         return dataclasses.replace(

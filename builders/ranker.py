@@ -18,6 +18,10 @@ is served as ONNX.
 
 Every group goes through `ranker_inputs`, the function the `features` model serves, so
 training and serving features are the same.
+
+With a `PrivacySpec` the PyTorch ranker trains with DP-SGD (`builders.dp`, one user's groups
+as the privacy unit; the user's own embedding row is personal), and the Keras ranker takes
+its weights instead of training on its own.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from builders import dp
 from builders.data import EVENT_WEIGHTS, Dataset, user_vocabulary
 from builders.runtime.features import (
     DENSE_FEATURES,
@@ -112,6 +117,7 @@ class Examples:
     dense: np.ndarray  # float32 [groups, N, D]
     labels: np.ndarray  # float32 [groups, N]
     weights: np.ndarray | None = None  # float32 [groups, N] loss weights; None: all 1
+    owners: np.ndarray | None = None  # int64 [groups]: index of the user whose event it is
 
     @property
     def loss_weights(self) -> np.ndarray:
@@ -128,6 +134,7 @@ class RankerResult:
     tables: FeatureTables
     test_examples: Examples
     metrics: dict[str, float]
+    privacy: dp.PrivacyPlan | None = None  # None: trained without DP
 
 
 # --- feature tables -----------------------------------------------------------------------
@@ -253,8 +260,9 @@ def build_examples(
         )
         labels = np.isin(pair_base + candidates, engaged).astype(np.float32)
         labels[:, 0] = 1.0
-        parts.append((sparse, dense, labels))
-    return Examples(*(np.concatenate(arrays) for arrays in zip(*parts)))
+        parts.append((sparse, dense, labels, tables.user_indexes(user_ids)))
+    sparse, dense, labels, owners = (np.concatenate(arrays) for arrays in zip(*parts))
+    return Examples(sparse, dense, labels, owners=owners)
 
 
 def _all_item_scores(
@@ -331,12 +339,14 @@ def search_examples(
             np.zeros(groups, np.float32),
         )
     user_ids = np.array(users, dtype=np.int64)
+    owners = tables.user_indexes(user_ids)
     user_ids[rng.random(len(user_ids)) < UNKNOWN_USER_SHARE] = _UNKNOWN_USER_ID
     items = np.array(items)
     sparse, dense_features = ranker_inputs(
         tables, user_ids, items, np.array(dense), np.array(lexical)
     )
-    return Examples(sparse, dense_features, np.array(labels), (items >= 0).astype(np.float32))
+    weights = (items >= 0).astype(np.float32)
+    return Examples(sparse, dense_features, np.array(labels), weights, owners)
 
 
 def engaged_pairs(tables: FeatureTables, interactions: pd.DataFrame) -> np.ndarray:
@@ -410,9 +420,13 @@ class DCNRanker(nn.Module):
         self.head = nn.Linear(width + DEEP_UNITS[-1], 1)
 
     def logits(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        sparse, dense = sparse * self.sparse_mask, dense * self.dense_mask
+        sparse = sparse * self.sparse_mask
         fields = [embedding(sparse[..., i]) for i, embedding in enumerate(self.embeddings)]
-        x0 = torch.cat([*fields, dense], dim=-1)
+        return self.from_fields(fields, dense)
+
+    def from_fields(self, fields: Sequence[torch.Tensor], dense: torch.Tensor) -> torch.Tensor:
+        """Logits from the looked-up field embeddings and the (unmasked) dense features."""
+        x0 = torch.cat([*fields, dense * self.dense_mask], dim=-1)
         x = x0
         for layer in self.cross:
             x = layer(x0, x)
@@ -447,27 +461,15 @@ def build_keras_model(vocabulary_sizes: Sequence[int]) -> keras.Model:
 # --- training -------------------------------------------------------------------------------
 
 
-def train(
-    dataset: Dataset,
-    retrieval_scores: RetrievalScores,
-    *,
-    negatives: int = 4,
-    epochs: int = 4,
-    batch_size: int = 128,
-    learning_rate: float = 2e-3,
-    seed: int = 0,
-    progress: bool = True,
-) -> RankerResult:
-    """Train the PyTorch and the Keras ranker on the same examples and measure held-out AUC.
-
-    Training and test groups come from `dataset.split()`; `retrieval_scores` should come from
-    a model trained on that split's training part (as `two_tower.train` does).
-    """
+def recommend_training_examples(
+    dataset: Dataset, retrieval_scores: RetrievalScores, *, negatives: int = 4, seed: int = 0
+) -> tuple[FeatureTables, Examples, Examples]:
+    """The recommend ranker's training and held-out groups (`dataset.split()`), with the
+    tables of the training split that built them."""
     if not dataset.has_interactions:
         raise ValueError(f"{dataset.name}: the ranker needs an interaction log")
     if negatives < 2:
         raise ValueError(f"negatives must be at least 2, got {negatives}")
-    started = time.perf_counter()
     split = dataset.split()
     tables = build_tables(dataset, split.train)
     engaged = engaged_pairs(tables, dataset.interactions)
@@ -478,8 +480,54 @@ def train(
             tables, contexts, retrieval_scores, engaged, negatives=negatives, seed=example_seed
         )
 
-    train_examples = examples_of(split.train, seed)
-    test_examples = examples_of(split.test, seed + 1)
+    return tables, examples_of(split.train, seed), examples_of(split.test, seed + 1)
+
+
+def search_training_examples(
+    dataset: Dataset, search_scores: Callable[[list[str]], SearchScores], *, seed: int = 0
+) -> tuple[FeatureTables, Examples, Examples]:
+    """The search ranker's training and held-out session groups (sessions with a row in
+    `dataset.split()`'s test part are held out), with the tables of the training split."""
+    if not dataset.has_interactions:
+        raise ValueError(f"{dataset.name}: the ranker needs an interaction log")
+    split = dataset.split()
+    tables = build_tables(dataset, split.train)
+    log = dataset.interactions
+    queries = sorted(log["query"].dropna().unique().tolist())
+    if not queries:
+        raise ValueError(f"{dataset.name}: the search ranker needs logged searches")
+    scores = search_scores(queries)
+    keys = session_keys(log)
+    held_out = log.set_index(keys).index.isin(split.test.set_index(keys).index)
+    return (
+        tables,
+        search_examples(tables, log[~held_out], scores, seed=seed),
+        search_examples(tables, log[held_out], scores, seed=seed + 1),
+    )
+
+
+def train(
+    dataset: Dataset,
+    retrieval_scores: RetrievalScores,
+    *,
+    negatives: int = 4,
+    epochs: int = 4,
+    batch_size: int = 128,
+    learning_rate: float = 2e-3,
+    seed: int = 0,
+    progress: bool = True,
+    privacy: dp.PrivacySpec | None = None,
+) -> RankerResult:
+    """Train the PyTorch and the Keras ranker on the same examples and measure held-out AUC
+    (with `privacy`: the PyTorch one by DP-SGD, and the Keras one takes its weights).
+
+    Training and test groups come from `dataset.split()`; `retrieval_scores` should come from
+    a model trained on that split's training part (as `two_tower.train` does).
+    """
+    started = time.perf_counter()
+    tables, train_examples, test_examples = recommend_training_examples(
+        dataset, retrieval_scores, negatives=negatives, seed=seed
+    )
     return _fit(
         dataset,
         tables,
@@ -488,6 +536,7 @@ def train(
         keras_too=True,
         started=started,
         progress=progress,
+        privacy=privacy,
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,
@@ -504,27 +553,19 @@ def train_search(
     learning_rate: float = 2e-3,
     seed: int = 0,
     progress: bool = True,
+    privacy: dp.PrivacySpec | None = None,
 ) -> RankerResult:
     """Train the search ranker (PyTorch) on what the logged search sessions saw, scored as
-    the served retrieval stages score it (`search_scores`, see `search_examples`).
+    the served retrieval stages score it (`search_scores`, see `search_examples`); with
+    `privacy`, by DP-SGD.
 
     Sessions with a row in `dataset.split()`'s test part are the test groups, the others
     the training groups.
     """
-    if not dataset.has_interactions:
-        raise ValueError(f"{dataset.name}: the ranker needs an interaction log")
     started = time.perf_counter()
-    split = dataset.split()
-    tables = build_tables(dataset, split.train)
-    log = dataset.interactions
-    queries = sorted(log["query"].dropna().unique().tolist())
-    if not queries:
-        raise ValueError(f"{dataset.name}: the search ranker needs logged searches")
-    scores = search_scores(queries)
-    keys = session_keys(log)
-    held_out = log.set_index(keys).index.isin(split.test.set_index(keys).index)
-    train_examples = search_examples(tables, log[~held_out], scores, seed=seed)
-    test_examples = search_examples(tables, log[held_out], scores, seed=seed + 1)
+    tables, train_examples, test_examples = search_training_examples(
+        dataset, search_scores, seed=seed
+    )
     return _fit(
         dataset,
         tables,
@@ -534,9 +575,41 @@ def train_search(
         uses=SEARCH_RANKER_FEATURES,
         started=started,
         progress=progress,
+        privacy=privacy,
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,
+        seed=seed,
+    )
+
+
+def fit(
+    dataset: Dataset,
+    tables: FeatureTables,
+    train_examples: Examples,
+    test_examples: Examples,
+    *,
+    keras_too: bool,
+    uses: Sequence[str] = ALL_FEATURES,
+    seed: int = 0,
+    privacy: dp.PrivacySpec | None = None,
+) -> RankerResult:
+    """Train DCN-v2 with the default settings on groups made by `search_training_examples` or
+    `recommend_training_examples`, as `train_search` and `train` do (with `privacy`, by
+    DP-SGD)."""
+    return _fit(
+        dataset,
+        tables,
+        train_examples,
+        test_examples,
+        keras_too=keras_too,
+        started=time.perf_counter(),
+        progress=True,
+        uses=uses,
+        privacy=privacy,
+        epochs=4,
+        batch_size=128,
+        learning_rate=2e-3,
         seed=seed,
     )
 
@@ -551,6 +624,7 @@ def _fit(
     started: float,
     progress: bool,
     uses: Sequence[str] = ALL_FEATURES,
+    privacy: dp.PrivacySpec | None = None,
     **settings,
 ) -> RankerResult:
     """Train on `train_examples` (PyTorch, and Keras when asked) and measure held-out AUC."""
@@ -562,14 +636,26 @@ def _fit(
         f"ranker: {len(train_examples.labels):,} training and {len(test_examples.labels):,} "
         f"test groups of {group} candidates ({time.perf_counter() - started:.1f} s)",
     )
-    torch_model = train_torch(
-        tables.vocabulary_sizes, train_examples, uses=uses, progress=progress, **settings
-    )
-    keras_model = (
-        train_keras(tables.vocabulary_sizes, train_examples, progress=progress, **settings)
-        if keras_too
-        else None
-    )
+    plan = None
+    if privacy is None:
+        torch_model = train_torch(
+            tables.vocabulary_sizes, train_examples, uses=uses, progress=progress, **settings
+        )
+        keras_model = (
+            train_keras(tables.vocabulary_sizes, train_examples, progress=progress, **settings)
+            if keras_too
+            else None
+        )
+    else:
+        torch_model, plan = train_torch_private(
+            tables.vocabulary_sizes,
+            train_examples,
+            privacy,
+            uses=uses,
+            progress=progress,
+            **settings,
+        )
+        keras_model = keras_from_torch(torch_model) if keras_too else None
     real = test_examples.loss_weights > 0  # padding candidates are not examples
 
     def held_out_auc(scores: Callable[[Examples], np.ndarray]) -> float:
@@ -589,7 +675,9 @@ def _fit(
         "train_seconds": round(time.perf_counter() - started, 1),
     }
     _log(progress, f"ranker: {describe_metrics(metrics)}")
-    return RankerResult(torch_model, keras_model, build_tables(dataset), test_examples, metrics)
+    return RankerResult(
+        torch_model, keras_model, build_tables(dataset), test_examples, metrics, plan
+    )
 
 
 def train_torch(
@@ -630,6 +718,95 @@ def train_torch(
                 f"({time.perf_counter() - started:.1f} s)",
             )
     return model.eval()
+
+
+class _GroupLoss(nn.Module):
+    """A ranker's weighted log loss of one candidate group, from its looked-up fields."""
+
+    def __init__(self, model: DCNRanker) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *fields_and_group: torch.Tensor) -> torch.Tensor:
+        *fields, dense, labels, weights = fields_and_group
+        logits = self.model.from_fields(fields, dense)
+        losses = nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+        return (losses * weights).sum()
+
+
+def train_torch_private(
+    vocabulary_sizes: Sequence[int],
+    examples: Examples,
+    privacy: dp.PrivacySpec,
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    uses: Sequence[str] = ALL_FEATURES,
+    progress: bool = True,
+) -> tuple[DCNRanker, dp.PrivacyPlan]:
+    """DP-SGD over the groups of `examples` (their `owners` are the privacy units);
+    `batch_size` is unused: each step takes the groups of the users it samples."""
+    if examples.owners is None:
+        raise ValueError("private training needs the examples' owners")
+    del batch_size
+    torch.manual_seed(seed)
+    model = DCNRanker(vocabulary_sizes, uses)
+    loss = _GroupLoss(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    plan = dp.plan(privacy, len(np.unique(examples.owners)), epochs)
+    generator = torch.Generator().manual_seed(seed)
+    sparse = torch.from_numpy(examples.sparse) * model.sparse_mask
+    dense, labels = torch.from_numpy(examples.dense), torch.from_numpy(examples.labels)
+    weights = torch.from_numpy(examples.loss_weights)
+    owners = torch.from_numpy(examples.owners)
+    tables = [f"model.embeddings.{i}.weight" for i in range(len(vocabulary_sizes))]
+
+    def example_loss(params, vectors, *group):
+        return torch.func.functional_call(loss, params, (*vectors, *group))
+
+    started = time.perf_counter()
+    model.train()
+    with torch_threads(TRAINING_THREADS):
+        for step, batch in enumerate(dp.user_batches(examples.owners, plan, seed)):
+            if not len(batch):
+                continue
+            lookups = [
+                dp.Lookup(table, sparse[batch, :, i], SPARSE_FEATURES[i] == "user")
+                for i, table in enumerate(tables)
+            ]
+            group = (dense[batch], labels[batch], weights[batch])
+            optimizer.zero_grad()
+            dp.private_step(loss, example_loss, lookups, group, owners[batch], plan, generator)
+            optimizer.step()
+            if (step + 1) % max(1, plan.steps // 5) == 0:
+                _log(
+                    progress,
+                    f"ranker (torch, DP) step {step + 1}/{plan.steps} "
+                    f"({time.perf_counter() - started:.1f} s)",
+                )
+    return model.eval(), plan
+
+
+def keras_from_torch(model: DCNRanker) -> keras.Model:
+    """The Keras ranker with the weights of a PyTorch one that uses every feature."""
+    if model.uses != ALL_FEATURES:
+        raise ValueError("only a ranker that uses every feature has a Keras twin")
+    keras_model = build_keras_model(model.vocabulary_sizes)
+
+    def dense_layer(name: str, linear: nn.Linear) -> None:
+        kernel = linear.weight.detach().numpy().T
+        keras_model.get_layer(name).set_weights([kernel, linear.bias.detach().numpy()])
+
+    for i, embedding in enumerate(model.embeddings):
+        keras_model.get_layer(f"embedding_{i}").set_weights([embedding.weight.detach().numpy()])
+    for i, layer in enumerate(model.cross):
+        dense_layer(f"cross_{i}", layer.linear)
+    for i, linear in enumerate(m for m in model.deep if isinstance(m, nn.Linear)):
+        dense_layer(f"deep_{i}", linear)
+    dense_layer("head", model.head)
+    return keras_model
 
 
 @contextmanager

@@ -18,11 +18,13 @@ and are read from its folder with everything offline; nothing is fetched from a 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import inspect
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -74,12 +76,30 @@ class ParityError(RuntimeError):
     """An exported model differs from its source beyond the declared tolerance."""
 
 
+#: The folders `source` put in place of the packaged model, innermost last.
+_SOURCES: list[Path] = []
+
+
+@contextlib.contextmanager
+def source(folder: str | Path) -> Iterator[None]:
+    """Within the block, the teacher (model, pooling, tokenizer) is a team's own
+    sentence-transformers or BERT-family `folder` (`builders.own_models`)."""
+    _SOURCES.append(Path(folder))
+    try:
+        yield
+    finally:
+        _SOURCES.pop()
+
+
 def model_dir() -> Path:
-    """The packaged all-MiniLM-L6-v2 folder (config, safetensors weights, tokenizer.json).
+    """The teacher's folder (config, weights, tokenizer.json): `source`'s, else the packaged
+    all-MiniLM-L6-v2.
 
     Found through the import system without importing the package, whose code needs
     sentence-transformers.
     """
+    if _SOURCES:
+        return _SOURCES[-1]
     spec = importlib.util.find_spec(MODEL_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
@@ -98,19 +118,32 @@ def tokenizer_json() -> Path:
 
 
 class SentenceEncoder(torch.nn.Module):
-    """BERT, mean pooling over the attention mask and L2 normalisation, as one module."""
+    """BERT, pooling over the attention mask (mean, cls or max) and optionally L2
+    normalisation, as one module."""
 
-    def __init__(self, bert: torch.nn.Module) -> None:
+    def __init__(self, bert: torch.nn.Module, pooling: str = "mean", normalize: bool = True):
         super().__init__()
         self.bert = bert
+        self.pooling = pooling
+        self.normalize = normalize
+        self.token_types = "token_type_ids" in inspect.signature(bert.forward).parameters
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        extra = {"token_type_ids": torch.zeros_like(input_ids)} if self.token_types else {}
         tokens = self.bert(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=torch.zeros_like(input_ids),
+            input_ids=input_ids, attention_mask=attention_mask, **extra
         ).last_hidden_state
-        return mean_pooled(tokens, attention_mask)
+        if self.pooling == "mean" and self.normalize:
+            return mean_pooled(tokens, attention_mask)
+        if self.pooling == "cls":
+            pooled = tokens[:, 0]
+        elif self.pooling == "max":
+            mask = attention_mask.unsqueeze(-1).bool()
+            pooled = tokens.masked_fill(~mask, torch.finfo(tokens.dtype).min).max(dim=1).values
+        else:
+            mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
+            pooled = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, p=2, dim=1) if self.normalize else pooled
 
 
 def mean_pooled(tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -121,17 +154,21 @@ def mean_pooled(tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Ten
 
 
 def load_reference() -> SentenceEncoder:
-    """The torch model in eval mode, loaded from the packaged folder only."""
+    """The torch model in eval mode, loaded from `model_dir()` only, with the pooling and
+    normalisation its sentence-transformers modules declare."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     os.environ.setdefault("USE_TF", "0")  # transformers would otherwise import TensorFlow
-    from transformers import BertModel
+    from transformers import AutoModel
+
+    from builders.own_models import encoder_pooling
 
     # Eager attention traces into plain MatMul/Softmax nodes that every runtime fuses.
-    bert = BertModel.from_pretrained(
+    bert = AutoModel.from_pretrained(
         model_dir(), local_files_only=True, attn_implementation="eager"
     )
-    return SentenceEncoder(bert).eval()
+    pooling = encoder_pooling(model_dir())
+    return SentenceEncoder(bert, pooling.mode, pooling.normalize).eval()
 
 
 def export_onnx(
@@ -193,14 +230,15 @@ def embed(
     max_length: int = DEFAULT_MAX_LENGTH,
     progress: bool = True,
 ) -> np.ndarray:
-    """Embeddings float32 [len(texts), 384] through ONNX Runtime, tokenised as when served.
+    """Embeddings float32 [len(texts), dim] through ONNX Runtime, tokenised as when served.
 
     With `progress`, a line on stderr at every tenth of the texts, with the rate.
     """
     texts = list(texts)
     tokenizer = QueryTokenizer(tokenizer_json(), max_length, longest_padding(max_length))
     runner = session(onnx_path)
-    embeddings = np.empty((len(texts), EMBEDDING_DIM), dtype=np.float32)
+    dim = runner.get_outputs()[0].shape[-1]
+    embeddings = np.empty((len(texts), dim if isinstance(dim, int) else EMBEDDING_DIM), np.float32)
     report_every = max(1, len(texts) // 10)
     reported = 0
     started = time.perf_counter()

@@ -8,6 +8,13 @@ correction so that popular items are not over-penalised as in-batch negatives. A
 training users is replaced by user 0, which so learns an embedding for cold-start users close
 to what is popular overall.
 
+With a `PrivacySpec` the towers train with DP-SGD (`builders.dp`, one user's events as the
+privacy unit). The in-batch softmax would let one user's item act as every other example's
+negative, and the log-Q correction reads item popularity off the log, so private training
+scores each example against negatives drawn uniformly from the catalog instead, without
+log-Q. Each user's own embedding row learns from that user's events only; the rest (item
+embeddings, both towers' layers, the cold-start user) is what the guarantee covers.
+
 The user tower is exported to ONNX (`user_id` INT64 [batch, 1] -> `user_embedding` FP32
 [batch, dim]): the graph starts with a lookup of the user id in the training vocabulary
 (ONNX-ML `LabelEncoder`, unknown ids give 0), so the served pipeline needs no Python step
@@ -28,6 +35,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from builders import dp
 from builders.data import EVENT_WEIGHTS, Dataset, ids_by_user_index
 from builders.ranker import (
     ONNX_OPSET,
@@ -46,6 +54,10 @@ FEATURE_DIM = 16
 #: Largest allowed |ONNX - PyTorch| on the user embedding.
 ONNX_ATOL = 1e-5
 RECALL_AT = 10
+#: Negatives per step of private training, drawn uniformly from the catalog.
+PRIVATE_NEGATIVES = 128
+#: Passes over the training events that fit each user's own row after private training.
+USER_ROW_EPOCHS = 5
 
 
 class UserTower(nn.Module):
@@ -57,7 +69,10 @@ class UserTower(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
 
     def forward(self, user_index: torch.Tensor) -> torch.Tensor:
-        return nn.functional.normalize(self.mlp(self.embedding(user_index)), dim=-1)
+        return self.encode(self.embedding(user_index))
+
+    def encode(self, embedding: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(self.mlp(embedding), dim=-1)
 
 
 class ItemTower(nn.Module):
@@ -77,14 +92,14 @@ class ItemTower(nn.Module):
         )
 
     def forward(self, item_index: torch.Tensor) -> torch.Tensor:
-        features = torch.cat(
-            [
-                self.item(item_index),
-                self.category_embedding(self.category[item_index]),
-                self.brand_embedding(self.brand[item_index]),
-            ],
-            dim=-1,
+        return self.encode(
+            self.item(item_index),
+            self.category_embedding(self.category[item_index]),
+            self.brand_embedding(self.brand[item_index]),
         )
+
+    def encode(self, item: torch.Tensor, category: torch.Tensor, brand: torch.Tensor):
+        features = torch.cat([item, category, brand], dim=-1)
         return nn.functional.normalize(self.mlp(features), dim=-1)
 
 
@@ -107,6 +122,7 @@ class TwoTowerResult:
     user_embeddings: np.ndarray  # float32 [n_users + 1, dim]; row 0: unknown user
     item_embeddings: np.ndarray  # float32 [n_items, dim]; row = item index
     metrics: dict[str, float] = field(default_factory=dict)
+    privacy: dp.PrivacyPlan | None = None  # None: trained without DP
 
     def scores(self, user_ids: np.ndarray) -> np.ndarray:
         """Retrieval scores float32 [len(user_ids), n_items]; unknown ids score as user 0."""
@@ -127,8 +143,10 @@ def train(
     learning_rate: float = 5e-3,
     seed: int = 0,
     progress: bool = True,
+    privacy: dp.PrivacySpec | None = None,
 ) -> TwoTowerResult:
-    """Train both towers on `dataset.split().train` and measure recall@10 on its test part."""
+    """Train both towers on `dataset.split().train` and measure recall@10 on its test part;
+    with `privacy`, by DP-SGD (`train_private`)."""
     if not dataset.has_interactions:
         raise ValueError(f"{dataset.name}: the two-tower model needs an interaction log")
     started = time.perf_counter()
@@ -146,8 +164,14 @@ def train(
     parameters = [*user_tower.parameters(), *item_tower.parameters()]
     optimizer = torch.optim.Adam(parameters, lr=learning_rate)
     generator = torch.Generator().manual_seed(seed)
+    plan = None
     with torch_threads(TRAINING_THREADS):
-        for epoch in range(epochs):
+        if privacy is not None:
+            plan = dp.plan(privacy, len(torch.unique(users)), epochs)
+            towers = Towers(user_tower, item_tower)
+            train_private(towers, users, items, weights, plan, optimizer, seed, progress)
+            fit_user_rows(towers, users, items, weights, batch_size, learning_rate, seed)
+        for epoch in range(epochs if privacy is None else 0):
             epoch_started, total = time.perf_counter(), 0.0
             order = torch.randperm(len(users), generator=generator)
             for start in range(0, len(order), batch_size):
@@ -181,12 +205,117 @@ def train(
         user_embeddings = user_tower(torch.arange(tables.n_users + 1)).numpy()
         item_embeddings = item_tower(torch.arange(tables.n_items)).numpy()
     result = TwoTowerResult(
-        user_tower, item_tower, tables.user_ids, user_embeddings, item_embeddings
+        user_tower, item_tower, tables.user_ids, user_embeddings, item_embeddings, privacy=plan
     )
     result.metrics = evaluate(result, dataset)
     result.metrics["train_seconds"] = round(time.perf_counter() - started, 1)
     _log(progress, f"two-tower: {describe_metrics(result.metrics)}")
     return result
+
+
+class Towers(nn.Module):
+    """Both towers as one module, scoring one example from its looked-up rows."""
+
+    #: Embedding tables a private example reads rows of (`dp.Lookup`).
+    USER_TABLE = "user.embedding.weight"
+    ITEM_TABLES = (
+        "item.item.weight",
+        "item.category_embedding.weight",
+        "item.brand_embedding.weight",
+    )
+
+    def __init__(self, user: UserTower, item: ItemTower) -> None:
+        super().__init__()
+        self.user, self.item = user, item
+
+    def forward(self, user, item, category, brand, same_item, weight) -> torch.Tensor:
+        """Weighted softmax loss of candidate 0 (the positive) against the others."""
+        logits = self.item.encode(item, category, brand) @ self.user.encode(user)[0]
+        logits = (logits / TEMPERATURE).masked_fill(same_item, -1e9)
+        return weight * (torch.logsumexp(logits, 0) - logits[0])
+
+
+def train_private(
+    towers: Towers,
+    users: torch.Tensor,
+    items: torch.Tensor,
+    weights: torch.Tensor,
+    plan: dp.PrivacyPlan,
+    optimizer: torch.optim.Optimizer,
+    seed: int,
+    progress: bool,
+) -> None:
+    """DP-SGD over the training interactions (user index, item index, event weight)."""
+    generator = torch.Generator().manual_seed(seed)
+    item_tower = towers.item
+
+    def example_loss(params, vectors, same_item, weight):
+        return torch.func.functional_call(towers, params, (*vectors, same_item, weight))
+
+    started = time.perf_counter()
+    for step, batch in enumerate(dp.user_batches(users.numpy(), plan, seed)):
+        if not len(batch):
+            continue
+        batch = torch.from_numpy(batch)
+        cold = torch.rand(len(batch), generator=generator) < COLD_START_SHARE
+        negatives = torch.randint(
+            item_tower.item.num_embeddings, (PRIVATE_NEGATIVES,), generator=generator
+        )
+        candidates = torch.cat([items[batch, None], negatives.expand(len(batch), -1)], dim=1)
+        same_item = candidates == candidates[:, :1]
+        same_item[:, 0] = False
+        lookups = [
+            dp.Lookup(Towers.USER_TABLE, torch.where(cold, 0, users[batch])[:, None], True),
+            dp.Lookup(Towers.ITEM_TABLES[0], candidates),
+            dp.Lookup(Towers.ITEM_TABLES[1], item_tower.category[candidates]),
+            dp.Lookup(Towers.ITEM_TABLES[2], item_tower.brand[candidates]),
+        ]
+        optimizer.zero_grad()
+        dp.private_step(
+            towers,
+            example_loss,
+            lookups,
+            (same_item, weights[batch]),
+            users[batch],
+            plan,
+            generator,
+        )
+        optimizer.step()
+        if (step + 1) % max(1, plan.steps // 5) == 0:
+            _log(
+                progress,
+                f"two-tower DP step {step + 1}/{plan.steps} "
+                f"({time.perf_counter() - started:.1f} s)",
+            )
+
+
+def fit_user_rows(
+    towers: Towers,
+    users: torch.Tensor,
+    items: torch.Tensor,
+    weights: torch.Tensor,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+) -> None:
+    """Fit each user's own embedding row to that user's events against the (private, now
+    fixed) rest of the model, by softmax over the whole catalog. The loss is a sum, so a
+    row's gradient reads only its own user's events."""
+    with torch.no_grad():
+        item_embeddings = towers.item(torch.arange(towers.item.item.num_embeddings))
+    rows = towers.user.embedding.weight
+    optimizer = torch.optim.Adam([rows], lr=learning_rate)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(USER_ROW_EPOCHS):
+        order = torch.randperm(len(users), generator=generator)
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            logits = towers.user.encode(rows[users[batch]]) @ item_embeddings.T / TEMPERATURE
+            losses = nn.functional.cross_entropy(logits, items[batch], reduction="none")
+            optimizer.zero_grad()
+            (losses * weights[batch]).sum().backward()
+            optimizer.step()
+    towers.zero_grad()
 
 
 def in_batch_softmax_loss(

@@ -14,11 +14,13 @@ from clients.errors import (
     NotFoundError,
     OverloadedError,
     ServerError,
+    TlsError,
     UnavailableError,
 )
 from clients.results import Catalog, Item, Response, Result
 from clients.retry import FailureCounts, RetryBudget, RetryPolicy
 from clients.routing import Route
+from clients.tls import TlsConfig
 
 __all__ = [
     "AsyncClient",
@@ -38,5 +40,7 @@ __all__ = [
     "RetryPolicy",
     "Route",
     "ServerError",
+    "TlsConfig",
+    "TlsError",
     "UnavailableError",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ssl
 from collections.abc import Mapping, Sequence
 
 import aiohttp
@@ -21,37 +22,57 @@ from tritonclient.utils import InferenceServerException
 from builders import names
 from clients import contract
 from clients.client import DOWN_SECONDS, ClientConfig, not_served, unreachable
-from clients.errors import ClientError, DeadlineExceededError, NotFoundError, UnavailableError
+from clients.errors import (
+    ClientError,
+    DeadlineExceededError,
+    NotFoundError,
+    TlsError,
+    UnavailableError,
+)
 from clients.results import Response, Result
 from clients.routing import RoundRobin
+from clients.tls import TlsConfig, explain_ssl_error
 from clients.transport import (
-    GRPC_CHANNEL_ARGS,
     HTTP_SOCKET_TIMEOUT,
     connection_error,
     deadline_error,
+    grpc_channel,
     grpc_response,
     http_response,
     infer_inputs,
     model_states,
     request_timeout_us,
     server_error,
+    tls_reset_error,
 )
 
 
-class AsyncGrpcTransport:
-    """One gRPC endpoint over grpc.aio: one channel for every coroutine."""
+def ssl_cause(err: Exception) -> ssl.SSLError | None:
+    """The `ssl` error behind an aiohttp one (its `certificate_error`, `os_error` or
+    cause), if any."""
+    causes = ("certificate_error", "os_error", "__cause__")
+    for cause in [getattr(err, name, None) for name in causes] + [err]:
+        if isinstance(cause, ssl.SSLError):
+            return cause
+    return None
 
-    def __init__(self, url: str) -> None:
+
+class AsyncGrpcTransport:
+    """One gRPC endpoint over grpc.aio: one channel for every coroutine; over TLS when
+    `tls` is set."""
+
+    def __init__(self, url: str, tls: TlsConfig | None = None) -> None:
         self.url = url
+        self.tls = tls
         self._client = None
 
     async def _call(self, seconds: float, method: str, *args, **kwargs):
         if self._client is None:
-            self._client = grpcaio.InferenceServerClient(self.url, channel_args=GRPC_CHANNEL_ARGS)
+            self._client = grpcaio.InferenceServerClient(self.url, **grpc_channel(self.tls))
         try:
             return await getattr(self._client, method)(*args, client_timeout=seconds, **kwargs)
         except InferenceServerException as err:
-            raise server_error(err, self.url, seconds) from None
+            raise server_error(err, self.url, seconds, self.tls) from None
 
     async def infer(
         self, model: str, version: int | None, inputs: Mapping[str, np.ndarray], timeout: float
@@ -89,15 +110,20 @@ class AsyncGrpcTransport:
 
 
 class AsyncHttpTransport:
-    """One HTTP endpoint over aiohttp: a pool of keep-alive connections."""
+    """One HTTP endpoint over aiohttp: a pool of keep-alive connections; HTTPS when `tls`
+    is set."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, tls: TlsConfig | None = None) -> None:
         self.url = url
+        self.tls = tls
         self._client = None
 
     async def _call(self, seconds: float, method: str, *args, **kwargs):
         if self._client is None:
-            self._client = httpaio.InferenceServerClient(self.url, conn_timeout=HTTP_SOCKET_TIMEOUT)
+            https = {"ssl": True, "ssl_context": self.tls.ssl_context()} if self.tls else {}
+            self._client = httpaio.InferenceServerClient(
+                self.url, conn_timeout=HTTP_SOCKET_TIMEOUT, **https
+            )
         try:
             return await asyncio.wait_for(getattr(self._client, method)(*args, **kwargs), seconds)
         except InferenceServerException as err:
@@ -105,7 +131,15 @@ class AsyncHttpTransport:
         except TimeoutError:
             raise deadline_error(seconds, self.url) from None
         except (OSError, aiohttp.ClientConnectionError) as err:
-            raise connection_error(err, self.url) from None
+            raise self._connection_error(err) from None
+
+    def _connection_error(self, err: Exception) -> ClientError:
+        cause = ssl_cause(err) if self.tls else None
+        if cause is not None:
+            return TlsError(explain_ssl_error(cause, self.tls), self.url)
+        if self.tls and isinstance(getattr(err, "os_error", err), ConnectionResetError):
+            return tls_reset_error(self.url)
+        return connection_error(err, self.url)
 
     async def infer(
         self, model: str, version: int | None, inputs: Mapping[str, np.ndarray], timeout: float
@@ -146,7 +180,9 @@ class AsyncClient(ClientConfig):
 
     def __init__(self, urls: str | Sequence[str], **options) -> None:
         super().__init__(urls, **options)
-        self.transports = [TRANSPORTS[self.protocol](url) for url in self.urls]
+        self.transports = [
+            TRANSPORTS[self.protocol](url, **self.transport_options) for url in self.urls
+        ]
         self._endpoints = RoundRobin(self.transports)
 
     async def __aenter__(self) -> AsyncClient:
@@ -194,6 +230,7 @@ class AsyncClient(ClientConfig):
         version: int | None = None,
         timeout: float | None = None,
     ) -> Result:
+        user_id = self.user(user_id)
         inputs = contract.search_inputs(query, user_id, k)
         model = self.pipeline_model(names.SEARCH, user_id, version)
         return self.result(names.SEARCH, await self.infer(model, inputs, timeout=timeout))
@@ -206,6 +243,7 @@ class AsyncClient(ClientConfig):
         version: int | None = None,
         timeout: float | None = None,
     ) -> Result:
+        user_id = self.user(user_id)
         inputs = contract.recommend_inputs(user_id, k)
         model = self.pipeline_model(names.RECOMMEND, user_id, version)
         return self.result(names.RECOMMEND, await self.infer(model, inputs, timeout=timeout))

@@ -4,8 +4,9 @@ models and batch scoring against a running Triton.
 Tables by default, `--json` for scripts. Errors print one line on stderr and
 exit non-zero: 2 bad input, 3 unavailable, 4 deadline exceeded, 5 the served
 model differs from the contract, 6 model or version not found, 7 the server is
-overloaded (it shed the call, retries included: try again later), 1 anything
-else the server answered with.
+overloaded (it shed the call, retries included: try again later), 8 the TLS
+handshake failed (untrusted or misnamed certificate, or a refused client
+certificate), 1 anything else the server answered with.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import json
 import sys
 
 from builders import names
+from builders.pseudonyms import key_fingerprint, read_key
 from clients.aio import AsyncClient
 from clients.batch import KINDS, Progress, score_file
 from clients.client import DEFAULT_PORTS, PROTOCOLS, Client
 from clients.errors import ClientError, UnavailableError
 from clients.formatting import result_table, rows_table
 from clients.routing import Route, parse_split
+from clients.tls import TlsConfig
 
 USAGE_ERROR = 2
 INTERRUPTED = 130
@@ -39,6 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=10.0, help="deadline per call in seconds, retries included"
     )
     common.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    tls = common.add_argument_group("TLS (gRPC to Triton; HTTP to a TLS terminator: the Gateway)")
+    tls.add_argument("--tls", action="store_true", help="call the server over TLS")
+    tls.add_argument("--tls-ca", help="PEM bundle of the CAs to trust (default: the system's)")
+    tls.add_argument("--tls-cert", help="client certificate chain (PEM), for mutual TLS")
+    tls.add_argument("--tls-key", help="the client certificate's private key (PEM)")
+    tls.add_argument(
+        "--tls-server-name",
+        help="name the server's certificate must carry, when it differs from the host in --url",
+    )
 
     routed = argparse.ArgumentParser(add_help=False)
     routed.add_argument("-k", type=int, default=10, help="number of items (default 10)")
@@ -51,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     routed.add_argument(
         "--catalog", help="catalog file (CSV or Parquet, e.g. <repo>/search/<v>/catalog.parquet)"
+    )
+    routed.add_argument(
+        "--user-key-file",
+        help="for a build made with --pseudonymise-users: the file holding its key; user ids "
+        "are hashed with it before they are sent (default: the USER_ID_KEY environment "
+        "variable, if set)",
     )
 
     parser = argparse.ArgumentParser(
@@ -74,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("input", help="one query (optionally TAB user id) or one user id per line")
     batch.add_argument("-o", "--output", required=True, help="JSON Lines file to write")
     batch.add_argument("--concurrency", type=int, default=8, help="calls in flight (default 8)")
+    fingerprint = commands.add_parser(
+        "key-fingerprint",
+        help="the fingerprint of the user-id key (compare it with user_ids.key_fingerprint in "
+        "the release's manifest.json)",
+    )
+    fingerprint.add_argument("--user-key-file", help="default: the USER_ID_KEY variable")
     return parser
 
 
@@ -84,6 +108,9 @@ def client_options(args: argparse.Namespace, model: str | None = None) -> dict:
         "protocol": args.protocol,
         "timeout": args.timeout,
     }
+    tls = tls_config(args)
+    if tls is not None:
+        options["tls"] = tls
     if model is None:
         return options
     if args.model_version is not None and args.split:
@@ -95,7 +122,18 @@ def client_options(args: argparse.Namespace, model: str | None = None) -> dict:
     elif args.split:
         options["routes"] = {model: Route.split(parse_split(args.split), sticky=args.sticky)}
     options["catalog"] = args.catalog
+    options["user_key"] = read_key(args.user_key_file)
     return options
+
+
+def tls_config(args: argparse.Namespace) -> TlsConfig | None:
+    """The TLS settings of the command line (raises ValueError)."""
+    given = [args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name]
+    if not args.tls:
+        if any(given):
+            raise ValueError("--tls-ca, --tls-cert, --tls-key and --tls-server-name need --tls")
+        return None
+    return TlsConfig(*given)
 
 
 def _print(args, data, table: str) -> None:
@@ -158,12 +196,21 @@ def run_batch(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_key_fingerprint(args: argparse.Namespace) -> int:
+    key = read_key(args.user_key_file)
+    if key is None:
+        raise ValueError("no user-id key: give --user-key-file or set USER_ID_KEY")
+    print(key_fingerprint(key))
+    return 0
+
+
 COMMANDS = {
     "search": lambda args: run_call(args, names.SEARCH),
     "recommend": lambda args: run_call(args, names.RECOMMEND),
     "health": run_health,
     "models": run_models,
     "batch": run_batch,
+    "key-fingerprint": run_key_fingerprint,
 }
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from builders import names
+from builders import names, pseudonyms
 from builders.pipelines import release_model
 from clients import contract
 from clients.errors import (
@@ -28,6 +28,7 @@ from clients.errors import (
 from clients.results import Catalog, Response, Result, make_result
 from clients.retry import Attempts, FailureCounts, RetryBudget, RetryPolicy
 from clients.routing import RoundRobin, Route
+from clients.tls import TlsConfig
 from clients.transport import TRANSPORTS
 
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
@@ -68,8 +69,13 @@ class ClientConfig:
       models without one go to the server's latest version.
     * `catalog`: a `Catalog` or a CSV/Parquet path, to fill in the items' fields.
     * `seed`: seeds the random canary split and the retry jitter.
+    * `tls`: a `TlsConfig` to call over TLS: gRPC to Triton itself, HTTP to a TLS terminator
+      in front of it (the Gateway; Triton's HTTP endpoint has no TLS of its own).
     * `on_failed_attempt`: called with the error of every failed attempt, retried or final
       (to count them, e.g. next to the server's own failure counters).
+    * `user_key`: the key of a build made with `--pseudonymise-users`
+      (`builders.pseudonyms.read_key`); user ids are then hashed with it before they leave
+      the client, canary routing included.
 
     `failures` counts the failed attempts of every call by kind of error; `overloaded`
     is how many the server shed (`OverloadedError`).
@@ -87,9 +93,13 @@ class ClientConfig:
         catalog: Catalog | str | Path | None = None,
         seed: int | None = None,
         on_failed_attempt: Callable[[ClientError], None] | None = None,
+        user_key: bytes | None = None,
+        tls: TlsConfig | None = None,
     ) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+        if tls is not None and tls.server_name and protocol != "grpc":
+            raise ValueError("a TLS server name (--tls-server-name) works over gRPC only")
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
         self.urls = split_urls(urls)
@@ -102,6 +112,13 @@ class ClientConfig:
         self.rng = random.Random(seed)
         self.on_failed_attempt = on_failed_attempt
         self.failures = FailureCounts()
+        self.tls = tls
+        self.user_key = None if user_key is None else pseudonyms.check_key(user_key)
+
+    @property
+    def transport_options(self) -> dict:
+        """Keyword arguments of every transport (TLS, when set)."""
+        return {"tls": self.tls} if self.tls is not None else {}
 
     @property
     def overloaded(self) -> int:
@@ -112,6 +129,13 @@ class ClientConfig:
         self.failures.record(error)
         if self.on_failed_attempt is not None:
             self.on_failed_attempt(error)
+
+    def user(self, user_id: int | None) -> int | None:
+        """The user id a call sends: its pseudonym when the client has a `user_key`."""
+        if user_id is None or self.user_key is None:
+            return user_id
+        (raw,) = contract._scalar("user_id", user_id, np.int64)[0]  # refuses a non-INT64 id
+        return pseudonyms.pseudonym(raw, self.user_key)
 
     def version_for(self, model: str, user_id: int | None, version: int | None) -> int | None:
         """The version a call asks for: `version` if given, else the model's route."""
@@ -165,7 +189,9 @@ class Client(ClientConfig):
 
     def __init__(self, urls: str | Sequence[str], **options) -> None:
         super().__init__(urls, **options)
-        self.transports = [TRANSPORTS[self.protocol](url) for url in self.urls]
+        self.transports = [
+            TRANSPORTS[self.protocol](url, **self.transport_options) for url in self.urls
+        ]
         self._endpoints = RoundRobin(self.transports)
 
     def __enter__(self) -> Client:
@@ -215,6 +241,7 @@ class Client(ClientConfig):
         timeout: float | None = None,
     ) -> Result:
         """Top `k` items for a query (and the user, when given), best first."""
+        user_id = self.user(user_id)
         inputs = contract.search_inputs(query, user_id, k)
         model = self.pipeline_model(names.SEARCH, user_id, version)
         return self.result(names.SEARCH, self.infer(model, inputs, timeout=timeout))
@@ -228,6 +255,7 @@ class Client(ClientConfig):
         timeout: float | None = None,
     ) -> Result:
         """Top `k` items for a user, best first (unknown users get popular items)."""
+        user_id = self.user(user_id)
         inputs = contract.recommend_inputs(user_id, k)
         model = self.pipeline_model(names.RECOMMEND, user_id, version)
         return self.result(names.RECOMMEND, self.infer(model, inputs, timeout=timeout))

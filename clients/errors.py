@@ -70,6 +70,14 @@ class ServerError(ClientError):
     """Any other error the server answered with (an internal error in a stage, say)."""
 
 
+class TlsError(ClientError):
+    """The TLS handshake failed: the server's certificate is not trusted or does not name
+    the host, the server does not speak TLS, or it refused the client's certificate (or its
+    absence, under mutual TLS). Not retried: the settings must change."""
+
+    exit_code = 8
+
+
 _GRPC = {
     "StatusCode.INVALID_ARGUMENT": InvalidArgumentError,
     "StatusCode.OUT_OF_RANGE": InvalidArgumentError,

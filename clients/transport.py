@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import http.client
 import os
+import ssl
 import threading
 from collections.abc import Mapping
 
 import gevent
+import gevent.ssl
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
@@ -29,10 +31,12 @@ from clients.errors import (
     ClientError,
     DeadlineExceededError,
     InvalidArgumentError,
+    TlsError,
     UnavailableError,
     error_for_status,
 )
 from clients.results import Response
+from clients.tls import TlsConfig, explain_ssl_error, explain_tls_failure
 
 # Reconnect quickly after a server restart (gRPC's default backoff grows to 120 s), and
 # spread calls over every address a name resolves to (a headless Kubernetes Service).
@@ -94,6 +98,13 @@ def connection_error(err: Exception, endpoint: str) -> UnavailableError:
     return UnavailableError(f"cannot reach the server: {reason}", endpoint)
 
 
+def tls_reset_error(endpoint: str) -> UnavailableError:
+    """A connection reset over TLS: what a plain-text port does to a TLS handshake (kept
+    retryable, as a reset of a working connection is)."""
+    message = "connection reset over TLS: if every call fails so, the port does not speak TLS"
+    return UnavailableError(message, endpoint)
+
+
 def request_timeout_us(seconds: float) -> int:
     """An attempt's seconds as Triton's request timeout (microseconds, at least 1). A stage
     rejects the request once it has waited that long in its queue; the request may shorten
@@ -101,8 +112,14 @@ def request_timeout_us(seconds: float) -> int:
     return max(1, int(seconds * 1_000_000))
 
 
-def server_error(err: InferenceServerException, endpoint: str, timeout: float) -> ClientError:
-    error = error_for_status(err.status(), err.message() or str(err), endpoint)
+def server_error(
+    err: InferenceServerException, endpoint: str, timeout: float, tls: TlsConfig | None = None
+) -> ClientError:
+    message = err.message() or str(err)
+    explained = explain_tls_failure(message, tls)
+    if explained is not None:
+        return (TlsError if tls is not None else UnavailableError)(explained, endpoint)
+    error = error_for_status(err.status(), message, endpoint)
     if isinstance(error, DeadlineExceededError):
         return deadline_error(timeout, endpoint)
     return error
@@ -112,18 +129,26 @@ def deadline_error(timeout: float, endpoint: str) -> DeadlineExceededError:
     return DeadlineExceededError(f"no answer within {timeout:.3g} s", endpoint)
 
 
-class GrpcTransport:
-    """One gRPC endpoint: one channel, shared by every thread."""
+def grpc_channel(tls: TlsConfig | None) -> dict:
+    """tritonclient gRPC client keyword arguments: channel options and TLS credentials."""
+    if tls is None:
+        return {"channel_args": GRPC_CHANNEL_ARGS}
+    return {"channel_args": GRPC_CHANNEL_ARGS + tls.channel_args(), "creds": tls.credentials()}
 
-    def __init__(self, url: str) -> None:
+
+class GrpcTransport:
+    """One gRPC endpoint: one channel, shared by every thread; over TLS when `tls` is set."""
+
+    def __init__(self, url: str, tls: TlsConfig | None = None) -> None:
         self.url = url
-        self._client = grpcclient.InferenceServerClient(url, channel_args=GRPC_CHANNEL_ARGS)
+        self.tls = tls
+        self._client = grpcclient.InferenceServerClient(url, **grpc_channel(tls))
 
     def _call(self, seconds: float, method: str, *args, **kwargs):
         try:
             return getattr(self._client, method)(*args, client_timeout=seconds, **kwargs)
         except InferenceServerException as err:
-            raise server_error(err, self.url, seconds) from None
+            raise server_error(err, self.url, seconds, self.tls) from None
 
     def infer(
         self, model: str, version: int | None, inputs: Mapping[str, np.ndarray], timeout: float
@@ -157,10 +182,15 @@ class GrpcTransport:
 
 
 class HttpTransport:
-    """One HTTP endpoint: a keep-alive connection per thread."""
+    """One HTTP endpoint: a keep-alive connection per thread; HTTPS when `tls` is set."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, tls: TlsConfig | None = None) -> None:
         self.url = url
+        self.tls = tls
+        self._https = {}
+        if tls is not None:
+            context = tls.ssl_context(gevent.ssl.create_default_context)
+            self._https = {"ssl": True, "ssl_context_factory": lambda: context}
         self._local = threading.local()
         self._clients: list = []
         self._lock = threading.Lock()
@@ -172,6 +202,7 @@ class HttpTransport:
                 self.url,
                 connection_timeout=HTTP_SOCKET_TIMEOUT,
                 network_timeout=HTTP_SOCKET_TIMEOUT,
+                **self._https,
             )
             self._local.client = client
             with self._lock:
@@ -196,8 +227,13 @@ class HttpTransport:
         except DeadlineExceededError:
             self._drop()
             raise
+        except ssl.SSLError as err:
+            self._drop()
+            raise TlsError(explain_ssl_error(err, self.tls), self.url) from None
         except (OSError, http.client.HTTPException) as err:
             self._drop()
+            if self.tls and isinstance(err, ConnectionResetError):
+                raise tls_reset_error(self.url) from None
             raise connection_error(err, self.url) from None
 
     def infer(

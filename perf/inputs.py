@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from builders import names
+from builders import names, pseudonyms
 from builders.data import Dataset, load_dataset
 from builders.repository import model_versions
 from builders.runtime.tokenization import QueryTokenizer
@@ -27,14 +27,18 @@ SUPPORTED = (
 
 
 def dataset_of(repo: Path, model: str) -> Dataset:
-    """The dataset a model was built from, as its latest version's manifest records it."""
+    """The dataset a model was built from, as its latest version's manifest records it
+    (user ids pseudonymised with $USER_ID_KEY where the build pseudonymised them)."""
     version = max(model_versions(repo, model))
     manifest = json.loads((repo / model / str(version) / "manifest.json").read_text())
     recorded = manifest.get("dataset") or {}
     if "name" not in recorded:
         raise ValueError(f"{model} version {version} does not record its dataset")
     params = {key: _number(value) for key, value in (recorded.get("params") or {}).items()}
-    return load_dataset(recorded["name"], **params)
+    dataset = load_dataset(recorded["name"], **params)
+    users = manifest.get("user_ids") or {}
+    key = pseudonyms.read_key() if users.get("pseudonymised") else None
+    return pseudonyms.as_built(dataset, users, key)
 
 
 def _number(value: object) -> object:

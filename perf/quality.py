@@ -19,7 +19,14 @@ Markdown table on stdout:
   serves and the build's gate figures for every variant (speed, NDCG@10, recall@100, overlap
   with the teacher), and the served search of a second build that serves the teacher
   (`search.teacher_build`), which the default build must match within 1%. The catalog-only
-  build's gate judges on the rule-graded queries, passed to the build as `--relevance`.
+  build's gate judges on the rule-graded queries, passed to the build as `--relevance`;
+* rankers (synthetic): DCN-v2 and LightGBM side by side on the same retrieved candidates,
+  search NDCG@10 and recommend held-out AUC (`ranker_comparison`). `--rankers` runs only
+  this and merges it into an existing results file;
+* differential privacy (synthetic): recall@10 of the two-tower model and held-out AUC of the
+  recommend ranker trained offline without DP and with DP-SGD at each of `DP_EPSILONS`
+  (`dp_comparison`, under `datasets.synthetic.recommend.dp`). `--dp` runs only this and
+  merges it into an existing results file.
 """
 
 from __future__ import annotations
@@ -30,19 +37,23 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from builders import machine, names, ranker
-from builders.build import item_texts, two_tower_scores
+from builders import gbdt, machine, names, ranker
+from builders.build import item_texts, search_scores_of, two_tower_scores
 from builders.data import load_dataset
 from builders.offline import OfflinePipeline
 from builders.pipelines import PIPELINE_FILE, PipelineSpec, lineage, query_encoder
 from builders.ranking_metrics import ndcg, recall
 from builders.repository import model_versions, read_manifest
+from builders.retrieval import item_matrix
 from builders.runtime.features import FeatureTables
 from builders.runtime.fusion import FusionSettings
+from builders.runtime.lexical import LexicalIndex
+from builders.specs import parse_pbtxt
 from clients.client import Client
 from perf import graded_queries
 from server import TritonServer
@@ -63,6 +74,11 @@ DATASETS = {
 }
 #: Datasets whose search is also built serving the teacher, to compare the served quality.
 TEACHER_BUILDS = ("synthetic", "catalog-only")
+#: The dataset whose rankers are compared (`ranker_comparison`).
+RANKER_DATASET = "synthetic"
+#: The dataset and privacy budgets of the DP comparison (`dp_comparison`).
+DP_DATASET = "synthetic"
+DP_EPSILONS = (1.0, 8.0)
 
 
 def bm25_baseline(texts: list[str]):
@@ -254,6 +270,96 @@ def recommend_seed_spread(dataset, build: dict, seeds: int) -> dict:
     }
 
 
+def ranker_comparison(repo: Path, dataset) -> dict[str, dict[str, float]]:
+    """DCN-v2 (the newest releases' rankers) and LightGBM (trained here as `--ranker
+    lambdamart` trains it, scored by its ONNX graph) on the same retrieved candidates: search
+    NDCG@10 on the graded queries without a user, as `search_quality` asks the served
+    pipeline, and recommend AUC on the held-out examples of `ranker_auc`."""
+    import onnxruntime as ort
+
+    search = OfflinePipeline(repo, names.SEARCH, model_versions(repo, names.SEARCH)[-1])
+
+    def folder(pipeline: OfflinePipeline, role: str) -> Path:
+        stage = pipeline.stages[role]
+        return repo / stage.model / str(stage.version)
+
+    tokenizer = parse_pbtxt((folder(search, "tokenizer").parent / "config.pbtxt").read_text())
+    scores = search_scores_of(
+        folder(search, "encoder") / "model.onnx",
+        item_matrix(folder(search, "index")),
+        LexicalIndex.load(folder(search, "hybrid")),
+        int(tokenizer["parameters"]["max_length"]["string_value"]),
+    )
+    _, train, test = ranker.search_training_examples(dataset, scores)
+    trees = gbdt.train("search", train, test, ranker.SEARCH_RANKER_FEATURES)
+    graph = gbdt.onnx_model(trees.booster, trees.uses).SerializeToString()
+    session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+
+    def lambdamart(sparse: np.ndarray, dense: np.ndarray) -> np.ndarray:
+        return session.run(["score"], {"sparse": sparse, "dense": dense})[0]
+
+    relevance = dataset.relevance
+    grades = {q: dict(zip(g.item_id, g.grade)) for q, g in relevance.groupby("query")}
+    queries = sorted(grades)
+    search_ndcg = {}
+    for kind, ranker_function in (("dcn", None), ("lambdamart", lambdamart)):
+        answers = search.run(10, queries=queries, ranker=ranker_function)
+        values = [ndcg(ids.tolist(), grades[q], 10) for q, (ids, _) in zip(queries, answers)]
+        search_ndcg[kind] = round(float(np.mean(values)), 4)
+
+    recommend = OfflinePipeline(repo, names.RECOMMEND, model_versions(repo, names.RECOMMEND)[-1])
+    tables = FeatureTables.load(folder(recommend, "features") / "tables.npz")
+    retrieval = two_tower_scores(
+        folder(recommend, "user_tower"), folder(recommend, "index"), tables.user_ids
+    )
+    examples = auc_examples(tables, dataset, retrieval)
+    _, train, _ = ranker.recommend_training_examples(dataset, retrieval)
+    trees = gbdt.train("recommend", train, examples, ranker.ALL_FEATURES)
+    dcn_scores = recommend.rank(examples.sparse, examples.dense)
+    return {
+        "search_ndcg_at_10": search_ndcg,
+        "recommend_auc": {
+            "dcn": round(ranker.auc(examples.labels, dcn_scores), 4),
+            "lambdamart": round(trees.metrics["auc"], 4),
+        },
+    }
+
+
+def merge_rankers(report: dict, figures: dict, started: float) -> dict:
+    """`report` with the ranker comparison under its dataset's search and recommend entries,
+    and the date and machine of the run that measured it."""
+    entry = report.setdefault("datasets", {}).setdefault(RANKER_DATASET, {})
+    entry.setdefault("search", {})["ranker_ndcg_at_10"] = figures["search_ndcg_at_10"]
+    entry.setdefault("recommend", {})["ranker_auc"] = figures["recommend_auc"]
+    report["ranker_comparison"] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine.describe(),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    return report
+
+
+def rankers_main(work: Path, out: Path) -> int:
+    """`--rankers`: only the ranker comparison, merged into the results file `out`."""
+    started = time.perf_counter()
+    _, params, build_args = DATASETS[RANKER_DATASET]
+    repo = work / RANKER_DATASET
+    ensure_repository(RANKER_DATASET, repo, build_args)
+    figures = ranker_comparison(repo, load_dataset(RANKER_DATASET, **params))
+    return merge_into(out, lambda report: merge_rankers(report, figures, started), ranker_table)
+
+
+def merge_into(out: Path, merge: Callable[[dict], dict], table: Callable[[dict], str]) -> int:
+    """Merge a partial run into the results file `out` (created when missing), then print
+    its table."""
+    report = merge(json.loads(out.read_text()) if out.exists() else {})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(table(report))
+    print(f"\nmerged into {out}")
+    return 0
+
+
 def recommend_recall(repo: Path) -> dict:
     version = model_versions(repo, names.USER_TOWER)[-1]
     metrics = read_manifest(repo, names.USER_TOWER, version)["metrics"]
@@ -264,6 +370,58 @@ def recommend_recall(repo: Path) -> dict:
     }
 
 
+def dp_comparison(dataset, epsilons=DP_EPSILONS, seed: int = 0) -> list[dict]:
+    """Recall@10 of the two-tower model and held-out AUC of the recommend ranker (PyTorch),
+    trained without DP (`epsilon` None) and with DP-SGD (`builders.dp`) at each epsilon, with
+    the privacy plan each used. Every ranker trains and is measured on the groups retrieved by
+    the two-tower model trained without DP, so the AUC shows the ranker's own cost of DP
+    (hard negatives from a weaker retrieval make groups easier to rank)."""
+    from builders import dp, two_tower
+
+    rows, scores = [], None
+    for epsilon in (None, *epsilons):
+        privacy = None if epsilon is None else dp.PrivacySpec(epsilon)
+        print(f"{dataset.name}: recommend models with DP epsilon {epsilon} ...", file=sys.stderr)
+        started = time.perf_counter()
+        towers = two_tower.train(dataset, seed=seed, progress=False, privacy=privacy)
+        if scores is None:
+            scores = towers.user_embeddings @ towers.item_embeddings.T
+        ranked = ranker.train(dataset, scores, seed=seed, progress=False, privacy=privacy)
+        row = {
+            "epsilon": epsilon,
+            "recall_at_10": round(towers.metrics["recall_at_10"], 4),
+            "popularity_recall_at_10": round(towers.metrics["popularity_recall_at_10"], 4),
+            "auc": round(ranked.metrics["torch_auc"], 4),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        if privacy is not None:
+            row["two_tower"] = towers.privacy.manifest()
+            row["ranker"] = ranked.privacy.manifest()
+        rows.append(row)
+    return rows
+
+
+def merge_dp(report: dict, rows: list[dict], started: float) -> dict:
+    """`report` with the DP comparison under the synthetic recommend entry, and the date and
+    machine of the run that measured it."""
+    entry = report.setdefault("datasets", {}).setdefault(DP_DATASET, {})
+    entry.setdefault("recommend", {})["dp"] = rows
+    report["dp_comparison"] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine.describe(),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    return report
+
+
+def dp_main(out: Path) -> int:
+    """`--dp`: only the DP comparison, merged into the results file `out`."""
+    started = time.perf_counter()
+    source, params, _ = DATASETS[DP_DATASET]
+    rows = dp_comparison(load_dataset(source, **params))
+    return merge_into(out, lambda report: merge_dp(report, rows, started), dp_table)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m perf.quality", description=__doc__)
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "quality")
@@ -271,7 +429,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--seeds", type=int, default=4, help="recommend trainings per dataset (%(default)s)"
     )
+    parser.add_argument(
+        "--rankers",
+        action="store_true",
+        help="only compare the rankers (DCN-v2 and LightGBM) on the synthetic build and merge "
+        "the figures into --out",
+    )
+    parser.add_argument(
+        "--dp",
+        action="store_true",
+        help="only train the recommend models without and with DP at each of "
+        f"{', '.join(map(str, DP_EPSILONS))} and merge the figures into --out",
+    )
     args = parser.parse_args(argv)
+    if args.rankers:
+        return rankers_main(args.work, args.out)
+    if args.dp:
+        return dp_main(args.out)
     started = time.perf_counter()
     report: dict = {
         "date": time.strftime("%Y-%m-%d"),
@@ -307,6 +481,10 @@ def main(argv: list[str] | None = None) -> int:
                 args.work / f"{name}-teacher", build_args, dataset
             )
         report["datasets"][name] = entry
+        if name == RANKER_DATASET:
+            merge_rankers(report, ranker_comparison(repo, dataset), time.perf_counter())
+        if name == DP_DATASET:
+            merge_dp(report, dp_comparison(dataset), time.perf_counter())
     report["seconds"] = round(time.perf_counter() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
@@ -396,6 +574,43 @@ def readme_table(report: dict) -> str:
             cells = " | ".join(_figure(values.get(system)) for system, _ in SEARCH_SYSTEMS)
             lines.append(f"| {kind} | {values['queries']} | {cells} |")
     lines += encoder_table(report)
+    return "\n".join(lines) + "\n"
+
+
+def dp_table(report: dict) -> str:
+    """The DP comparison (README.md quotes it; a test checks it against
+    docs/results/quality.json)."""
+    rows = report["datasets"][DP_DATASET]["recommend"]["dp"]
+    lines = [
+        f"| {DP_DATASET}: epsilon (delta 1/users) | noise multiplier: two-tower / ranker "
+        "| two-tower recall@10 | popularity recall@10 | recommend ranker AUC |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        if row["epsilon"] is None:
+            label, noise = "no DP", "–"
+        else:
+            label = f"{row['epsilon']:g}"
+            noise = f"{row['two_tower']['noise_multiplier']:.2f} / "
+            noise += f"{row['ranker']['noise_multiplier']:.2f}"
+        lines.append(
+            f"| {label} | {noise} | {_figure(row['recall_at_10'])} "
+            f"| {_figure(row['popularity_recall_at_10'])} | {_figure(row['auc'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def ranker_table(report: dict) -> str:
+    """The rankers side by side (README.md quotes it; a test checks it against
+    docs/results/quality.json)."""
+    entry = report["datasets"][RANKER_DATASET]
+    search, recommend = entry["search"]["ranker_ndcg_at_10"], entry["recommend"]["ranker_auc"]
+    lines = [
+        f"| {RANKER_DATASET} | DCN-v2 | LightGBM (LambdaMART / binary) |",
+        "|---|---|---|",
+        f"| search NDCG@10 | {_figure(search['dcn'])} | {_figure(search['lambdamart'])} |",
+        f"| recommend AUC | {_figure(recommend['dcn'])} | {_figure(recommend['lambdamart'])} |",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -10,8 +10,10 @@ import argparse
 import signal
 import sys
 import time
+from pathlib import Path
 
 from server.launcher import MODEL_CONTROL_MODES, ServerError, TritonServer
+from server.tls import ServerTls
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,10 +41,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="Triton's local response cache, for models whose config enables it (0: none)",
     )
+    tls = parser.add_argument_group(
+        "TLS (gRPC only: Triton's HTTP endpoint has no TLS and stays on loopback)"
+    )
+    tls.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM)")
+    tls.add_argument("--tls-key", type=Path, help="server private key (PEM)")
+    tls.add_argument("--tls-client-ca", type=Path, help="CA that signs client certificates (PEM)")
+    tls.add_argument(
+        "--tls-mutual",
+        action="store_true",
+        help="mutual TLS: refuse gRPC clients without a certificate signed by --tls-client-ca",
+    )
     parser.add_argument(
         "extra_args", nargs="*", metavar="-- TRITON_ARG", help="passed on to tritonserver"
     )
     return parser.parse_args(argv)
+
+
+def server_tls(args: argparse.Namespace) -> ServerTls | None:
+    """The TLS spec the command line asks for (raises ValueError)."""
+    if args.tls_cert is None and args.tls_key is None:
+        if args.tls_client_ca or args.tls_mutual:
+            raise ValueError("--tls-client-ca and --tls-mutual need --tls-cert and --tls-key")
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise ValueError("--tls-cert and --tls-key go together")
+    return ServerTls(args.tls_cert, args.tls_key, args.tls_client_ca, args.tls_mutual)
 
 
 def _raise_interrupt(signum, frame) -> None:
@@ -51,6 +75,11 @@ def _raise_interrupt(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        tls = server_tls(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     server = TritonServer(
         args.model_repository,
         model_control=args.model_control,
@@ -61,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         startup_timeout=args.startup_timeout,
         log_verbose=args.log_verbose,
         response_cache_mb=args.response_cache_mb,
+        tls=tls,
         extra_args=args.extra_args,
     )
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -69,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         server.start()
         print(server.log_tail(200), flush=True)
         print(
-            f"ready: HTTP {server.http_url}  gRPC {server.grpc_url}  "
+            f"ready: HTTP {server.http_url}  gRPC {server.grpc_url}"
+            f"{' (mutual TLS)' if tls and tls.mutual else ' (TLS)' if tls else ''}  "
             f"metrics {server.metrics_url}  (Ctrl-C stops)",
             flush=True,
         )

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from server import binaries
+from server.tls import ServerTls, tls_args
 
 MODEL_CONTROL_MODES = ("none", "poll", "explicit")
 LOOPBACK = "127.0.0.1"
@@ -60,6 +61,8 @@ class ServerOptions:
     #: Size of Triton's local response cache, for models whose config enables
     #: `response_cache`; 0 runs without a cache (those models then compute every request).
     response_cache_mb: int = 0
+    #: gRPC over TLS (mutual when `tls.mutual`); None serves gRPC in plain text.
+    tls: ServerTls | None = None
     extra_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -113,6 +116,8 @@ def build_command(
             f"--cache-directory={cache_directory}",
             f"--cache-config=local,size={options.response_cache_mb * 2**20}",
         ]
+    if options.tls is not None:
+        argv += tls_args(options.tls)
     argv += list(options.extra_args)
     return argv
 
@@ -160,7 +165,8 @@ def server_errors(log_lines: list[str]) -> list[str]:
 class TritonServer:
     """The real `tritonserver` on loopback, as a context manager.
 
-    A port of 0 picks a free one. In explicit mode, `load_model` and
+    A port of 0 picks a free one. `tls` serves gRPC over TLS (HTTP, which Triton cannot
+    encrypt, stays on loopback). In explicit mode, `load_model` and
     `unload_model` drive Triton's repository API (`load_model` can override the
     config without a restart).
 
@@ -188,6 +194,7 @@ class TritonServer:
         log_verbose: int = 0,
         log_path: str | Path | None = None,
         response_cache_mb: int = 0,
+        tls: ServerTls | None = None,
         extra_args: tuple[str, ...] | list[str] = (),
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
@@ -202,6 +209,7 @@ class TritonServer:
         )
         self.log_verbose = log_verbose
         self.response_cache_mb = response_cache_mb
+        self.tls = tls
         self.extra_args = tuple(extra_args)
         self.log_path = Path(log_path) if log_path else None
         self.options: ServerOptions | None = None
@@ -236,6 +244,8 @@ class TritonServer:
             raise ServerError("the server is already running")
         if not self.model_repository.is_dir():
             raise ServerError(f"model repository {self.model_repository} is not a directory")
+        if self.tls is not None and self.tls.missing_files():
+            raise ServerError(f"TLS files not found: {', '.join(self.tls.missing_files())}")
         # A port picked as free can be taken before the server binds it: retry.
         attempts = 3 if 0 in self.requested_ports else 1
         for attempt in range(1, attempts + 1):
@@ -262,6 +272,7 @@ class TritonServer:
             strict_readiness=self.strict_readiness,
             log_verbose=self.log_verbose,
             response_cache_mb=self.response_cache_mb,
+            tls=self.tls,
             extra_args=self.extra_args,
         )
         argv = build_command(

@@ -67,3 +67,17 @@ def test_the_search_scale_tables_are_the_ones_in_its_results():
     text = (ROOT / "README.md").read_text()
     assert search_scale.readme_table(results) in text, "README.md does not quote it"
     assert f"search_scale.json of {results['date'][:10]}" in text
+
+
+def test_the_ranker_comparison_is_the_one_in_its_results():
+    report = json.loads((RESULTS / "quality.json").read_text())
+    text = (ROOT / "README.md").read_text()
+    assert quality.ranker_table(report) in text, "README.md lacks the ranker comparison"
+    assert f"ranker comparison of {report['ranker_comparison']['date']}" in text
+
+
+def test_the_dp_comparison_is_the_one_in_its_results():
+    report = json.loads((RESULTS / "quality.json").read_text())
+    text = (ROOT / "README.md").read_text()
+    assert quality.dp_table(report) in text, "README.md lacks the DP comparison"
+    assert f"DP comparison of {report['dp_comparison']['date']}" in text

@@ -2,16 +2,18 @@
 dense candidates, one query-only stage.
 
 Copied as `model.py` into a version folder next to `lexical.py` and the saved BM25 index
-(`bm25/`), `fusion.py`, `fusion.json` (this version's `FusionSettings`: versions share the
-config), `item_embeddings.npy` (the paired search index's), `tokenization.py` (for
-`decode_query`) and `stage_glue.py`. Config: `max_batch_size` > 0 with dynamic batching;
-inputs `query` TYPE_STRING dims [1], `dense_indexes` TYPE_INT64 and `dense_scores`
-TYPE_FP32 dims [-1] (the dense index's candidates, best first, -1 = padding) and
-`query_embedding` TYPE_FP32 dims [dim]; outputs `candidate_indexes` TYPE_INT64 dims [N],
-`candidate_scores` (the fused score), `candidate_dense_scores` and
-`candidate_lexical_scores` TYPE_FP32 dims [N], in fused order (see `fusion.hybrid`). A
-batch is one `hybrid` call; a malformed request gets an error response of its own. A query
-no item matches lexically is answered by the dense candidates alone.
+(`bm25/`), `synonyms.py` (and `synonyms.txt`, where the version was built with a synonyms
+file: `lexical.LexicalIndex.load` reads it), `fusion.py`, `fusion.json` (this version's
+`FusionSettings`: versions share the config), `item_embeddings.npy` (the paired search
+index's), `tokenization.py` (for `decode_query`) and `stage_glue.py`. Config:
+`max_batch_size` > 0 with dynamic batching; inputs `query` TYPE_STRING dims [1],
+`dense_indexes` TYPE_INT64 and `dense_scores` TYPE_FP32 dims [-1] (the dense index's
+candidates, best first, -1 = padding) and `query_embedding` TYPE_FP32 dims [dim]; outputs
+`candidate_indexes` TYPE_INT64 dims [N], `candidate_scores` (the fused score),
+`candidate_dense_scores` and `candidate_lexical_scores` TYPE_FP32 dims [N], in fused order
+(see `fusion.hybrid`). A batch is one `hybrid` call; a malformed request gets an error
+response of its own. A query no item matches lexically is answered by the dense candidates
+alone.
 """
 
 import json

@@ -14,6 +14,11 @@ others is one or two trigrams, which are noise, not typos ("tee" would match "te
 Scored with bm25s's defaults (Lucene BM25, k1 = 1.5, b = 0.75). A query with no indexed
 term (only stop words, or nothing an item has) matches nothing: every candidate is padding
 (-1, score 0), and the dense candidates answer alone.
+
+Synonyms (`synonyms.py`, the version's `synonyms.txt` when it has one) expand each query's
+words before its trigrams are taken, never the item texts: an expanded query scores exactly as
+if the shopper had typed the synonyms' words too (each added word once), so BM25 stays BM25
+over one bag of query terms, and a query no rule matches scores as without synonyms.
 """
 
 from __future__ import annotations
@@ -24,6 +29,13 @@ import bm25s
 import numpy as np
 import Stemmer
 
+if __package__:  # builders.runtime
+    from .synonyms import FILE as SYNONYMS_FILE
+    from .synonyms import Synonyms, read
+else:  # a version folder, where synonyms.py lies next to this file
+    from synonyms import FILE as SYNONYMS_FILE
+    from synonyms import Synonyms, read
+
 INDEX_FOLDER = "bm25"
 #: The index of a padding candidate (fewer items match than candidates are asked for).
 PADDING = -1
@@ -31,10 +43,9 @@ _STEMMER = Stemmer.Stemmer("english")
 _WORD = r"(?u)\b\w+\b"
 
 
-def terms(texts: list[str]) -> list[list[str]]:
-    """The indexed terms of each text: its words, then the character trigrams of its words
-    of four or more characters."""
-    words = bm25s.tokenize(
+def words(texts: list[str]) -> list[list[str]]:
+    """The indexed words of each text (lower case, stop words out, stemmed)."""
+    return bm25s.tokenize(
         texts,
         token_pattern=_WORD,
         stopwords="en",
@@ -42,7 +53,22 @@ def terms(texts: list[str]) -> list[list[str]]:
         return_ids=False,
         show_progress=False,
     )
-    return [[*ws, *(t for word in ws if len(word) >= 4 for t in _trigrams(word))] for ws in words]
+
+
+def terms(texts: list[str], synonyms: Synonyms | None = None) -> list[list[str]]:
+    """The indexed terms of each text: its words (expanded by `synonyms`, if any), then the
+    character trigrams of its words of four or more characters."""
+    analysed = words(texts)
+    if synonyms is not None:
+        analysed = [synonyms.expand(ws) for ws in analysed]
+    return [
+        [*ws, *(t for word in ws if len(word) >= 4 for t in _trigrams(word))] for ws in analysed
+    ]
+
+
+def synonyms_of(text: str, source: str) -> Synonyms:
+    """A synonyms file's `text` (named `source` in errors), analysed as the index analyses."""
+    return Synonyms(text, source, words)
 
 
 def _trigrams(word: str) -> list[str]:
@@ -52,25 +78,32 @@ def _trigrams(word: str) -> list[str]:
 
 
 class LexicalIndex:
-    def __init__(self, retriever: bm25s.BM25) -> None:
+    def __init__(self, retriever: bm25s.BM25, synonyms: Synonyms | None = None) -> None:
         self.retriever = retriever
+        self.synonyms = synonyms  # expands the queries
         self.n_items = int(retriever.scores["num_docs"])
 
     @classmethod
-    def build(cls, texts: list[str]) -> LexicalIndex:
-        """Index `texts` (item index = position)."""
+    def build(cls, texts: list[str], synonyms: Synonyms | None = None) -> LexicalIndex:
+        """Index `texts` (item index = position); `synonyms` expand the queries."""
         if not texts:
             raise ValueError("the lexical index needs at least one item text")
         retriever = bm25s.BM25()
         retriever.index(terms(list(texts)), show_progress=False)
-        return cls(retriever)
+        return cls(retriever, synonyms)
 
     def save(self, folder: str | Path) -> None:
+        """The index, and the synonyms file (as `synonyms.txt`) if it has one."""
         self.retriever.save(str(Path(folder) / INDEX_FOLDER))
+        if self.synonyms is not None:
+            (Path(folder) / SYNONYMS_FILE).write_text(self.synonyms.text, encoding="utf-8")
 
     @classmethod
     def load(cls, folder: str | Path) -> LexicalIndex:
-        return cls(bm25s.BM25.load(str(Path(folder) / INDEX_FOLDER)))
+        """A saved index, with the folder's `synonyms.txt` if there is one."""
+        path = Path(folder) / SYNONYMS_FILE
+        synonyms = synonyms_of(read(path), str(path)) if path.exists() else None
+        return cls(bm25s.BM25.load(str(Path(folder) / INDEX_FOLDER)), synonyms)
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 of every item for one query, float32 [n_items]."""
@@ -80,7 +113,10 @@ class LexicalIndex:
         """Each query's indexed terms as ids in the index's vocabulary (terms no item has left
         out), all queries tokenised in one call."""
         vocabulary = self.retriever.vocab_dict
-        return [[vocabulary[t] for t in ts if t and t in vocabulary] for ts in terms(queries)]
+        return [
+            [vocabulary[t] for t in ts if t and t in vocabulary]
+            for ts in terms(queries, self.synonyms)
+        ]
 
     def _scores(self, term_ids: list[int]) -> np.ndarray:
         """BM25 of every item for one query's `term_ids`, float32 [n_items]."""

@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 const PACKAGES = {
   "monitoring.coreos.com": "@kubernetes-models/prometheus-operator",
   "gateway.networking.k8s.io": "@kubernetes-models/gateway-api",
+  "cert-manager.io": "@kubernetes-models/cert-manager",
 };
 
 async function validate(doc) {

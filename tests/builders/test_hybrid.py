@@ -323,7 +323,13 @@ def test_served_hybrid_batch_equals_each_request_alone_and_the_offline_answer(
     index, tmp_path, monkeypatch
 ):
     model = load_model(
-        tmp_path, "hybrid_model", "lexical", "fusion", "tokenization", monkeypatch=monkeypatch
+        tmp_path,
+        "hybrid_model",
+        "lexical",
+        "synonyms",
+        "fusion",
+        "tokenization",
+        monkeypatch=monkeypatch,
     )
     rng = np.random.default_rng(4)
     n_items, dim = len(TITLES), 8

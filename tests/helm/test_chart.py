@@ -9,7 +9,7 @@ import pytest
 
 from builders import names
 
-CUSTOM_GROUPS = ("monitoring.coreos.com/", "gateway.networking.k8s.io/")
+CUSTOM_GROUPS = ("monitoring.coreos.com/", "gateway.networking.k8s.io/", "cert-manager.io/")
 CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "HTTPRoute", "GRPCRoute"}
 
 
