@@ -139,8 +139,10 @@ def run_gate(canary, tmp_path, *limits: str) -> tuple[int, dict]:
         "--stable-metrics", canary.metrics_url, "--canary-metrics", canary.metrics_url,
         "--stable-infer", canary.http_url, "--canary-infer", canary.http_url,
         "--queries", str(queries), "--k", "5", "--load", "--min-requests", "5",
-        "--max-p99-ratio", "3", "--max-p99-delta-ms", "100", *limits,
+        "--max-p99-ratio", "3", "--max-p99-delta-ms", "5000", *limits,
     ]  # fmt: skip
+    # The latency limits only catch a broken canary: on 2 shared cores a cold release's p99
+    # can be hundreds of ms above stable's (tests/helm/test_canary_gate.py tests latency).
     with contextlib.redirect_stdout(io.StringIO()) as out:
         code = canary_gate.main(argv)
     return code, json.loads(out.getvalue())
