@@ -62,10 +62,11 @@ class OfflinePipeline:
         self.folder = self.repo / kind / str(version)
         self.spec = PipelineSpec.load(self.folder / PIPELINE_FILE)
         self.stages = lineage(self.repo, self.spec)  # with the parts of `retrieval`
-        self.item_ids = np.load(self._stage_folder("top_k") / "item_ids.npy")
+        self.item_ids = np.load(self.stage_folder("top_k") / "item_ids.npy")
         self._sessions: dict[str, object] = {}
 
-    def _stage_folder(self, role: str) -> Path:
+    def stage_folder(self, role: str) -> Path:
+        """The version folder of the release's stage in `role`."""
         stage = self.stages[role]
         return self.repo / stage.model / str(stage.version)
 
@@ -79,7 +80,7 @@ class OfflinePipeline:
             options = ort.SessionOptions()
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self._sessions[role] = ort.InferenceSession(
-                str(self._stage_folder(role) / "model.onnx"),
+                str(self.stage_folder(role) / "model.onnx"),
                 options,
                 providers=["CPUExecutionProvider"],
             )
@@ -90,7 +91,7 @@ class OfflinePipeline:
         return self._ranker(sparse, dense)
 
     def _ranker(self, sparse: np.ndarray, dense: np.ndarray) -> np.ndarray:
-        folder = self._stage_folder("ranker")
+        folder = self.stage_folder("ranker")
         if (folder / "model.onnx").exists():
             return self._onnx("ranker", {"sparse": sparse, "dense": dense}, ["score"])[0]
         if "ranker" not in self._sessions:
@@ -103,7 +104,7 @@ class OfflinePipeline:
 
     def _tokens(self, queries: list[str]) -> dict[str, np.ndarray]:
         if "tokenizer" not in self._sessions:
-            folder = self._stage_folder("tokenizer")
+            folder = self.stage_folder("tokenizer")
             config = parse_pbtxt((folder.parent / "config.pbtxt").read_text())
             self._sessions["tokenizer"] = QueryTokenizer.from_parameters(
                 folder / "tokenizer.json", config.get("parameters", {})
@@ -154,7 +155,7 @@ class OfflinePipeline:
         return self.retrieve(queries, user_ids)[1:]
 
     def _dense_index(self, embedding: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        folder = self._stage_folder("index")
+        folder = self.stage_folder("index")
         if not (folder / ANN_INDEX_FILE).exists():
             candidates, scores = self._onnx(
                 "index", {"query_embedding": embedding}, ["candidate_indexes", "candidate_scores"]
@@ -177,7 +178,7 @@ class OfflinePipeline:
 
     def _lexical_index(self) -> LexicalIndex:
         if "lexical" not in self._sessions:
-            self._sessions["lexical"] = LexicalIndex.load(self._stage_folder("hybrid"))
+            self._sessions["lexical"] = LexicalIndex.load(self.stage_folder("hybrid"))
         return self._sessions["lexical"]
 
     def candidates(
@@ -191,7 +192,7 @@ class OfflinePipeline:
         embeddings, *dense = self.retrieve(queries, user_ids)
         if "hybrid" not in self.spec.stages:
             return Candidates(dense[0], dense[1], dense[1], None)
-        folder = self._stage_folder("hybrid")
+        folder = self.stage_folder("hybrid")
         if "fusion" not in self._sessions:
             self._sessions["fusion"] = np.load(folder / EMBEDDINGS_FILE)
         return fused_candidates(
@@ -219,7 +220,7 @@ class OfflinePipeline:
         if "ranker" in self.spec.stages:
             if "features" not in self._sessions:
                 self._sessions["features"] = FeatureTables.load(
-                    self._stage_folder("features") / "tables.npz"
+                    self.stage_folder("features") / "tables.npz"
                 )
             sparse, dense = ranker_inputs(
                 self._sessions["features"],

@@ -49,7 +49,7 @@ class EagerPipeline(OfflinePipeline):
 
     def __init__(self, repo: Path, encoder: str = "torch") -> None:
         super().__init__(repo, "search", max(model_versions(repo, "search")))
-        folder = self._stage_folder("tokenizer")
+        folder = self.stage_folder("tokenizer")
         config = parse_pbtxt((folder.parent / "config.pbtxt").read_text())
         max_length = int(config["parameters"]["max_length"]["string_value"])
         self.tokenizer = QueryTokenizer(

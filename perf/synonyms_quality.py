@@ -81,12 +81,12 @@ def served_order(pipeline: OfflinePipeline, found: Candidates) -> np.ndarray:
     """The release's final order of `found` (no user), item indexes [Q, N] (-1 padding)."""
     if "ranker" not in pipeline.spec.stages:
         return found.indexes
-    tables = FeatureTables.load(pipeline._stage_folder("features") / "tables.npz")
+    tables = FeatureTables.load(pipeline.stage_folder("features") / "tables.npz")
     users = np.full(len(found.indexes), NO_USER, dtype=np.int64)
     sparse, dense = ranker_inputs(
         tables, users, found.indexes, found.dense_scores, found.lexical_scores
     )
-    scores = pipeline._ranker(sparse, dense)
+    scores = pipeline.rank(sparse, dense)
     order = np.full(found.indexes.shape, -1, dtype=np.int64)
     for row in range(len(order)):
         best, _ = top_k(found.indexes[row], scores[row], found.indexes.shape[1])
@@ -98,7 +98,7 @@ def measure(repo: Path, relevance, synonyms: Synonyms, kinds: dict | None) -> di
     grades = {q: dict(zip(g.item_id, g.grade)) for q, g in relevance.groupby("query")}
     queries = sorted(grades)
     pipeline = OfflinePipeline(repo, names.SEARCH, model_versions(repo, names.SEARCH)[-1])
-    folder = pipeline._stage_folder("hybrid")
+    folder = pipeline.stage_folder("hybrid")
     plain = LexicalIndex.load(folder)
     expanded = LexicalIndex(plain.retriever, synonyms)
     items = np.load(folder / EMBEDDINGS_FILE)
