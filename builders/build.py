@@ -11,9 +11,9 @@ and the served versions of each stage follow from those pins.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from builders import dp, index_stage, names, pipelines, profiles, pseudonyms, tensorrt
-from builders.data import Dataset, ids_by_user_index, user_vocabulary
+from builders.data import Dataset, ids_by_user_index, with_user_indexes
 from builders.own_models import OwnModelError, OwnModels, Prepared
 from builders.pipelines import PIPELINE_FILE, PipelineSpec, Stage
+from builders.progress import progress
 from builders.repository import (
     CONFIG,
     RepositoryError,
@@ -158,6 +159,10 @@ class BuildContext:
     own: Prepared = field(default_factory=Prepared)
     #: The options' synonyms file, read and checked before the build writes anything.
     synonyms: Synonyms | None = None
+    #: The served user ids (raw or pseudonyms) in user-index order: `dataset` holds user
+    #: indexes instead (`data.with_user_indexes`), and the files that map ids to indexes
+    #: (the user tower's lookup, the features stage's tables) are written with these.
+    user_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
     @property
     def repo(self) -> Path:
@@ -227,10 +232,6 @@ class BuildContext:
         self.built.append(spec.name)
         progress(f"wrote {spec.name} version {self.version}")
         return target
-
-
-def progress(message: str) -> None:
-    print(f"[build {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def copy_runtime(folder: Path, *modules: str, glue: str) -> None:
@@ -462,7 +463,7 @@ def read_synonyms(options: BuildOptions, models: list[str]) -> Synonyms | None:
 def build_ranking_features(ctx: BuildContext) -> None:
     from builders import ranker
 
-    tables = ranker.build_tables(ctx.dataset)
+    tables = dataclasses.replace(ranker.build_tables(ctx.dataset), user_ids=ctx.user_ids)
 
     def populate(folder: Path) -> None:
         copy_runtime(folder, "features", glue="features_model")
@@ -481,7 +482,8 @@ def build_two_tower(ctx: BuildContext) -> None:
 
     if ctx.own.user_tower is not None:
         return write_own_two_tower(ctx)
-    result = two_tower.train(ctx.dataset, seed=ctx.options.seed, privacy=ctx.options.privacy)
+    trained = two_tower.train(ctx.dataset, seed=ctx.options.seed, privacy=ctx.options.privacy)
+    result = dataclasses.replace(trained, user_ids=ctx.user_ids)  # served ids in the lookup
     parity: dict = {}
 
     def populate_tower(folder: Path) -> None:
@@ -585,9 +587,7 @@ def build_recommend_ranker(ctx: BuildContext) -> None:
         retrieval = (names.RECOMMEND_INDEX, names.USER_TOWER)
         return write_own_ranker(ctx, names.RECOMMEND_RANKER, retrieval)
     scores = two_tower_scores(
-        ctx.path(names.USER_TOWER),
-        ctx.path(names.RECOMMEND_INDEX),
-        user_vocabulary(ctx.dataset),
+        ctx.path(names.USER_TOWER), ctx.path(names.RECOMMEND_INDEX), ctx.user_ids
     )
     examples = ranker.recommend_training_examples(ctx.dataset, scores, seed=ctx.options.seed)
     trained = train_ranker(ctx, "recommend", examples, uses=ranker.ALL_FEATURES)
@@ -783,7 +783,7 @@ def prepare_own(ctx: BuildContext, models: list[str], stack: contextlib.ExitStac
         index_dims[names.SEARCH_INDEX] = int(config["input"][0]["dims"][0])
     progress("checking the team's own models: " + ", ".join(m for m, s in given.items() if s))
     folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="own-models-"))
-    prepared = own_models.prepare(own, ctx.dataset, Path(folder), index_dims)
+    prepared = own_models.prepare(own, ctx.dataset, Path(folder), index_dims, ctx.user_ids)
     if prepared.encoder is not None:
         stack.enter_context(text_encoder.source(prepared.encoder))
     return prepared
@@ -959,7 +959,7 @@ def producer_sample(ctx: BuildContext, kind: str) -> dict[str, np.ndarray]:
         )
         ids, mask = tokenizer.encode(item_texts(ctx.dataset)[:16])
         return {"input_ids": ids, "attention_mask": mask}
-    known = user_vocabulary(ctx.dataset)[:15]
+    known = ctx.user_ids[:15]
     unknown = int(known.max(initial=0)) + 1
     return {"user_id": np.append(known, unknown).astype(np.int64)[:, None]}
 
@@ -1051,6 +1051,7 @@ def build(options: BuildOptions, dataset: Dataset) -> BuildContext:
     """Write every selected model at one version; refuse before any work if it exists."""
     if options.pseudonymise_users:
         dataset = pseudonyms.pseudonymise(dataset, options.user_key)
+    dataset, user_ids = with_user_indexes(dataset)
     models = selected_models(options, dataset)
     synonyms = read_synonyms(options, models)
     repo = Path(options.repo)
@@ -1062,7 +1063,9 @@ def build(options: BuildOptions, dataset: Dataset) -> BuildContext:
             f"version {version} already exists for {', '.join(taken)}; nothing was written "
             "(use --next for the next free version)"
         )
-    ctx = BuildContext(options=options, dataset=dataset, version=version, synonyms=synonyms)
+    ctx = BuildContext(
+        options=options, dataset=dataset, version=version, synonyms=synonyms, user_ids=user_ids
+    )
     progress(
         f"building {', '.join(models)} as version {version} into {repo} "
         f"(profile {options.profile}, dataset {dataset.name} {dataset.fingerprint[:12]})"

@@ -757,9 +757,17 @@ class Prepared:
     sources: dict[str, dict] = field(default_factory=dict)  # model -> its manifest record
 
 
-def prepare(own: OwnModels, dataset, folder: Path, index_dims: Mapping[str, int]) -> Prepared:
+def prepare(
+    own: OwnModels,
+    dataset,
+    folder: Path,
+    index_dims: Mapping[str, int],
+    user_ids: np.ndarray | None = None,
+) -> Prepared:
     """Check and convert every given model into `folder`. `index_dims`: the dimension of
-    each index this build does not rebuild but a given model must match."""
+    each index this build does not rebuild but a given model must match. `user_ids`: the
+    ids a user tower answers (default: `dataset`'s; a build gives the served ids, its
+    dataset holds user indexes)."""
     from pickle import UnpicklingError
 
     from safetensors import SafetensorError
@@ -807,7 +815,8 @@ def prepare(own: OwnModels, dataset, folder: Path, index_dims: Mapping[str, int]
             raise OwnModelError("two_tower: the recommend pipeline needs an interaction log")
         spec = own.two_tower
         target = folder / "user_tower.onnx"
-        dim, parity = prepare_user_tower(spec, user_vocabulary(dataset), target)
+        known = user_vocabulary(dataset) if user_ids is None else user_ids
+        dim, parity = prepare_user_tower(spec, known, target)
         ids, vectors = read_item_embeddings(spec.item_embeddings)
         if vectors.shape[1] != dim:
             raise OwnModelError(

@@ -24,7 +24,6 @@ loss per epoch, seconds) go to the student's manifest.
 from __future__ import annotations
 
 import copy
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from tokenizers import Tokenizer
 
 from builders import names, text_encoder
 from builders.data import Dataset
+from builders.progress import say
 from builders.runtime.tokenization import DEFAULT_MAX_LENGTH, QueryTokenizer, longest_padding
 
 #: Caps on each kind of distillation text (all logged queries are used; title fragments
@@ -224,13 +224,11 @@ def fit(
                 optimizer.step()
             total += loss.item() * len(rows)
         losses.append(round(total / len(texts), 5))
-        if progress:
-            print(
-                f"[students] {name}: epoch {epoch + 1}/{recipe.epochs}, cosine loss "
-                f"{losses[-1]:.4f} ({time.perf_counter() - started:.0f} s)",
-                file=sys.stderr,
-                flush=True,
-            )
+        say(
+            progress,
+            f"[students] {name}: epoch {epoch + 1}/{recipe.epochs}, cosine loss "
+            f"{losses[-1]:.4f} ({time.perf_counter() - started:.0f} s)",
+        )
     student.eval()
     return {
         "epochs": recipe.epochs,
@@ -257,20 +255,22 @@ def train_students(
     """The students, fitted to the teacher (`teacher`, and its export `teacher_onnx`) on
     `distillation_texts`: name -> (module in eval mode, its training record)."""
 
-    def say(message: str) -> None:
-        if progress:
-            print(f"[students] {message}", file=sys.stderr, flush=True)
-
     by_kind = distillation_texts(dataset, held_out, item_texts, seed)
     texts = [text for kind in by_kind.values() for text in kind]
     if not texts:
         raise ValueError(f"{dataset.name}: no texts to distil the query encoder on")
     sizes = {kind: len(kind_texts) for kind, kind_texts in by_kind.items()}
-    say(f"embedding {len(texts):,} distillation texts with the teacher ({sizes})")
+    say(
+        progress,
+        f"[students] embedding {len(texts):,} distillation texts with the teacher ({sizes})",
+    )
     targets = text_encoder.embed(teacher_onnx, texts, max_length=max_length, progress=False)
     session = text_encoder.session(teacher_onnx)
     vocab = Tokenizer.from_file(str(tokenizer_json)).get_vocab()
-    say(f"embedding each of the {len(vocab):,} vocabulary tokens alone with the teacher")
+    say(
+        progress,
+        f"[students] embedding each of the {len(vocab):,} vocabulary tokens alone with the teacher",
+    )
     vectors = token_vectors(
         lambda ids, mask: text_encoder.encode(session, ids, mask),
         len(vocab),

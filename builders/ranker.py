@@ -27,7 +27,6 @@ its weights instead of training on its own.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -43,6 +42,7 @@ from torch import nn
 
 from builders import dp
 from builders.data import EVENT_WEIGHTS, Dataset, user_vocabulary
+from builders.progress import say
 from builders.runtime.features import (
     DENSE_FEATURES,
     NUM_DENSE,
@@ -631,7 +631,7 @@ def _fit(
     if len(train_examples.labels) == 0:
         raise ValueError(f"{dataset.name}: no {'/'.join(POSITIVE_EVENTS)} events to learn from")
     group = train_examples.labels.shape[1]
-    _log(
+    say(
         progress,
         f"ranker: {len(train_examples.labels):,} training and {len(test_examples.labels):,} "
         f"test groups of {group} candidates ({time.perf_counter() - started:.1f} s)",
@@ -674,7 +674,7 @@ def _fit(
         "test_groups": len(test_examples.labels),
         "train_seconds": round(time.perf_counter() - started, 1),
     }
-    _log(progress, f"ranker: {describe_metrics(metrics)}")
+    say(progress, f"ranker: {describe_metrics(metrics)}")
     return RankerResult(
         torch_model, keras_model, build_tables(dataset), test_examples, metrics, plan
     )
@@ -712,7 +712,7 @@ def train_torch(
                 loss.backward()
                 optimizer.step()
                 total += loss.item() * len(batch)
-            _log(
+            say(
                 progress,
                 f"ranker (torch) epoch {epoch + 1}/{epochs}: loss {total / len(order):.4f} "
                 f"({time.perf_counter() - started:.1f} s)",
@@ -781,7 +781,7 @@ def train_torch_private(
             dp.private_step(loss, example_loss, lookups, group, owners[batch], plan, generator)
             optimizer.step()
             if (step + 1) % max(1, plan.steps // 5) == 0:
-                _log(
+                say(
                     progress,
                     f"ranker (torch, DP) step {step + 1}/{plan.steps} "
                     f"({time.perf_counter() - started:.1f} s)",
@@ -844,7 +844,7 @@ def train_keras(
         verbose=0,
         callbacks=[
             keras.callbacks.LambdaCallback(
-                on_epoch_end=lambda epoch, logs: _log(
+                on_epoch_end=lambda epoch, logs: say(
                     progress, f"ranker (keras) epoch {epoch + 1}/{epochs}: loss {logs['loss']:.4f}"
                 )
             )
@@ -944,8 +944,3 @@ def describe_metrics(metrics: dict[str, float]) -> str:
     return ", ".join(
         f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
     )
-
-
-def _log(enabled: bool, message: str) -> None:
-    if enabled:
-        print(message, file=sys.stderr, flush=True)

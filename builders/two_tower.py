@@ -23,7 +23,6 @@ for it. The item embeddings feed the retrieval index.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from torch import nn
 
 from builders import dp
 from builders.data import EVENT_WEIGHTS, Dataset, ids_by_user_index
+from builders.progress import say
 from builders.ranker import (
     ONNX_OPSET,
     TRAINING_THREADS,
@@ -118,7 +118,7 @@ class UserTowerExport(nn.Module):
 class TwoTowerResult:
     user_tower: UserTower
     item_tower: ItemTower
-    user_ids: np.ndarray  # int64 [n_users], sorted: user index = position + 1
+    user_ids: np.ndarray  # int64 [n_users], unique: user index = position + 1
     user_embeddings: np.ndarray  # float32 [n_users + 1, dim]; row 0: unknown user
     item_embeddings: np.ndarray  # float32 [n_items, dim]; row = item index
     metrics: dict[str, float] = field(default_factory=dict)
@@ -189,7 +189,7 @@ def train(
                 loss.backward()
                 optimizer.step()
                 total += loss.item() * len(batch)
-            _log(
+            say(
                 progress,
                 f"two-tower epoch {epoch + 1}/{epochs}: loss {total / len(order):.4f} "
                 f"({time.perf_counter() - epoch_started:.1f} s)",
@@ -209,7 +209,7 @@ def train(
     )
     result.metrics = evaluate(result, dataset)
     result.metrics["train_seconds"] = round(time.perf_counter() - started, 1)
-    _log(progress, f"two-tower: {describe_metrics(result.metrics)}")
+    say(progress, f"two-tower: {describe_metrics(result.metrics)}")
     return result
 
 
@@ -282,7 +282,7 @@ def train_private(
         )
         optimizer.step()
         if (step + 1) % max(1, plan.steps // 5) == 0:
-            _log(
+            say(
                 progress,
                 f"two-tower DP step {step + 1}/{plan.steps} "
                 f"({time.perf_counter() - started:.1f} s)",
@@ -404,8 +404,8 @@ def export_user_tower(result: TwoTowerResult, path: str | Path) -> dict:
 
 
 def with_user_lookup(tower: onnx.ModelProto, user_ids: np.ndarray) -> onnx.ModelProto:
-    """The tower graph with input `user_id` instead of `user_index`: user id i of the sorted
-    `user_ids` becomes index i + 1, any other id 0 (the cold-start user)."""
+    """The tower graph with input `user_id` instead of `user_index`: `user_ids[i]` becomes
+    index i + 1, any other id 0 (the cold-start user)."""
     graph = tower.graph
     (index_input,) = graph.input
     user_id = onnx.helper.make_tensor_value_info("user_id", onnx.TensorProto.INT64, ["batch", 1])
@@ -424,8 +424,3 @@ def with_user_lookup(tower: onnx.ModelProto, user_ids: np.ndarray) -> onnx.Model
     tower.opset_import.append(onnx.helper.make_opsetid("ai.onnx.ml", 2))
     onnx.checker.check_model(tower)
     return tower
-
-
-def _log(enabled: bool, message: str) -> None:
-    if enabled:
-        print(message, file=sys.stderr, flush=True)

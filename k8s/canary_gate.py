@@ -16,6 +16,12 @@ summary_latencies=true`` exports) or queried from a Prometheus server that scrap
 the chart's pods (series labelled ``track="stable"`` / ``track="canary"``). Top-k
 overlap is measured by sending the same queries to both over HTTP.
 
+Every URL may be ``https://`` (e.g. the Gateway's HTTPS listener): ``--tls-ca`` names the CA
+that signed the server's certificate (default: the system's CAs), and ``--tls-cert`` /
+``--tls-key`` a client certificate for a listener that demands one (mutual TLS). The gate
+needs only the standard library and PyYAML, so it runs from a bare Python image, without
+this repository's client (`clients`) and its Triton client dependencies.
+
 The command prints the decision, its reasons and the ``helm upgrade`` that applies it.
 Exit status: 0 promote, 3 hold, 4 rollback, 1 error.
 """
@@ -27,6 +33,7 @@ import json
 import math
 import re
 import shlex
+import ssl
 import sys
 import threading
 import time
@@ -237,12 +244,42 @@ def window_stats(before: Snapshot, after: Snapshot) -> TrackStats:
     return TrackStats(requests=requests, failures=failures, p99_ms=p99)
 
 
-def fetch_text(url: str, timeout: float = 10.0) -> str:
+def tls_context(
+    ca: Path | None, cert: Path | None = None, key: Path | None = None
+) -> ssl.SSLContext | None:
+    """How to check https:// servers (`ca`, default the system's CAs) and the client
+    certificate to present (mutual TLS); None when no TLS file is given."""
+    if ca is None and cert is None and key is None:
+        return None
+    if (cert is None) != (key is None):
+        raise GateError("--tls-cert and --tls-key go together")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        context = ssl.create_default_context(cafile=None if ca is None else str(ca))
+        if cert is not None:
+            context.load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as err:
+        raise GateError(f"cannot load the TLS files: {err}") from err
+    return context
+
+
+def fetch_text(url: str, timeout: float = 10.0, tls: ssl.SSLContext | None = None) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=tls) as response:
             return response.read().decode()
     except (urllib.error.URLError, OSError) as err:
-        raise GateError(f"cannot read {url}: {err}") from err
+        raise connection_error(url, err) from err
+
+
+def connection_error(url: str, err: Exception) -> GateError:
+    """What went wrong reaching `url`, naming the TLS options when the handshake failed."""
+    cause = err.reason if isinstance(err, urllib.error.URLError) else err
+    if isinstance(cause, ssl.SSLError):
+        return GateError(
+            f"TLS with {url} failed: {cause}; --tls-ca must name the CA that signed its "
+            "certificate, and a listener that demands a client certificate needs "
+            "--tls-cert and --tls-key"
+        )
+    return GateError(f"cannot read {url}: {err}")
 
 
 def scrape_window(
@@ -251,16 +288,17 @@ def scrape_window(
     stable_match: dict[str, str],
     canary_match: dict[str, str],
     window_s: float,
+    tls: ssl.SSLContext | None = None,
 ) -> tuple[TrackStats, TrackStats]:
     """Scrape both /metrics endpoints, wait `window_s`, scrape again."""
     before = [
-        snapshot(parse_metrics(fetch_text(stable_url)), stable_match),
-        snapshot(parse_metrics(fetch_text(canary_url)), canary_match),
+        snapshot(parse_metrics(fetch_text(stable_url, tls=tls)), stable_match),
+        snapshot(parse_metrics(fetch_text(canary_url, tls=tls)), canary_match),
     ]
     time.sleep(window_s)
     after = [
-        snapshot(parse_metrics(fetch_text(stable_url)), stable_match),
-        snapshot(parse_metrics(fetch_text(canary_url)), canary_match),
+        snapshot(parse_metrics(fetch_text(stable_url, tls=tls)), stable_match),
+        snapshot(parse_metrics(fetch_text(canary_url, tls=tls)), canary_match),
     ]
     return window_stats(before[0], after[0]), window_stats(before[1], after[1])
 
@@ -272,11 +310,11 @@ def selector(match: dict[str, str]) -> str:
     return ",".join(f'{key}="{value}"' for key, value in sorted(match.items()))
 
 
-def prometheus_query(base_url: str, query: str) -> float | None:
+def prometheus_query(base_url: str, query: str, tls: ssl.SSLContext | None = None) -> float | None:
     """Value of an instant query returning at most one series; None when it returns none."""
     url = f"{base_url.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
     try:
-        body = json.loads(fetch_text(url))
+        body = json.loads(fetch_text(url, tls=tls))
     except ValueError as err:
         raise GateError(f"Prometheus answered {url} with something other than JSON") from err
     if body.get("status") != "success":
@@ -290,13 +328,19 @@ def prometheus_query(base_url: str, query: str) -> float | None:
     return None if math.isnan(value) else value
 
 
-def prometheus_stats(base_url: str, match: dict[str, str], window_s: float) -> TrackStats:
+def prometheus_stats(
+    base_url: str, match: dict[str, str], window_s: float, tls: ssl.SSLContext | None = None
+) -> TrackStats:
     """Requests, failures and p99 of one track over the last `window_s` seconds."""
     sel = selector(match)
     window = f"{max(int(window_s), 1)}s"
-    success = prometheus_query(base_url, f"sum(increase({SUCCESS}{{{sel}}}[{window}]))") or 0.0
-    failure = prometheus_query(base_url, f"sum(increase({FAILURE}{{{sel}}}[{window}]))") or 0.0
-    p99 = prometheus_query(base_url, f'max({SUMMARY}{{{sel},quantile="{P99}"}})')
+
+    def query(text: str) -> float | None:
+        return prometheus_query(base_url, text, tls)
+
+    success = query(f"sum(increase({SUCCESS}{{{sel}}}[{window}]))") or 0.0
+    failure = query(f"sum(increase({FAILURE}{{{sel}}}[{window}]))") or 0.0
+    p99 = query(f'max({SUMMARY}{{{sel},quantile="{P99}"}})')
     return TrackStats(
         requests=success + failure,
         failures=failure,
@@ -308,13 +352,16 @@ def prometheus_stats(base_url: str, match: dict[str, str], window_s: float) -> T
 
 
 class SearchClient:
-    """Sends `query` and `k` to a search-style model over Triton's HTTP/JSON API."""
+    """Sends `query` and `k` to a search-style model over Triton's HTTP/JSON API at `url`:
+    host:port (plain HTTP) or an http:// or https:// URL."""
 
-    def __init__(self, url: str, model: str, k: int) -> None:
-        self.base = f"http://{url}/v2/models/{model}"
+    def __init__(self, url: str, model: str, k: int, tls: ssl.SSLContext | None = None) -> None:
+        root = url.rstrip("/") if "://" in url else f"http://{url}"
+        self.base = f"{root}/v2/models/{model}"
         self.k = k
-        metadata = json.loads(fetch_text(self.base))
-        config = json.loads(fetch_text(f"{self.base}/config"))
+        self.tls = tls
+        metadata = json.loads(fetch_text(self.base, tls=tls))
+        config = json.loads(fetch_text(f"{self.base}/config", tls=tls))
         self.types = {tensor["name"]: tensor["datatype"] for tensor in metadata["inputs"]}
         for name in ("query", "k"):
             if name not in self.types:
@@ -336,12 +383,12 @@ class SearchClient:
             headers={"Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
+            with urllib.request.urlopen(request, timeout=30, context=self.tls) as response:
                 result = json.loads(response.read())
         except urllib.error.HTTPError:
             return None
         except (urllib.error.URLError, OSError) as err:
-            raise GateError(f"cannot reach {self.base}: {err}") from err
+            raise connection_error(self.base, err) from err
         outputs = {output["name"]: output for output in result["outputs"]}
         return [int(item) for item in outputs["item_ids"]["data"]]
 
@@ -436,12 +483,18 @@ def _load_values(path: Path) -> dict:
     return values
 
 
-def _with_load(targets: list[tuple[str, str]], k: int, queries: list[str], stop: threading.Event):
+def _with_load(
+    targets: list[tuple[str, str]],
+    k: int,
+    queries: list[str],
+    stop: threading.Event,
+    tls: ssl.SSLContext | None,
+):
     """Background traffic to each (URL, model) (used with --load): the same queries, round
     robin."""
 
     def run(url: str, model: str) -> None:
-        client = SearchClient(url, model, k)
+        client = SearchClient(url, model, k, tls)
         index = 0
         while not stop.is_set():
             client.item_ids(queries[index % len(queries)])
@@ -482,8 +535,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--window", type=float, default=60.0, help="observation window, seconds")
     overlap = parser.add_argument_group("top-k overlap (optional)")
-    overlap.add_argument("--stable-infer", help="stable's HTTP endpoint host:port")
-    overlap.add_argument("--canary-infer", help="canary's HTTP endpoint host:port")
+    overlap.add_argument(
+        "--stable-infer", help="stable's HTTP endpoint: host:port, or an http(s):// URL"
+    )
+    overlap.add_argument(
+        "--canary-infer", help="canary's HTTP endpoint: host:port, or an http(s):// URL"
+    )
     overlap.add_argument("--queries", type=Path, help="file with one query per line")
     overlap.add_argument("--k", type=int, default=10, help="items requested per query")
     overlap.add_argument(
@@ -510,6 +567,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="25,50,100",
         help="canary weights to walk through before the final promotion (comma-separated)",
     )
+    tls = parser.add_argument_group("TLS, for https:// URLs")
+    tls.add_argument(
+        "--tls-ca", type=Path, help="CA bundle the servers' certificates are checked against"
+    )
+    tls.add_argument("--tls-cert", type=Path, help="client certificate (mutual TLS)")
+    tls.add_argument("--tls-key", type=Path, help="the client certificate's key")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
@@ -545,6 +608,7 @@ def run(args: argparse.Namespace) -> dict:
             raise GateError(f"{args.queries} holds no queries")
     values = _load_values(args.values) if args.values else {}
     steps = [int(step) for step in args.steps.split(",") if step.strip()]
+    tls = tls_context(args.tls_ca, args.tls_cert, args.tls_key)
 
     stop = threading.Event()
     threads = (
@@ -553,6 +617,7 @@ def run(args: argparse.Namespace) -> dict:
             args.k,
             queries,
             stop,
+            tls,
         )
         if args.load
         else []
@@ -560,11 +625,16 @@ def run(args: argparse.Namespace) -> dict:
     try:
         if args.prometheus:
             time.sleep(args.window if args.load else 0)
-            stable = prometheus_stats(args.prometheus, stable_match, args.window)
-            canary = prometheus_stats(args.prometheus, canary_match, args.window)
+            stable = prometheus_stats(args.prometheus, stable_match, args.window, tls)
+            canary = prometheus_stats(args.prometheus, canary_match, args.window, tls)
         else:
             stable, canary = scrape_window(
-                args.stable_metrics, args.canary_metrics, stable_match, canary_match, args.window
+                args.stable_metrics,
+                args.canary_metrics,
+                stable_match,
+                canary_match,
+                args.window,
+                tls,
             )
     finally:
         stop.set()
@@ -574,8 +644,8 @@ def run(args: argparse.Namespace) -> dict:
     overlap = None
     if queries:
         overlap = measure_overlap(
-            SearchClient(args.stable_infer, args.model, args.k),
-            SearchClient(args.canary_infer, canary_model, args.k),
+            SearchClient(args.stable_infer, args.model, args.k, tls),
+            SearchClient(args.canary_infer, canary_model, args.k, tls),
             queries,
         )
     thresholds = Thresholds(

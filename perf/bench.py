@@ -54,7 +54,7 @@ from builders.ranking_metrics import ndcg
 from builders.repository import model_versions, read_manifest
 from builders.retrieval import compose_retrieval, save_index
 from builders.specs import WARMUP_FOLDER
-from perf import inputs, loadgen, report, spec, stage_cpu
+from perf import inputs, loadgen, report, spec, stage_cpu, triton_stats
 from perf.sweep import Sweep
 from server import TritonServer
 from server.launcher import free_port
@@ -320,28 +320,27 @@ def repeat_share(queries: list[str]) -> float:
 
 def cache_counts(server: TritonServer, model: str) -> tuple[int, int]:
     """(hits, misses) of `model`'s response cache so far, all versions."""
-    stats = model_statistics(server, model)
-    counts = [
-        sum(int(s["inference_stats"].get(key, {}).get("count", 0)) for s in stats)
-        for key in ("cache_hit", "cache_miss")
-    ]
-    return counts[0], counts[1]
+    answer = model_statistics(server, model)
+    return (
+        triton_stats.part_count(answer, "cache_hit"),
+        triton_stats.part_count(answer, "cache_miss"),
+    )
 
 
 def batch_counts(server: TritonServer, model: str) -> tuple[int, int]:
     """(requests, executions) of `model` so far, all versions: between two readings, their
     ratio is the mean batch its dynamic batcher formed."""
-    stats = model_statistics(server, model)
+    answer = model_statistics(server, model)
     return (
-        sum(int(s.get("inference_count", 0)) for s in stats),
-        sum(int(s.get("execution_count", 0)) for s in stats),
+        triton_stats.counter(answer, "inference_count"),
+        triton_stats.counter(answer, "execution_count"),
     )
 
 
-def model_statistics(server: TritonServer, model: str) -> list[dict]:
+def model_statistics(server: TritonServer, model: str) -> dict:
     client = httpclient.InferenceServerClient(server.http_url)
     try:
-        return client.get_inference_statistics(model)["model_stats"]
+        return client.get_inference_statistics(model)
     finally:
         client.close()
 
@@ -411,7 +410,9 @@ def teacher_stage_cpu(server: TritonServer, bodies: list[bytes], seconds: float)
     `retrieval` model (the encoder and the exact index in one graph), the teacher and that
     index are composed here into `TEACHER_RETRIEVAL`, with the same config, in a model
     folder of the repository that lives only while it is measured (a Triton ensemble can
-    only name models of its repository)."""
+    only name models of its repository). The teacher's stage runs without the response
+    cache, as the other stages of the breakdown do (`make bench` measures it on a server
+    with a cache, where repeated queries would skip it)."""
     repo = server.model_repository
     release = newest_search(repo)
     student = query_encoder(repo, release)
@@ -431,12 +432,13 @@ def teacher_stage_cpu(server: TritonServer, bodies: list[bytes], seconds: float)
         shutil.copytree(repo / swapped_out.model / WARMUP_FOLDER, temporary / WARMUP_FOLDER)
         (temporary / "1").mkdir()
         save_index(composed, temporary / "1")
-        config = {**spec.model_config(repo, swapped_out.model), "name": TEACHER_RETRIEVAL}
+        config = without_cache(spec.model_config(repo, swapped_out.model))
+        config["name"] = TEACHER_RETRIEVAL
         config["version_policy"] = {"specific": {"versions": ["1"]}}
         swapped_in, loaded = Stage(TEACHER_RETRIEVAL, 1), False
     else:
         swapped_in, loaded = teacher, server.is_model_ready(names.TEXT_ENCODER)
-        config = spec.model_config(repo, teacher.model)
+        config = without_cache(spec.model_config(repo, teacher.model))
     search = spec.model_config(repo, names.SEARCH)
     steps = [
         {**step, "model_name": swapped_in.model, "model_version": str(swapped_in.version)}

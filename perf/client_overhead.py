@@ -31,6 +31,7 @@ import tritonclient.http as httpclient
 from builders import names
 from clients import Client
 from clients.formatting import format_table
+from perf.latency import percentile_ms
 from server import TritonServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,10 +97,10 @@ def measure(protocol: str, url: str, catalog: Path, model: str, iterations: int,
 
 
 def summarise(protocol: str, model: str, times: dict, cpu: dict) -> list[dict]:
-    base_p50, base_p99 = np.percentile(times["bare"], [50, 99])
+    base_p50, base_p99 = (percentile_ms(times["bare"], q) for q in (50, 99))
     rows = []
     for arm in ARMS:
-        p50, p99 = np.percentile(times[arm], [50, 99])
+        p50, p99 = (percentile_ms(times[arm], q) for q in (50, 99))
         rows.append(
             {
                 "protocol": protocol,

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from perf.latency import summary
+
 
 @dataclass(frozen=True)
 class LoadResult:
@@ -88,6 +90,5 @@ def closed_loop(
         requests=int(merged.size),
         errors=sum(errors),
         throughput=merged.size / elapsed,
-        p50_ms=float(np.percentile(merged, 50)),
-        p99_ms=float(np.percentile(merged, 99)),
+        **summary(merged),
     )

@@ -44,7 +44,7 @@ import numpy as np
 
 from builders import gbdt, machine, names, ranker
 from builders.build import item_texts, search_scores_of, two_tower_scores
-from builders.data import load_dataset
+from builders.data import load_dataset, with_user_indexes
 from builders.offline import OfflinePipeline
 from builders.pipelines import PIPELINE_FILE, PipelineSpec, lineage, query_encoder
 from builders.ranking_metrics import ndcg, recall
@@ -252,6 +252,7 @@ def recommend_seed_spread(dataset, build: dict, seeds: int) -> dict:
     from builders import two_tower
 
     recalls, aucs = [build["recall_at_10"]], [build["offline_auc"]]
+    dataset = with_user_indexes(dataset)[0]  # users in the order the build trains them
     tables = ranker.build_tables(dataset)
     for seed in range(1, seeds):
         print(
@@ -290,7 +291,9 @@ def ranker_comparison(repo: Path, dataset) -> dict[str, dict[str, float]]:
         LexicalIndex.load(folder(search, "hybrid")),
         int(tokenizer["parameters"]["max_length"]["string_value"]),
     )
-    _, train, test = ranker.search_training_examples(dataset, scores)
+    # Trained as the build trains, on user indexes: the served tables' and tower's rows.
+    indexed = with_user_indexes(dataset)[0]
+    _, train, test = ranker.search_training_examples(indexed, scores)
     trees = gbdt.train("search", train, test, ranker.SEARCH_RANKER_FEATURES)
     graph = gbdt.onnx_model(trees.booster, trees.uses).SerializeToString()
     session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
@@ -313,7 +316,7 @@ def ranker_comparison(repo: Path, dataset) -> dict[str, dict[str, float]]:
         folder(recommend, "user_tower"), folder(recommend, "index"), tables.user_ids
     )
     examples = auc_examples(tables, dataset, retrieval)
-    _, train, _ = ranker.recommend_training_examples(dataset, retrieval)
+    _, train, _ = ranker.recommend_training_examples(indexed, retrieval)
     trees = gbdt.train("recommend", train, examples, ranker.ALL_FEATURES)
     dcn_scores = recommend.rank(examples.sparse, examples.dense)
     return {

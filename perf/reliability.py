@@ -51,9 +51,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
-import numpy as np
-
 from builders import names, pipelines
+from builders.progress import progress
 from builders.repository import model_versions
 from clients import (
     Client,
@@ -65,6 +64,7 @@ from clients import (
     Route,
 )
 from k8s import canary_gate
+from perf.latency import percentile_ms
 from server.launcher import TritonServer, free_port
 from server.stub_watchdog import StubWatchdog, server_stubs
 
@@ -106,10 +106,6 @@ PROBE_EVERY_S, PROBE_TIMEOUT_S = 1.0, 5.0
 # past its timeout (counted as the stage's `nv_inference_request_failure{reason="REJECTED"}`);
 # a full queue answers "Exceeds maximum queue size" (counted in no metric of the stage).
 QUEUE_TIMEOUT = "Request timeout expired"
-
-
-def progress(message: str) -> None:
-    print(f"[reliability {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # -- pure parts ---------------------------------------------------------------------------
@@ -185,13 +181,6 @@ def reached_a_model(error: ClientError) -> bool:
     if isinstance(error, DeadlineExceededError):
         return False
     return not any(marker in error.message for marker in NOT_AT_A_MODEL)
-
-
-def p99_ms(latencies_s: list[float]) -> float | None:
-    """The 99th percentile in milliseconds (None without samples)."""
-    if not latencies_s:
-        return None
-    return round(float(np.percentile(np.asarray(latencies_s) * 1000, 99)), 2)
 
 
 def memory_growth(start: dict[str, int], end: dict[str, int], limit: float) -> dict:
@@ -272,8 +261,8 @@ def window(timeline: list[Call], start: float, end: float, slo_s: float) -> dict
         "requests": len(calls),
         "answered": len(answered),
         "goodput": round(sum(call.sent_latency <= slo_s for call in answered) / seconds, 1),
-        "p99_ms": p99_ms([call.sent_latency for call in answered]),
-        "due_p99_ms": p99_ms([call.latency for call in answered]),
+        "p99_ms": percentile_ms([call.sent_latency for call in answered], 99, 2, seconds=True),
+        "due_p99_ms": percentile_ms([call.latency for call in answered], 99, 2, seconds=True),
     }
 
 
@@ -389,8 +378,10 @@ class Tally:
             "seconds": round(seconds, 1),
             "requests": self.calls,
             "errors": self.errors,
-            "p99_ms": p99_ms(self.latencies),
-            "start_lag_p99_ms": p99_ms([call.lag for call in self.timeline]),
+            "p99_ms": percentile_ms(self.latencies, 99, 2, seconds=True),
+            "start_lag_p99_ms": percentile_ms(
+                [call.lag for call in self.timeline], 99, 2, seconds=True
+            ),
             "throughput": round(self.calls / seconds, 1) if seconds else 0.0,
             "retried_requests": self.retried_calls,
             "failed_attempts": self.failed_attempts,
@@ -673,7 +664,7 @@ class Harness:
         self.retired = Counts()  # what models unloaded during a scenario had served
 
     def __enter__(self) -> Harness:
-        progress(f"starting tritonserver on {self.repo}")
+        progress(f"starting tritonserver on {self.repo}", "reliability")
         self.server.start()
         self.watchdog = StubWatchdog(self.server).__enter__()
         self.client = Client(
@@ -750,8 +741,11 @@ class Harness:
 class Settings:
     soak_seconds: float = 600.0
     seconds: float = 30.0
-    saturation_seconds: float = 10.0
-    load: float = 0.8
+    #: Long enough to read a stable saturation (10 s overstated what 2 shared cores sustain).
+    saturation_seconds: float = 30.0
+    #: The soak's share of saturation: 80 % of a 10 s reading was more than 2 cores serve
+    #: open-loop (the load generator shares them), so its queue grew for the whole soak.
+    load: float = 0.6
     fault_load: float = 0.5
     crash_stage: str = names.TOP_K
     concurrency: int = 16
@@ -785,7 +779,9 @@ def soak(harness: Harness, settings: Settings, rate: float) -> dict:
         end_at = time.monotonic() + settings.soak_seconds - warmup
         while (left := end_at - time.monotonic()) > 0:
             time.sleep(min(60.0, left))
-            progress(f"soak: {harness.tally.calls} calls, {harness.tally.errors} errors")
+            progress(
+                f"soak: {harness.tally.calls} calls, {harness.tally.errors} errors", "reliability"
+            )
         end = server_memory(harness.server)
     report["warmup_seconds"] = warmup
     report["memory"] = memory_growth(start, end, MEMORY_GROWTH_LIMIT)
@@ -1005,7 +1001,7 @@ def overload(harness: Harness, settings: Settings, rate: float) -> dict:
     spike = window(timeline, spike_start, spike_end, slo_s)
     after = window(timeline, spike_end, end, slo_s)
     seconds = per_second(timeline, spike_start, int(end - spike_start))
-    p99s = [p99_ms(latencies) for latencies in seconds]
+    p99s = [percentile_ms(latencies, 99, 2, seconds=True) for latencies in seconds]
     recovery = recovery_seconds(p99s[int(spike_end - spike_start) :], settings.slo_ms)
     rejections = rejection_accounting(
         harness.tally, report["accounting"]["server_failure"], timeouts
@@ -1055,7 +1051,7 @@ def run(repo: Path, work: Path, settings: Settings, scenarios: tuple[str, ...]) 
     """Measure saturation, then run `scenarios` in order; the results document."""
     work.mkdir(parents=True, exist_ok=True)
     with Harness(repo, work, settings.workers) as harness:
-        progress(f"measuring saturation for {settings.saturation_seconds:g} s")
+        progress(f"measuring saturation for {settings.saturation_seconds:g} s", "reliability")
         saturation(harness.client, harness.requests, 2.0, settings.concurrency)  # warm-up
         peak = saturation(
             harness.client, harness.requests, settings.saturation_seconds, settings.concurrency
@@ -1073,14 +1069,15 @@ def run(repo: Path, work: Path, settings: Settings, scenarios: tuple[str, ...]) 
         }
         for name in scenarios:
             fraction = {"soak": settings.load, "overload": 1.0}.get(name, settings.fault_load)
-            progress(f"{name}: open-loop at {fraction:.0%} of {peak:.0f} calls/s")
+            progress(f"{name}: open-loop at {fraction:.0%} of {peak:.0f} calls/s", "reliability")
             report = RUNNERS[name](harness, settings, fraction * peak)
             report["passed"] = scenario_passed(report)
             results["scenarios"][name] = report
             progress(
                 f"{name}: {report['requests']} calls, {report['errors']} errors, "
                 f"accounting {'agrees' if report['accounting']['agree'] else 'DISAGREES'}, "
-                f"{'passed' if report['passed'] else 'FAILED'}"
+                f"{'passed' if report['passed'] else 'FAILED'}",
+                "reliability",
             )
     results["passed"] = all(r["passed"] for r in results["scenarios"].values())
     return results

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from perf.latency import summary
+
 RESULTS = Path(__file__).resolve().parent / "results"
 SCRATCH = Path(__file__).resolve().parents[1] / "build" / "retrieval_scale"
 DIM = 384
@@ -82,8 +84,7 @@ def latency(search, queries: np.ndarray, batch32: bool = True) -> dict:
         times.append((time.perf_counter() - started) * 1000)
     times = np.array(times)
     row = {
-        "p50_ms": round(float(np.percentile(times, 50)), 3),
-        "p99_ms": round(float(np.percentile(times, 99)), 3),
+        **summary(times, 3),
         "qps": round(1000 / float(times.mean()), 1),
     }
     if batch32:

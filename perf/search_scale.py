@@ -40,6 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
+from perf import triton_stats
+from perf.latency import summary
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "perf" / "results" / "search_scale.json"
 WORK = ROOT / "build" / "search_scale"
@@ -95,8 +98,7 @@ def percentiles(times_ms: list[float]) -> dict:
     values = np.asarray(times_ms)
     return {
         "requests": len(values),
-        "p50_ms": round(float(np.percentile(values, 50)), 2),
-        "p99_ms": round(float(np.percentile(values, 99)), 2),
+        **summary(values, 2),
         "mean_ms": round(float(values.mean()), 2),
     }
 
@@ -105,26 +107,13 @@ def stage_times(before: dict, after: dict) -> dict:
     """Mean milliseconds per request in each model's queue and compute (input, infer and
     output) between two of Triton's statistics answers (`model_stats` lists); models
     without requests in between are left out."""
-
-    def totals(stats: dict) -> dict:
-        """(model, version) -> part -> [count, ns]."""
-        return {
-            (model["name"], model["version"]): {
-                part: np.array([int(value.get("count", 0)), int(value.get("ns", 0))])
-                for part, value in model["inference_stats"].items()
-            }
-            for model in stats["model_stats"]
-        }
-
-    start, zero = totals(before), np.zeros(2, dtype=np.int64)
     times = {}
-    for key, parts in sorted(totals(after).items()):
-        delta = {part: value - start.get(key, {}).get(part, zero) for part, value in parts.items()}
-        count = int(delta["success"][0])
+    for (model, _), delta in sorted(triton_stats.difference(before, after).items()):
+        count = delta["success"][0]
         if count <= 0:
             continue
-        compute_ns = sum(delta[p][1] for p in ("compute_input", "compute_infer", "compute_output"))
-        times[key[0]] = {
+        compute_ns = sum(delta[part][1] for part in triton_stats.COMPUTE)
+        times[model] = {
             "requests": count,
             "queue_ms": round(float(delta["queue"][1]) / count / 1e6, 2),
             "compute_ms": round(float(compute_ns) / count / 1e6, 2),

@@ -19,6 +19,7 @@ from .dataset import (
     leave_last_n_out,
     relevance_from_logs,
     user_vocabulary,
+    with_user_indexes,
 )
 from .files import DataValidationError
 from .registry import DEFAULT_DATASET, SOURCES, load_dataset
@@ -38,4 +39,5 @@ __all__ = [
     "load_dataset",
     "relevance_from_logs",
     "user_vocabulary",
+    "with_user_indexes",
 ]

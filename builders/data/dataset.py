@@ -2,7 +2,7 @@
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import NamedTuple
@@ -221,9 +221,41 @@ def user_vocabulary(dataset: Dataset) -> np.ndarray:
     return np.unique(np.concatenate(parts))
 
 
+def with_user_indexes(dataset: Dataset) -> tuple[Dataset, np.ndarray]:
+    """`dataset` with every logged user's id replaced by its user index (1..n), and the ids
+    in index order (index i + 1 is `ids[i]`).
+
+    Users are indexed by what they did, not by what their ids are: in order of their first
+    logged event (its timestamp, item and event). So what a build trains on the result does
+    not depend on the ids, and a build whose ids are pseudonymised trains the plain build's
+    models (users whose first events agree in all three fall back to the order of their
+    ids). Users without events leave the users table: nothing is learnt about them, and they
+    are served as unknown users. The result keeps `dataset`'s fingerprint: it stands for the
+    same data.
+    """
+    if dataset.interactions is None:
+        return dataset, np.empty(0, dtype=np.int64)
+    firsts = dataset.interactions.drop_duplicates("user_id")  # canonical order: by time
+    by_first_event = firsts.sort_values(["timestamp", "item_id", "event", "user_id"], kind="stable")
+    ordered = by_first_event["user_id"].to_numpy(np.int64)
+    ids = np.sort(ordered)
+    index_of = np.empty(len(ids), dtype=np.int64)
+    index_of[np.searchsorted(ids, ordered)] = np.arange(1, len(ids) + 1)
+
+    def indexed(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.assign(user_id=index_of[np.searchsorted(ids, frame["user_id"].to_numpy())])
+
+    users = dataset.users
+    if users is not None:
+        users = indexed(users[users["user_id"].isin(ids)])
+    relabelled = replace(dataset, interactions=indexed(dataset.interactions), users=users)
+    object.__setattr__(relabelled, "fingerprint", dataset.fingerprint)
+    return relabelled, ordered
+
+
 def ids_by_user_index(user_ids: np.ndarray) -> np.ndarray:
-    """User ids [n + 1, 1] in user-index order for sorted `user_ids`: row 0 is an id not
-    among them (the unknown user's row), row i + 1 is `user_ids[i]`."""
+    """User ids [n + 1, 1] in user-index order for `user_ids` in index order: row 0 is an id
+    not among them (the unknown user's row), row i + 1 is `user_ids[i]`."""
     unknown = int(user_ids.max(initial=0)) + 1
     return np.concatenate([[unknown], user_ids]).astype(np.int64).reshape(-1, 1)
 

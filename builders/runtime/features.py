@@ -6,7 +6,8 @@ imports only the standard library and numpy. Training builds its examples with t
 
 Every sparse column is a vocabulary id in which 0 means unknown, missing or padding:
 
-* `user`: the user index (1..n_users in sorted user-id order; 0 = unknown / cold-start user);
+* `user`: the user index (1..n_users, by first logged event: `builders.data.with_user_indexes`;
+  0 = unknown / cold-start user);
 * `item`: the item index plus one (0 = padding candidate, item index -1);
 * `category`: 1..n_categories in sorted category order;
 * `brand`: 1..n_brands in sorted brand order (0 = no brand);
@@ -59,7 +60,7 @@ class FeatureTables:
     user arrays have n_users + 1 rows (row 0 is the unknown user).
     """
 
-    user_ids: np.ndarray  # int64 [n_users], sorted: user index = position + 1
+    user_ids: np.ndarray  # int64 [n_users], unique: user index = position + 1
     item_ids: np.ndarray  # int64 [n_items], sorted: item index = position
     item_category: np.ndarray  # int64 [n_items + 1], 1..n_categories
     item_brand: np.ndarray  # int64 [n_items + 1], 0 = no brand
@@ -73,10 +74,13 @@ class FeatureTables:
 
     def __post_init__(self) -> None:
         n_items, n_users = len(self.item_ids), len(self.user_ids)
-        for name in ("user_ids", "item_ids"):
-            ids = getattr(self, name)
-            if ids.ndim != 1 or (len(ids) > 1 and not (np.diff(ids) > 0).all()):
-                raise ValueError(f"FeatureTables.{name} must be sorted and unique")
+        if self.user_ids.ndim != 1 or len(np.unique(self.user_ids)) != n_users:
+            raise ValueError("FeatureTables.user_ids must be unique")
+        ids = self.item_ids
+        if ids.ndim != 1 or (len(ids) > 1 and not (np.diff(ids) > 0).all()):
+            raise ValueError("FeatureTables.item_ids must be sorted and unique")
+        # The positions of the users' ids in ascending order (their argsort), for `user_indexes`.
+        object.__setattr__(self, "_user_order", np.argsort(self.user_ids, kind="stable"))
         for name in (
             "item_category",
             "item_brand",
@@ -113,7 +117,7 @@ class FeatureTables:
 
     def user_indexes(self, user_ids: np.ndarray) -> np.ndarray:
         """User ids to user indexes (1..n_users); unknown ids give 0."""
-        return lookup_user_indexes(self.user_ids, user_ids)
+        return lookup_user_indexes(self.user_ids, user_ids, self._user_order)
 
     def save(self, path: str | Path) -> None:
         """Write every array to one `.npz` file (no pickled objects)."""
@@ -139,14 +143,19 @@ class FeatureTables:
             return cls(**{field.name: archive[field.name] for field in fields(cls)})
 
 
-def lookup_user_indexes(sorted_user_ids: np.ndarray, user_ids: np.ndarray) -> np.ndarray:
-    """Position of each id in `sorted_user_ids` plus one; 0 for ids not in it."""
+def lookup_user_indexes(
+    ids_by_index: np.ndarray, user_ids: np.ndarray, order: np.ndarray | None = None
+) -> np.ndarray:
+    """Position of each of `user_ids` in `ids_by_index` (unique ids) plus one; 0 for ids not
+    in it. `order`: `ids_by_index`'s stable argsort, where the caller keeps it."""
     user_ids = np.asarray(user_ids, dtype=np.int64)
-    if len(sorted_user_ids) == 0:
+    if len(ids_by_index) == 0:
         return np.zeros(user_ids.shape, dtype=np.int64)
-    positions = np.searchsorted(sorted_user_ids, user_ids)
-    clipped = np.minimum(positions, len(sorted_user_ids) - 1)
-    return np.where(sorted_user_ids[clipped] == user_ids, clipped + 1, 0).astype(np.int64)
+    if order is None:
+        order = np.argsort(ids_by_index, kind="stable")
+    ascending = ids_by_index[order]
+    positions = np.minimum(np.searchsorted(ascending, user_ids), len(ascending) - 1)
+    return np.where(ascending[positions] == user_ids, order[positions] + 1, 0).astype(np.int64)
 
 
 def ranker_inputs(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -119,6 +120,15 @@ def test_padding_candidates_are_all_zero(tables):
 def test_malformed_inputs_raise_feature_error(tables, change, message):
     with pytest.raises(FeatureError, match=message):
         ranker_inputs(tables, *change(*candidates(tables, batch=2, n=3)))
+
+
+def test_user_ids_in_any_order_map_to_their_positions(tables):
+    shuffled = np.random.default_rng(0).permutation(tables.user_ids)
+    reordered = dataclasses.replace(tables, user_ids=shuffled)
+    asked = np.append(shuffled[[5, 0, 17]], shuffled.max() + 1)
+    assert reordered.user_indexes(asked).tolist() == [6, 1, 18, 0]
+    with pytest.raises(ValueError, match="user_ids must be unique"):
+        dataclasses.replace(tables, user_ids=np.append(shuffled[1:], shuffled[1]))
 
 
 def test_tables_round_trip(tables, tmp_path):

@@ -8,6 +8,7 @@ import asyncio
 import socket
 import ssl
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
@@ -26,6 +27,7 @@ from clients import (
     cli,
 )
 from clients.tls import explain_tls_failure
+from k8s import canary_gate
 from server import ServerError, TritonServer
 from server.__main__ import parse_args, server_tls
 from server.tls import DevCertificates, ServerTls, dev_certificates, tls_args
@@ -292,3 +294,28 @@ def test_https_through_a_tls_terminator_and_its_failures(tls_server, certs, wron
     finally:
         terminator.close()
         mutual.close()
+
+
+def test_canary_gate_reads_https_urls_and_names_a_tls_failure(tls_server, certs, wrong, capsys):
+    """The gate through TLS terminators in front of Triton's metrics and HTTP ports."""
+    metrics = TlsTerminator(urllib.parse.urlsplit(tls_server.metrics_url).netloc, certs)
+    infer = TlsTerminator(tls_server.http_url, certs, mutual=True)
+    gate = ["--model", "doubler", "--window", "0.1", "--min-requests", "1000"]
+    metrics_urls = [f"https://{metrics.url}/metrics"] * 2
+    try:
+        argv = [*gate, "--stable-metrics", metrics_urls[0], "--canary-metrics", metrics_urls[1]]
+        assert canary_gate.main([*argv, "--tls-ca", str(certs.ca)]) == 3  # read; too few calls
+        assert "decision: hold" in capsys.readouterr().out
+        assert canary_gate.main([*argv, "--tls-ca", str(wrong.ca)]) == 1
+        assert "--tls-ca must name the CA" in capsys.readouterr().err
+        client = canary_gate.tls_context(certs.ca, certs.client_cert, certs.client_key)
+        # The doubler is no search model: the gate got as far as reading its metadata.
+        with pytest.raises(canary_gate.GateError, match="has no input 'query'"):
+            canary_gate.SearchClient(f"https://{infer.url}", "doubler", 10, client)
+        with pytest.raises(canary_gate.GateError, match="TLS with https://"):
+            canary_gate.SearchClient(
+                f"https://{infer.url}", "doubler", 10, canary_gate.tls_context(certs.ca)
+            )
+    finally:
+        metrics.close()
+        infer.close()

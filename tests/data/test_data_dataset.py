@@ -6,7 +6,13 @@ import pytest
 
 from builders import names
 from builders.build import BuildOptions, selected_models
-from builders.data import Dataset, leave_last_n_out, relevance_from_logs
+from builders.data import (
+    Dataset,
+    leave_last_n_out,
+    relevance_from_logs,
+    user_vocabulary,
+    with_user_indexes,
+)
 
 
 def catalog(n: int = 4) -> pd.DataFrame:
@@ -124,6 +130,35 @@ def test_split_breaks_timestamp_ties_by_row_order() -> None:
     tied = log([(1, 1, "view", 5, None), (1, 2, "view", 5, None), (1, 3, "view", 5, None)])
     assert leave_last_n_out(tied, 1).test["item_id"].tolist() == [3]
     assert leave_last_n_out(tied.iloc[::-1], 1).test["item_id"].tolist() == [1]
+
+
+def test_users_are_indexed_by_their_first_event_not_by_their_ids() -> None:
+    users = pd.DataFrame({"user_id": np.array([1, 2, 3, 9], dtype=np.int64)})  # 9: no events
+    data = dataset(users=users)
+    indexed, ids = with_user_indexes(data)
+    assert ids.tolist() == [1, 2, 3]  # first events at 100, 200, 500
+    assert indexed.fingerprint == data.fingerprint
+    assert indexed.users["user_id"].tolist() == [1, 2, 3]  # 9 is served as an unknown user
+    # Relabelled ids that sort the other way give the same indexed data.
+    relabel = {1: 70, 2: 50, 3: 60, 9: 80}
+    other = dataset(
+        interactions=log([(relabel[u], *rest) for u, *rest in LOG]),
+        users=users.assign(user_id=users["user_id"].map(relabel)),
+    )
+    other_indexed, other_ids = with_user_indexes(other)
+    assert other_ids.tolist() == [70, 50, 60]
+    pd.testing.assert_frame_equal(other_indexed.interactions, indexed.interactions)
+    pd.testing.assert_frame_equal(other_indexed.users, indexed.users)
+    assert user_vocabulary(indexed).tolist() == [1, 2, 3]
+
+
+def test_users_whose_first_events_tie_fall_back_to_their_ids() -> None:
+    tied = log([(5, 2, "view", 100, None), (4, 2, "view", 100, None), (6, 1, "view", 100, None)])
+    _, ids = with_user_indexes(dataset(interactions=tied))
+    assert ids.tolist() == [6, 4, 5]  # item 1 first, then ids 4 and 5 for the equal events
+    catalog_only = Dataset(name="test", catalog=catalog())
+    same, no_ids = with_user_indexes(catalog_only)
+    assert same is catalog_only and len(no_ids) == 0
 
 
 def test_item_popularity_counts_and_weights() -> None:

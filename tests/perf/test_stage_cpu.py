@@ -5,7 +5,7 @@ import os
 import pytest
 
 from builders import names
-from perf import bench, inputs, stage_cpu
+from perf import bench, inputs, spec, stage_cpu
 
 
 def test_a_breakdown_adds_the_instances_of_one_model_and_skips_new_processes():
@@ -50,7 +50,7 @@ def test_the_bench_breakdown_of_search_on_the_real_server(small_server, small_re
 
 
 def test_the_bench_measures_search_with_the_teacher_in_place_of_its_student(
-    small_server, small_repository
+    small_server, small_repository, monkeypatch
 ):
     student = bench.served_encoder(small_repository).model
     if student == names.TEXT_ENCODER:
@@ -59,7 +59,19 @@ def test_the_bench_measures_search_with_the_teacher_in_place_of_its_student(
     requests = inputs.input_data(names.SEARCH, dataset, small_repository, 64)["data"]
     bodies = bench.triton_bodies(names.SEARCH, requests)
     before = small_server.model_config(names.SEARCH)
+    loaded: dict[str, dict] = {}
+    load_configs = bench.load_configs
+
+    def recorded(server, configs):
+        loaded.update(configs)
+        load_configs(server, configs)
+
+    monkeypatch.setattr(bench, "load_configs", recorded)
     measured = bench.teacher_stage_cpu(small_server, bodies, seconds=1.0)
+    # Measured as the other stages are, without the response cache (the repository's
+    # config has it on: on a server with a cache, repeated queries would skip the stage).
+    assert spec.model_config(small_repository, names.SEARCH_RETRIEVAL)["response_cache"]
+    assert "response_cache" not in loaded[bench.TEACHER_RETRIEVAL]
     assert measured["errors"] == 0 and measured["requests"] > 0
     # The teacher and the same exact index, composed for the measurement and gone after it.
     assert measured["compared"] == {
