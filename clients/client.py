@@ -134,7 +134,7 @@ class ClientConfig:
         """The user id a call sends: its pseudonym when the client has a `user_key`."""
         if user_id is None or self.user_key is None:
             return user_id
-        (raw,) = contract._scalar("user_id", user_id, np.int64)[0]  # refuses a non-INT64 id
+        (raw,) = contract.scalar_tensor("user_id", user_id, np.int64)[0]  # refuses a non-INT64 id
         return pseudonyms.pseudonym(raw, self.user_key)
 
     def version_for(self, model: str, user_id: int | None, version: int | None) -> int | None:

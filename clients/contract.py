@@ -121,7 +121,7 @@ def contract_problems(
 _LIMITS = {dtype: np.iinfo(dtype) for dtype in (np.int32, np.int64)}
 
 
-def _scalar(name: str, value, dtype) -> np.ndarray:
+def scalar_tensor(name: str, value, dtype) -> np.ndarray:
     """`value` as a [1, 1] integer tensor, or a clear error."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise InvalidArgumentError(f"{name!r} must be an integer, got {value!r}")
@@ -136,12 +136,15 @@ def search_inputs(query: str | bytes, user_id: int | None, k: int) -> dict[str, 
     if not isinstance(query, str | bytes):
         raise InvalidArgumentError(f"'query' must be text, got {type(query).__name__}")
     raw = query.encode("utf-8") if isinstance(query, str) else query
-    inputs = {"query": np.array([[raw]], dtype=np.object_), "k": _scalar("k", k, np.int32)}
+    inputs = {"query": np.array([[raw]], dtype=np.object_), "k": scalar_tensor("k", k, np.int32)}
     if user_id is not None:
-        inputs["user_id"] = _scalar("user_id", user_id, np.int64)
+        inputs["user_id"] = scalar_tensor("user_id", user_id, np.int64)
     return inputs
 
 
 def recommend_inputs(user_id: int, k: int) -> dict[str, np.ndarray]:
     """The `recommend` request for one user (a batch of 1)."""
-    return {"user_id": _scalar("user_id", user_id, np.int64), "k": _scalar("k", k, np.int32)}
+    return {
+        "user_id": scalar_tensor("user_id", user_id, np.int64),
+        "k": scalar_tensor("k", k, np.int32),
+    }

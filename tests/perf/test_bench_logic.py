@@ -2,6 +2,7 @@
 
 import json
 
+from builders import names
 from perf import bench
 
 
@@ -125,3 +126,20 @@ def test_the_summary_compares_the_served_students_cpu_with_the_teachers():
 def test_the_repeat_share_is_the_hit_rate_of_a_cache_empty_at_the_start():
     assert bench.repeat_share(["a", "b", "a", "a", "c"]) == 2 / 5
     assert bench.repeat_share([]) == 0.0
+
+
+def test_the_in_process_arm_times_only_calls_after_a_warm_up():
+    class Pipeline:
+        def __init__(self) -> None:
+            self.calls: list[tuple] = []
+
+        def run(self, k, queries=None, user_ids=None) -> None:
+            self.calls.append((k, tuple(queries), tuple(user_ids)))
+
+    requests = [{"query": [f"q{i}"], "user_id": [i], "k": [10]} for i in range(7)]
+    pipeline = Pipeline()
+    measured = bench.in_process(pipeline, names.SEARCH, requests, batch=3, seconds=0.01)
+    assert pipeline.calls[0] == (10, ("q0", "q1", "q2"), (0, 1, 2))  # the untimed warm-up
+    assert {call[1] for call in pipeline.calls} == {("q0", "q1", "q2"), ("q3", "q4", "q5")}
+    assert measured["requests"] == 3 * (len(pipeline.calls) - 1)
+    assert measured["batch"] == 3 and measured["throughput"] > 0
