@@ -90,11 +90,13 @@ class TrackStats:
 
 @dataclass(frozen=True)
 class Overlap:
-    """Mean top-k overlap between stable and canary results for the same queries."""
+    """Mean top-k overlap between stable and canary results for the same queries (those
+    stable answered); a canary call answered with an error scores 0 and is counted."""
 
     mean: float
     queries: int
     k: int
+    canary_failures: int = 0
 
 
 @dataclass(frozen=True)
@@ -395,16 +397,18 @@ class SearchClient:
 
 def measure_overlap(stable: SearchClient, canary: SearchClient, queries: list[str]) -> Overlap:
     """Mean top-k overlap over the queries stable answered; a canary error scores 0."""
-    scores = []
+    scores, failures = [], 0
     for query in queries:
         stable_ids = stable.item_ids(query)
         if stable_ids is None:
             continue
         canary_ids = canary.item_ids(query)
+        failures += canary_ids is None
         scores.append(0.0 if canary_ids is None else topk_overlap(stable_ids, canary_ids))
     if not scores:
         raise GateError("stable answered none of the queries; cannot measure top-k overlap")
-    return Overlap(mean=sum(scores) / len(scores), queries=len(scores), k=stable.k)
+    mean = sum(scores) / len(scores)
+    return Overlap(mean=mean, queries=len(scores), k=stable.k, canary_failures=failures)
 
 
 # -- helm ---------------------------------------------------------------------------

@@ -200,18 +200,21 @@ def memory_growth(start: dict[str, int], end: dict[str, int], limit: float) -> d
     }
 
 
-def accounting(tally: Tally, server: Counts, gate_requests: int = 0) -> dict:
+def accounting(tally: Tally, server: Counts, gate: tuple[int, int] = (0, 0)) -> dict:
     """The client's and the server's counts side by side, and whether they agree: every
-    call answered once, every failed attempt that reached a model counted. `gate_requests`:
-    the canary gate's own top-k overlap queries, answered, on top of the client's calls."""
-    answered = tally.answered + gate_requests
+    call answered once, every failed attempt that reached a model counted. `gate`: the
+    canary gate's own top-k overlap calls (answered, failed), on top of the client's."""
+    gate_answered, gate_failed = gate
+    answered = tally.answered + gate_answered
+    failed = tally.failed_at_model + gate_failed
     return {
         "client_answered": tally.answered,
-        "gate_requests": gate_requests,
+        "gate_answered": gate_answered,
+        "gate_failed": gate_failed,
         "server_success": server.success,
         "client_failed_attempts_at_a_model": tally.failed_at_model,
         "server_failure": server.failure,
-        "agree": answered == server.success and tally.failed_at_model == server.failure,
+        "agree": answered == server.success and failed == server.failure,
         "counted_at": "entry ensembles: search, recommend, <kind>_v<R>",
     }
 
@@ -704,7 +707,7 @@ class Harness:
         lifetimes = [tuple(pair) for pair in report.pop("_lifetimes")]
         server = lifetime_counts(lifetimes) + self.retired
         report.update(self.tally.summary(seconds))
-        report["accounting"] = accounting(self.tally, server, report.pop("_gate_requests", 0))
+        report["accounting"] = accounting(self.tally, server, report.pop("_gate", (0, 0)))
 
     def sync(self, before: dict[str, str], entries: bool = True) -> dict:
         """Load into the server what changed in the repository since `before`."""
@@ -818,8 +821,7 @@ def canary_rollback(harness: Harness, settings: Settings, rate: float) -> dict:
         gate = gate_decision(harness, stable, canary, window, rate)
         report["gate"] = gate
         overlap = gate["overlap"]
-        # the gate asks stable each query, and the canary each query stable answered
-        report["_gate_requests"] = harness.queries_sent + overlap["queries"] if overlap else 0
+        report["_gate"] = gate_calls(harness.queries_sent, overlap)
         canary_calls = -1
         if gate["decision"] == canary_gate.ROLLBACK:
             rolled_back_at = time.monotonic()
@@ -851,6 +853,17 @@ def gate_decision(harness: Harness, stable: int, canary: int, window: float, rat
     ]  # fmt: skip
     result = canary_gate.run(canary_gate.build_parser().parse_args(argv))
     return {key: result[key] for key in ("decision", "reasons", "stable", "canary", "overlap")}
+
+
+def gate_calls(sent: int, overlap: dict | None) -> tuple[int, int]:
+    """(answered, failed) of the gate's overlap calls: it asks stable each of the `sent`
+    queries, and the canary each query stable answered (`overlap["queries"]`), of which
+    `canary_failures` were answered with an error."""
+    if not overlap:
+        return 0, 0
+    answered_by_stable, canary_failed = overlap["queries"], overlap["canary_failures"]
+    answered = 2 * answered_by_stable - canary_failed
+    return answered, sent - answered_by_stable + canary_failed
 
 
 def roll_back(harness: Harness, canary: int) -> dict:

@@ -116,6 +116,20 @@ def test_topk_overlap(stable, canary, expected):
     assert gate.topk_overlap(stable, canary) == expected
 
 
+def test_overlap_counts_canary_errors_and_skips_queries_stable_failed():
+    class Answers:
+        def __init__(self, answers: dict) -> None:
+            self.answers, self.k = answers, 2
+
+        def item_ids(self, query: str) -> list[int] | None:
+            return self.answers[query]
+
+    stable = Answers({"a": [1, 2], "b": None, "c": [3, 4], "d": [5, 6]})
+    canary = Answers({"a": [1, 2], "b": [1, 2], "c": None, "d": [6, 9]})
+    overlap = gate.measure_overlap(stable, canary, ["a", "b", "c", "d"])
+    assert overlap == Overlap(mean=0.5, queries=3, k=2, canary_failures=1)
+
+
 # -- metrics --------------------------------------------------------------------------------
 
 

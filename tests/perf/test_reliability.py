@@ -120,9 +120,17 @@ def test_failed_attempts_that_reached_no_model_are_told_apart():
 def test_accounting_agrees_only_when_both_sides_match():
     tally = Tally(answered=100, failed_at_model=3)
     assert reliability.accounting(tally, Counts(100, 3))["agree"]
-    assert reliability.accounting(tally, Counts(140, 3), gate_requests=40)["agree"]
+    assert reliability.accounting(tally, Counts(139, 4), gate=(39, 1))["agree"]
+    assert not reliability.accounting(tally, Counts(140, 3), gate=(39, 1))["agree"]
     assert not reliability.accounting(tally, Counts(101, 3))["agree"]
     assert not reliability.accounting(tally, Counts(100, 2))["agree"]
+
+
+def test_the_gates_calls_are_those_stable_and_the_canary_answered_or_failed():
+    # 20 queries; stable answered 18, the canary 16 of those 18.
+    overlap = {"mean": 0.5, "queries": 18, "k": 10, "canary_failures": 2}
+    assert reliability.gate_calls(20, overlap) == (18 + 16, 2 + 2)
+    assert reliability.gate_calls(20, None) == (0, 0)
 
 
 def test_tally_counts_calls_errors_and_retries():
@@ -272,7 +280,7 @@ def test_the_gate_rolls_a_bad_canary_back_under_load(harness):
     assert_nothing_lost(report)
     assert report["gate"]["decision"] == "rollback" and report["rolled_back"]
     assert f"search {report['canary']}" in report["answered_by_release"]
-    assert report["accounting"]["gate_requests"] > 0
+    assert report["accounting"]["gate_answered"] > 0
 
 
 @pytest.mark.slow
