@@ -79,8 +79,8 @@ class FeatureTables:
         ids = self.item_ids
         if ids.ndim != 1 or (len(ids) > 1 and not (np.diff(ids) > 0).all()):
             raise ValueError("FeatureTables.item_ids must be sorted and unique")
-        # The positions of the users' ids in ascending order (their argsort), for `user_indexes`.
-        object.__setattr__(self, "_user_order", np.argsort(self.user_ids, kind="stable"))
+        # Built once: `user_indexes` runs on every batch the features stage answers.
+        object.__setattr__(self, "_user_lookup", user_lookup(self.user_ids))
         for name in (
             "item_category",
             "item_brand",
@@ -117,7 +117,7 @@ class FeatureTables:
 
     def user_indexes(self, user_ids: np.ndarray) -> np.ndarray:
         """User ids to user indexes (1..n_users); unknown ids give 0."""
-        return lookup_user_indexes(self.user_ids, user_ids, self._user_order)
+        return lookup_user_indexes(self.user_ids, user_ids, self._user_lookup)
 
     def save(self, path: str | Path) -> None:
         """Write every array to one `.npz` file (no pickled objects)."""
@@ -143,17 +143,23 @@ class FeatureTables:
             return cls(**{field.name: archive[field.name] for field in fields(cls)})
 
 
+def user_lookup(ids_by_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What `lookup_user_indexes` searches: the ids ascending, and their positions."""
+    order = np.argsort(ids_by_index, kind="stable")
+    return ids_by_index[order], order
+
+
 def lookup_user_indexes(
-    ids_by_index: np.ndarray, user_ids: np.ndarray, order: np.ndarray | None = None
+    ids_by_index: np.ndarray,
+    user_ids: np.ndarray,
+    lookup: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Position of each of `user_ids` in `ids_by_index` (unique ids) plus one; 0 for ids not
-    in it. `order`: `ids_by_index`'s stable argsort, where the caller keeps it."""
+    in it. `lookup`: `user_lookup(ids_by_index)`, where the caller keeps it."""
     user_ids = np.asarray(user_ids, dtype=np.int64)
     if len(ids_by_index) == 0:
         return np.zeros(user_ids.shape, dtype=np.int64)
-    if order is None:
-        order = np.argsort(ids_by_index, kind="stable")
-    ascending = ids_by_index[order]
+    ascending, order = user_lookup(ids_by_index) if lookup is None else lookup
     positions = np.minimum(np.searchsorted(ascending, user_ids), len(ascending) - 1)
     return np.where(ascending[positions] == user_ids, order[positions] + 1, 0).astype(np.int64)
 
