@@ -52,7 +52,7 @@ from server.binaries import (
     server_environment,
     tritonserver_path,
 )
-from server.launcher import free_port
+from server.launcher import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "perf" / "results" / "model_analyzer"
@@ -322,7 +322,7 @@ def run_model_analyzer(c: Comparison, repo: Path, input_data: Path, mode: str, o
         repository=copy,
         work=work,
         input_data=input_data,
-        ports=(free_port(), free_port(), free_port()),
+        ports=tuple(free_ports(3)),
         server_path=tritonserver_path(),
         analyzer_path=perf_analyzer_path(),
         backends=backend_directory(),

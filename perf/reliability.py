@@ -65,7 +65,7 @@ from clients import (
 )
 from k8s import canary_gate
 from perf.latency import percentile_ms
-from server.launcher import TritonServer, free_port
+from server.launcher import TritonServer, free_ports
 from server.stub_watchdog import StubWatchdog, server_stubs
 
 SCENARIOS = ("soak", "hot_swap", "canary_rollback", "stage_crash", "server_restart", "overload")
@@ -646,9 +646,8 @@ class Harness:
         self.queries = work / "canary_queries.txt"
         self.queries_sent = canary_queries
         self.queries.write_text("\n".join(dataset.sample_queries(self.queries_sent, 2)) + "\n")
-        ports = {}
-        while len(set(ports.values())) < 3:  # fixed ports: a restart comes back on them
-            ports = {name: free_port() for name in ("http_port", "grpc_port", "metrics_port")}
+        # fixed ports: a restart comes back on them
+        ports = dict(zip(("http_port", "grpc_port", "metrics_port"), free_ports(3)))
         self.server = TritonServer(
             self.repo,
             model_control="explicit",

@@ -124,9 +124,23 @@ def build_command(
 
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports on loopback that nothing listens on right now.
+
+    The sockets stay bound until all are picked, so the kernel cannot hand the same
+    port out twice (separate free_port() calls can, and a server then refuses to start).
+    """
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((LOOPBACK, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def _wait_for_empty_group(pgid: int, seconds: float) -> None:
@@ -199,6 +213,9 @@ class TritonServer:
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
         self.model_control = model_control
+        fixed = [port for port in (http_port, grpc_port, metrics_port) if port]
+        if len(set(fixed)) < len(fixed):
+            raise ValueError(f"the HTTP, gRPC and metrics ports must differ, got {fixed}")
         self.requested_ports = (http_port, grpc_port, metrics_port)
         self.load_models = tuple(load_models)
         self.repository_poll_secs = repository_poll_secs
@@ -257,9 +274,10 @@ class TritonServer:
                     raise
 
     def _start_once(self) -> None:
-        ports = [port or free_port() for port in self.requested_ports]
-        while len(set(ports)) < 3:
-            ports = [port or free_port() for port in self.requested_ports]
+        ports: list[int] = []
+        while len(set(ports)) < 3:  # a fresh port may equal a requested one
+            fresh = iter(free_ports(3))
+            ports = [port or next(fresh) for port in self.requested_ports]
         self.options = ServerOptions(
             model_repository=self.model_repository,
             http_port=ports[0],

@@ -35,7 +35,7 @@ from clients.batch import score_lines
 from k8s import canary_gate
 from perf.reliability import settled
 from server import TritonServer
-from server.launcher import free_port
+from server.launcher import free_ports
 from tests.conftest import TEST_SLO_MS
 
 pytestmark = pytest.mark.slow
@@ -54,9 +54,8 @@ def canary(tmp_path_factory, small_repository, small_dataset):
         repo=repo, only=only, seed=7, encoder=names.TEXT_ENCODER, slo_ms=TEST_SLO_MS
     )
     build(options, small_dataset)
-    ports = {}
-    while len(set(ports.values())) < 3:  # fixed ports, so a restart comes back on them
-        ports = {name: free_port() for name in ("http_port", "grpc_port", "metrics_port")}
+    # fixed ports, so a restart comes back on them
+    ports = dict(zip(("http_port", "grpc_port", "metrics_port"), free_ports(3)))
     with TritonServer(
         repo,
         model_control="explicit",

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from server import binaries
-from server.launcher import free_port
+from server.launcher import free_ports
 
 GPU_ONLY = ("--cuda-memory-pool-byte-size",)
 PORT_FLAGS = ("--http-port", "--grpc-port", "--metrics-port")
@@ -112,7 +112,7 @@ def rendered_args(render, select, scenario: str) -> list[str]:
 def test_cpu_scenario_args_start_tritonserver(render, select, search_model, tmp_path):
     """The cpu scenario's args serve `search`, and the `helm test` pod's script passes."""
     rendered = rendered_args(render, select, "cpu")
-    ports = {flag: free_port() for flag in PORT_FLAGS}
+    ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
     args = local_args(rendered, search_model(tmp_path / "repo"), ports, {})
     assert len(args) == len(rendered)  # nothing GPU-only in the cpu scenario
     (pod,) = select(render("cpu"), "Pod")
@@ -140,7 +140,7 @@ def test_cpu_scenario_args_start_tritonserver(render, select, search_model, tmp_
 
 def test_restricted_scenario_args_guard_the_repository_api(render, select, search_model, tmp_path):
     rendered = rendered_args(render, select, "restricted")
-    ports = {flag: free_port() for flag in PORT_FLAGS}
+    ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
     key = uuid.uuid4().hex
     args = local_args(
         rendered, search_model(tmp_path / "repo"), ports, {"TRITON_RESTRICTED_API_KEY": key}
@@ -160,7 +160,7 @@ def test_gpu_scenario_args_start_tritonserver_without_gpu_only_flags(
     render, select, search_model, tmp_path
 ):
     rendered = rendered_args(render, select, "gpu")
-    ports = {flag: free_port() for flag in PORT_FLAGS}
+    ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
     args = local_args(rendered, search_model(tmp_path / "repo"), ports, {})
     gpu_only = [arg for arg in rendered if arg.split("=", 1)[0] in GPU_ONLY]
     assert gpu_only == ["--cuda-memory-pool-byte-size=0:268435456"]

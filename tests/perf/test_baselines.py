@@ -8,7 +8,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,18 +20,13 @@ import pytest
 
 from builders.offline import OfflinePipeline
 from builders.repository import model_versions
+from server.launcher import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 RAY_PYTHON = ROOT / "build" / "ray-venv" / "bin" / "python"
 # (query, user, k): a known user, no user, an unknown user (cold start); different k.
 SEARCHES = [("running shoes", 1, 5), ("perfume", None, 3), ("bluetooth speaker", 10**9, 10)]
 RECOMMENDS = [(1, 5), (42, 3), (10**9, 10)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def post(port: int, path: str, body: dict) -> tuple[int, dict]:

@@ -8,8 +8,10 @@ import pytest
 
 from server.launcher import (
     ServerOptions,
+    TritonServer,
     build_command,
     free_port,
+    free_ports,
     processes_in_group,
     server_errors,
 )
@@ -94,6 +96,17 @@ def test_free_port_is_bindable():
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_free_ports_are_distinct():
+    for _ in range(50):
+        ports = free_ports(3)
+        assert len(set(ports)) == 3
+
+
+def test_a_server_refuses_equal_fixed_ports(tmp_path):
+    with pytest.raises(ValueError, match="must differ"):
+        TritonServer(tmp_path, http_port=8000, metrics_port=8000)
 
 
 def test_processes_in_group_finds_a_real_group():
