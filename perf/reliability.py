@@ -51,9 +51,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
-from builders import names, pipelines
+from builders import machine, names, pipelines
 from builders.progress import progress
 from builders.repository import model_versions
+from builders.specs import parse_pbtxt, render_pbtxt
 from clients import (
     Client,
     ClientError,
@@ -304,6 +305,39 @@ def repository_state(repo: Path) -> dict[str, str]:
         versions = ",".join(str(v) for v in model_versions(repo, config.parent.name))
         state[config.parent.name] = config.read_text() + versions
     return state
+
+
+def with_queue_timeout(config: dict, microseconds: int) -> dict:
+    """A parsed stage config whose bounded queue times out after `microseconds` instead."""
+    batching = config["dynamic_batching"]
+    policy = {**batching["default_queue_policy"], "default_timeout_microseconds": microseconds}
+    return {**config, "dynamic_batching": {**batching, "default_queue_policy": policy}}
+
+
+def stage_configs(repo: Path) -> Iterator[tuple[Path, dict]]:
+    """Every config file (the served one and the profiles') of a model with a bounded
+    queue, parsed."""
+    for path in sorted([*repo.glob("*/config.pbtxt"), *repo.glob("*/configs/*.pbtxt")]):
+        config = parse_pbtxt(path.read_text())
+        if "default_queue_policy" in config.get("dynamic_batching", {}):
+            yield path, config
+
+
+def queue_timeouts(repo: Path) -> dict[str, int]:
+    """Each stage's queue timeout (µs) in the served configs of `repo`."""
+    return {
+        path.parent.name: int(
+            config["dynamic_batching"]["default_queue_policy"]["default_timeout_microseconds"]
+        )
+        for path, config in stage_configs(repo)
+        if path.name == "config.pbtxt"
+    }
+
+
+def set_queue_timeouts(repo: Path, microseconds: int) -> None:
+    """Give every stage of `repo` a queue timeout of `microseconds`."""
+    for path, config in stage_configs(repo):
+        path.write_text(render_pbtxt(with_queue_timeout(config, microseconds)))
 
 
 def scenario_passed(report: dict) -> bool:
@@ -632,13 +666,24 @@ def write_inverted_ranker(repo: Path) -> int:
 class Harness:
     """The server on a scratch repository, one client with retries, the load's requests."""
 
-    def __init__(self, repo: Path, work: Path, workers: int, canary_queries: int = 200) -> None:
+    def __init__(
+        self,
+        repo: Path,
+        work: Path,
+        workers: int,
+        canary_queries: int = 200,
+        queue_timeout_us: int | None = None,
+    ) -> None:
         from perf.inputs import dataset_of
 
         self.repo = work / "repository"
         if self.repo.exists():
             shutil.rmtree(self.repo)
         shutil.copytree(repo, self.repo)
+        #: Every stage's queue timeout, the built one's replaced (in releases built later too).
+        self.queue_timeout_us = queue_timeout_us
+        if queue_timeout_us is not None:
+            set_queue_timeouts(self.repo, queue_timeout_us)
         dataset = dataset_of(self.repo, names.SEARCH)
         self.requests = Requests(
             dataset.sample_queries(4096, 0), [int(u) for u in dataset.sample_user_ids(4096, 1)]
@@ -733,6 +778,8 @@ class Harness:
         process.join()
         if process.exitcode != 0:
             raise RuntimeError(f"building {', '.join(only)} failed (exit {process.exitcode})")
+        if self.queue_timeout_us is not None:
+            set_queue_timeouts(self.repo, self.queue_timeout_us)
         return round(time.monotonic() - started, 1)
 
 
@@ -761,6 +808,8 @@ class Settings:
     slo_ms: float = names.SLO_MS
     #: Threads of the spike's open loop: calls in flight at twice saturation.
     overload_workers: int = 256
+    #: Every stage's queue timeout (µs) in place of the built one; None keeps the build's.
+    queue_timeout_us: int | None = None
 
 
 QUICK = Settings(
@@ -1062,7 +1111,9 @@ RUNNERS: dict[str, Callable[[Harness, Settings, float], dict]] = {
 def run(repo: Path, work: Path, settings: Settings, scenarios: tuple[str, ...]) -> dict:
     """Measure saturation, then run `scenarios` in order; the results document."""
     work.mkdir(parents=True, exist_ok=True)
-    with Harness(repo, work, settings.workers) as harness:
+    with Harness(
+        repo, work, settings.workers, queue_timeout_us=settings.queue_timeout_us
+    ) as harness:
         progress(f"measuring saturation for {settings.saturation_seconds:g} s", "reliability")
         saturation(harness.client, harness.requests, 2.0, settings.concurrency)  # warm-up
         peak = saturation(
@@ -1070,8 +1121,10 @@ def run(repo: Path, work: Path, settings: Settings, scenarios: tuple[str, ...]) 
         )
         results: dict = {
             "date": time.strftime("%Y-%m-%d"),
+            "machine": machine.describe(),
             "repository": str(repo),
             "settings": asdict(settings),
+            "queue_timeouts_us": queue_timeouts(harness.repo),
             "saturation": {
                 "throughput": round(peak, 1),
                 "concurrency": settings.concurrency,
@@ -1102,6 +1155,13 @@ def positive(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def microseconds(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 µs, got {text}")
     return value
 
 
@@ -1173,6 +1233,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"overload: the p99 SLO the repository was built for, default {full.slo_ms:g}",
     )
     parser.add_argument(
+        "--queue-timeout-us",
+        type=microseconds,
+        help="every stage's queue timeout in microseconds instead of the built one "
+        "(default_timeout_microseconds; releases the scenarios build get it too)",
+    )
+    parser.add_argument(
         "--crash-stage",
         help=f"the stage whose stub stage_crash kills, default {full.crash_stage} "
         "(a step of both pipelines)",
@@ -1192,6 +1258,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
             "fault_load",
             "spike_seconds",
             "slo_ms",
+            "queue_timeout_us",
             "crash_stage",
         )
         if getattr(args, name) is not None
@@ -1245,6 +1312,30 @@ def overload_table(results: dict) -> str:
         f"{shed['server_queue_timeouts']:,.0f} | {probes['not_ready']} of {probes['probes']} |",
     ]
     return "\n".join(rows) + "\n"
+
+
+def queue_timeout_table(runs: list[dict]) -> str:
+    """One row per run of the same scenarios with another `--queue-timeout-us`: what each
+    stage queue timeout cost and gave (README.md quotes docs/results/queue_timeouts/)."""
+    lines = [
+        "| stage queue timeout | saturation calls/s | soak: errors (shed attempts) "
+        "| hot_swap: errors (shed attempts) | server_restart: errors, p99 s "
+        "| spike: goodput ÷ saturation | spike: answered p99 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for results in runs:
+        timeout_ms = results["settings"]["queue_timeout_us"] / 1000
+        scenarios = results["scenarios"]
+        soak, swap, restart = (scenarios[n] for n in ("soak", "hot_swap", "server_restart"))
+        spike = scenarios["overload"]["overload"]
+        lines.append(
+            f"| {timeout_ms:.1f} ms | {results['saturation']['throughput']:,.0f} "
+            f"| {soak['errors']:,} ({soak['failed_attempts']:,}) "
+            f"| {swap['errors']:,} ({swap['failed_attempts']:,}) "
+            f"| {restart['errors']:,}, {restart['p99_ms'] / 1000:.1f} "
+            f"| {spike['goodput_share']:.2f} | {spike['spike']['p99_ms']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,3 +81,16 @@ def test_the_dp_comparison_is_the_one_in_its_results():
     text = (ROOT / "README.md").read_text()
     assert quality.dp_table(report) in text, "README.md lacks the DP comparison"
     assert f"DP comparison of {report['dp_comparison']['date']}" in text
+
+
+def test_the_queue_timeout_table_is_the_one_in_its_results():
+    runs = [
+        json.loads((RESULTS / "queue_timeouts" / f"{us}.json").read_text())
+        for us in (50000, 16667, 8333)
+    ]
+    text = (ROOT / "README.md").read_text()
+    assert reliability.queue_timeout_table(runs) in text
+    assert all(
+        run["settings"]["queue_timeout_us"] == us for run, us in zip(runs, (50000, 16667, 8333))
+    )
+    assert f"runs of {runs[0]['date']}" in text

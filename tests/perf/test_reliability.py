@@ -4,12 +4,14 @@ short run of each scenario on the real server (zero lost calls, client and serve
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 
 import pytest
 
 from builders import names
+from builders.specs import parse_pbtxt, render_pbtxt
 from clients import DeadlineExceededError, OverloadedError, ServerError, UnavailableError
 from perf import reliability
 from perf.reliability import Counts, Harness, Settings, Tally
@@ -205,7 +207,8 @@ def test_loads_go_stages_first_then_releases_then_entries():
 
 def test_bad_options_are_clear_errors(capsys):
     parser = reliability.build_parser()
-    for argv in (["--scenarios", "soak,flood"], ["--load", "1.5"], ["--soak-seconds", "0"]):
+    bad = (["--scenarios", "soak,flood"], ["--load", "1.5"], ["--soak-seconds", "0"])
+    for argv in (*bad, ["--queue-timeout-us", "0"]):
         with pytest.raises(SystemExit):
             parser.parse_args(argv)
     assert "unknown scenario(s) flood" in capsys.readouterr().err
@@ -219,6 +222,23 @@ def test_quick_settings_take_the_options_given():
     spike = reliability.settings_from(parser.parse_args(options))
     assert (spike.spike_seconds, spike.slo_ms, spike.spike) == (90.0, 50.0, 2.0)
     assert reliability.settings_from(parser.parse_args([])) == Settings()
+    timeouts = reliability.settings_from(parser.parse_args(["--queue-timeout-us", "8333"]))
+    assert timeouts.queue_timeout_us == 8333 and Settings().queue_timeout_us is None
+
+
+def test_queue_timeouts_are_set_on_every_stage_config_and_nothing_else(small_repository, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(small_repository, repo)
+    built = reliability.queue_timeouts(repo)
+    assert len(built) > 5 and names.SEARCH not in built  # an ensemble has no queue
+    before = {path: config for path, config in reliability.stage_configs(repo)}
+    reliability.set_queue_timeouts(repo, 8333)
+    assert reliability.queue_timeouts(repo) == dict.fromkeys(built, 8333)
+    after = dict(reliability.stage_configs(repo))
+    assert after.keys() == before.keys()
+    for path, config in before.items():
+        expected = parse_pbtxt(render_pbtxt(reliability.with_queue_timeout(config, 8333)))
+        assert after[path] == expected, path
 
 
 def test_instance_stubs_are_parsed_and_config_stubs_left_out():
@@ -291,20 +311,13 @@ def test_a_killed_stage_stub_is_reloaded_and_its_calls_retried(harness):
     assert report["failed_attempts"] == report["accounting"]["server_failure"] > 0
 
 
-def queue_timeout(config: dict, microseconds: int) -> dict:
-    """A model config with another queue timeout."""
-    batching = config["dynamic_batching"]
-    policy = {**batching["default_queue_policy"], "default_timeout_microseconds": microseconds}
-    return {**config, "dynamic_batching": {**batching, "default_queue_policy": policy}}
-
-
 @pytest.mark.slow
 def test_an_overload_sheds_with_unavailable_and_both_sides_count_it(harness):
     """Every recommend is shed: its ranker's queue rejects whatever waited at all (a 1 us
     timeout). The client's and the server's counts of the shed attempts must agree."""
     ranker = names.RECOMMEND_RANKER
     original = harness.server.model_config(ranker)
-    harness.server.load_model(ranker, config=queue_timeout(original, 1))
+    harness.server.load_model(ranker, config=reliability.with_queue_timeout(original, 1))
     short = Settings(spike_seconds=3.0, after_spike_seconds=2.0, overload_workers=16)
     try:
         report = reliability.overload(harness, short, RATE)
