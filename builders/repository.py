@@ -168,18 +168,30 @@ def write_warmup_files(model_dir: Path, spec: ModelSpec) -> None:
 def write_config(path: Path, spec: ModelSpec) -> None:
     """(Re)write a config file atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    _replace_text(path, spec.to_pbtxt())
+
+
+def rewrite_config(path: Path, config: dict) -> None:
+    """Replace a config file by a parsed config (`parse_pbtxt`'s form), atomically."""
+    _replace_text(path, render_pbtxt(config))
+
+
+def _replace_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(spec.to_pbtxt())
+    tmp.write_text(text)
     tmp.replace(path)
+
+
+def model_configs(model_dir: Path) -> list[Path]:
+    """A model's config files: the served one and each profile's (`configs/<name>.pbtxt`)."""
+    return [model_dir / CONFIG, *sorted((model_dir / CONFIGS).glob("*.pbtxt"))]
 
 
 def set_served_versions(repo: Path, name: str, versions: list[int]) -> None:
     """Point a model's version policy, in every config it has, at exactly `versions`."""
     model_dir = Path(repo) / name
     policy = VersionPolicy(latest=None, specific=tuple(versions)).to_config()
-    for config_path in [model_dir / CONFIG, *sorted((model_dir / CONFIGS).glob("*.pbtxt"))]:
+    for config_path in model_configs(model_dir):
         config = parse_pbtxt(config_path.read_text())
         config["version_policy"] = policy
-        tmp = config_path.with_name(f".{config_path.name}.tmp")
-        tmp.write_text(render_pbtxt(config))
-        tmp.replace(config_path)
+        rewrite_config(config_path, config)

@@ -53,8 +53,8 @@ from typing import NamedTuple, TypeVar
 
 from builders import machine, names, pipelines
 from builders.progress import progress
-from builders.repository import model_versions
-from builders.specs import parse_pbtxt, render_pbtxt
+from builders.repository import CONFIG, model_configs, model_versions, rewrite_config
+from builders.specs import parse_pbtxt
 from clients import (
     Client,
     ClientError,
@@ -66,6 +66,7 @@ from clients import (
 )
 from k8s import canary_gate
 from perf.latency import percentile_ms
+from perf.sweep import apply_tunables, configs_current_value
 from server.launcher import TritonServer, free_ports
 from server.stub_watchdog import StubWatchdog, server_stubs
 
@@ -107,6 +108,8 @@ PROBE_EVERY_S, PROBE_TIMEOUT_S = 1.0, 5.0
 # past its timeout (counted as the stage's `nv_inference_request_failure{reason="REJECTED"}`);
 # a full queue answers "Exceeds maximum queue size" (counted in no metric of the stage).
 QUEUE_TIMEOUT = "Request timeout expired"
+#: The queue policy field `--queue-timeout-us` sets (a perf sweep's tunable of that name).
+QUEUE_TIMEOUT_TUNABLE = "default_timeout_microseconds"
 
 
 # -- pure parts ---------------------------------------------------------------------------
@@ -307,37 +310,29 @@ def repository_state(repo: Path) -> dict[str, str]:
     return state
 
 
-def with_queue_timeout(config: dict, microseconds: int) -> dict:
-    """A parsed stage config whose bounded queue times out after `microseconds` instead."""
-    batching = config["dynamic_batching"]
-    policy = {**batching["default_queue_policy"], "default_timeout_microseconds": microseconds}
-    return {**config, "dynamic_batching": {**batching, "default_queue_policy": policy}}
-
-
 def stage_configs(repo: Path) -> Iterator[tuple[Path, dict]]:
     """Every config file (the served one and the profiles') of a model with a bounded
     queue, parsed."""
-    for path in sorted([*repo.glob("*/config.pbtxt"), *repo.glob("*/configs/*.pbtxt")]):
-        config = parse_pbtxt(path.read_text())
-        if "default_queue_policy" in config.get("dynamic_batching", {}):
-            yield path, config
+    for served in sorted(repo.glob(f"*/{CONFIG}")):
+        for path in model_configs(served.parent):
+            config = parse_pbtxt(path.read_text())
+            if "default_queue_policy" in config.get("dynamic_batching", {}):
+                yield path, config
 
 
 def queue_timeouts(repo: Path) -> dict[str, int]:
     """Each stage's queue timeout (µs) in the served configs of `repo`."""
     return {
-        path.parent.name: int(
-            config["dynamic_batching"]["default_queue_policy"]["default_timeout_microseconds"]
-        )
+        path.parent.name: configs_current_value(config, QUEUE_TIMEOUT_TUNABLE)
         for path, config in stage_configs(repo)
-        if path.name == "config.pbtxt"
+        if path.name == CONFIG
     }
 
 
 def set_queue_timeouts(repo: Path, microseconds: int) -> None:
     """Give every stage of `repo` a queue timeout of `microseconds`."""
     for path, config in stage_configs(repo):
-        path.write_text(render_pbtxt(with_queue_timeout(config, microseconds)))
+        rewrite_config(path, apply_tunables(config, {QUEUE_TIMEOUT_TUNABLE: microseconds}))
 
 
 def scenario_passed(report: dict) -> bool:

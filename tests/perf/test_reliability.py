@@ -15,6 +15,7 @@ from builders.specs import parse_pbtxt, render_pbtxt
 from clients import DeadlineExceededError, OverloadedError, ServerError, UnavailableError
 from perf import reliability
 from perf.reliability import Counts, Harness, Settings, Tally
+from perf.sweep import apply_tunables
 from server.stub_watchdog import Stub, parse_stub, restarted_config
 
 METRICS = """\
@@ -237,7 +238,8 @@ def test_queue_timeouts_are_set_on_every_stage_config_and_nothing_else(small_rep
     after = dict(reliability.stage_configs(repo))
     assert after.keys() == before.keys()
     for path, config in before.items():
-        expected = parse_pbtxt(render_pbtxt(reliability.with_queue_timeout(config, 8333)))
+        timed_out = apply_tunables(config, {"default_timeout_microseconds": 8333})
+        expected = parse_pbtxt(render_pbtxt(timed_out))
         assert after[path] == expected, path
 
 
@@ -317,7 +319,9 @@ def test_an_overload_sheds_with_unavailable_and_both_sides_count_it(harness):
     timeout). The client's and the server's counts of the shed attempts must agree."""
     ranker = names.RECOMMEND_RANKER
     original = harness.server.model_config(ranker)
-    harness.server.load_model(ranker, config=reliability.with_queue_timeout(original, 1))
+    harness.server.load_model(
+        ranker, config=apply_tunables(original, {"default_timeout_microseconds": 1})
+    )
     short = Settings(spike_seconds=3.0, after_spike_seconds=2.0, overload_workers=16)
     try:
         report = reliability.overload(harness, short, RATE)
