@@ -53,8 +53,9 @@ CATALOG_FILE = "catalog.parquet"
 CATALOG_DISPLAY_COLUMNS = ("item_id", "title", "category", "brand", "price")
 #: Pipeline releases kept served (the newest ones): enough for a canary next to stable.
 SERVED_RELEASES = 2
-#: Ranker kinds a build takes (`BuildOptions.ranker`).
-RANKER_CHOICES = ("auto", "dcn", "lambdamart")
+#: Ranker kinds a build trains, and the choices it takes (`BuildOptions.ranker`).
+RANKER_KINDS = ("dcn", "lambdamart")
+RANKER_CHOICES = ("auto", *RANKER_KINDS)
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,9 @@ class BuildOptions:
     #: The p99 latency SLO every stage's queue bounds derive from (`specs.queue_policy`).
     slo_ms: float = names.SLO_MS
     #: The rankers' kind: dcn (DCN-v2), lambdamart (LightGBM, `builders.gbdt`) or auto (both
-    #: trained on the same groups, the better held-out figure served: `gbdt.choose`).
-    ranker: str = "dcn"
+    #: trained on the same groups, the better held-out figure served: `gbdt.choose`; DCN-v2
+    #: alone with DP, which covers it only).
+    ranker: str = "auto"
     #: A team's own models (`builders.own_models`): they replace the ones the build trains.
     own: OwnModels = OwnModels()
     #: A synonyms file (Solr format) the lexical stage expands queries with (`hybrid_retrieval`).
@@ -117,7 +119,7 @@ class BuildOptions:
             raise ValueError(f"ranker must be one of {', '.join(RANKER_CHOICES)}")
         if self.dp_epsilon is None and self.dp_delta is not None:
             raise ValueError("a DP delta needs a DP epsilon (--dp-epsilon)")
-        if self.privacy is not None and self.ranker != "dcn":
+        if self.privacy is not None and self.ranker == "lambdamart":
             raise ValueError("DP training covers the DCN rankers only: use ranker dcn with DP")
         if self.pseudonymise_users:
             if self.user_key is None:
@@ -133,6 +135,13 @@ class BuildOptions:
         if self.dp_epsilon is None:
             return None
         return dp.PrivacySpec(self.dp_epsilon, self.dp_delta, self.dp_clip_norm)
+
+    @property
+    def ranker_kinds(self) -> tuple[str, ...]:
+        """The ranker kinds to train: the one asked for, or for auto both (DCN-v2 with DP)."""
+        if self.ranker != "auto":
+            return (self.ranker,)
+        return ("dcn",) if self.privacy is not None else RANKER_KINDS
 
     @property
     def buckets(self) -> tuple[int, ...]:
@@ -294,7 +303,7 @@ def build_text_encoders(ctx: BuildContext) -> None:
             paths,
             ctx.dataset,
             held_out,
-            served_search(ctx, ctx.item_embeddings),
+            served_search(ctx, paths[teacher_name], ctx.item_embeddings),
             ctx.options.max_length,
         )
         for line in encoder_variants.table(record):
@@ -331,13 +340,17 @@ def embed_items(ctx: BuildContext, teacher: Path) -> np.ndarray:
     return text_encoder.embed(teacher, item_texts(ctx.dataset), max_length=ctx.options.max_length)
 
 
-def served_search(ctx: BuildContext, item_embeddings: np.ndarray) -> Callable:
-    """What the served search answers without a user, for the encoders' gate
-    (`encoder_variants.Search`): exact dense search over the teacher's `item_embeddings`,
-    BM25 over the item texts, the build's fusion and, where the data has logged searches, a
-    search ranker trained on the variant's own scores as `build_search_ranker` trains it."""
-    import torch
-
+def served_search(
+    ctx: BuildContext,
+    teacher: Path,
+    item_embeddings: np.ndarray,
+    order: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+) -> Callable:
+    """What the served search answers without a user (`encoder_variants.Search`): exact
+    dense search over the teacher's `item_embeddings`, BM25 over the item texts, the build's
+    fusion and, where the data has logged searches, a search ranker: `order` (the ranker's
+    `sparse`, `dense` -> `score`), by default the DCN-v2 as `build_search_ranker` trains it,
+    on the scores of the `teacher` (its ONNX file), whichever variant embeds the queries."""
     from builders import ranker
     from builders.offline import fused_candidates
     from builders.retrieval import exact_top_k
@@ -355,31 +368,47 @@ def served_search(ctx: BuildContext, item_embeddings: np.ndarray) -> Callable:
     def tables() -> ranker.FeatureTables:  # the features the served ranker reads
         return ranker.build_tables(ctx.dataset)
 
-    def ranked(encoder: Path, fused) -> np.ndarray:
-        """The fused candidates as the search ranker trained on `encoder`'s scores orders
-        them, [n, N] (-1 padding)."""
-        scores = search_scores_of(encoder, item_embeddings, lexical(), ctx.options.max_length)
-        model = ranker.train_search(ctx.dataset, scores, seed=ctx.options.seed).torch_model
+    @functools.cache
+    def search_ranker() -> Callable:  # at the first call: without searches, never
+        if order is not None:
+            return order
+        scores = search_scores_of(teacher, item_embeddings, lexical(), ctx.options.max_length)
+        return torch_scores(ranker.train_search(ctx.dataset, scores, seed=ctx.options.seed))
+
+    def ranked(fused) -> np.ndarray:
+        """The fused candidates as the search ranker orders them, [n, N] (-1 padding)."""
+        score = search_ranker()
         sparse, dense = ranker_inputs(
             tables(), None, fused.indexes, fused.dense_scores, fused.lexical_scores
         )
-        with torch.no_grad():
-            order = model(torch.from_numpy(sparse), torch.from_numpy(dense)).numpy()
         result = np.full(fused.indexes.shape, -1, dtype=np.int64)
-        for row, (indexes, row_scores) in enumerate(zip(fused.indexes, order)):
+        for row, (indexes, row_scores) in enumerate(zip(fused.indexes, score(sparse, dense))):
             best, _ = top_k(indexes, row_scores, n)
             result[row, : len(best)] = best
         return result
 
-    def search(encoder: Path, queries: list[str], embeddings: np.ndarray):
+    def search(queries: list[str], embeddings: np.ndarray):
         dense = exact_top_k(item_embeddings, embeddings, n)
         fused = fused_candidates(
             queries, embeddings, dense, lexical(), item_embeddings, n, ctx.options.fusion
         )
-        served = ranked(encoder, fused) if ctx.dataset.has_searches else fused.indexes
+        served = ranked(fused) if ctx.dataset.has_searches else fused.indexes
         return served, fused.indexes, dense[0]
 
     return search
+
+
+def torch_scores(trained) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The scores of a `ranker.RankerResult`'s PyTorch DCN-v2 for `sparse`, `dense` grids."""
+    import torch
+
+    model = trained.torch_model
+
+    def score(sparse: np.ndarray, dense: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(sparse), torch.from_numpy(dense)).numpy()
+
+    return score
 
 
 def item_texts(dataset: Dataset) -> list[str]:
@@ -508,12 +537,16 @@ def build_two_tower(ctx: BuildContext) -> None:
 
 
 def search_scores(ctx: BuildContext):
-    """Score items for the logged queries as this build's search stages do (the encoder and
-    search index, BM25): a `ranker.SearchScores` for a list of queries."""
+    """Score items for the logged queries as this build's search stages do with the teacher
+    as the query encoder (the search index holds its item embeddings; BM25): a
+    `ranker.SearchScores` for a list of queries. The search ranker learns from these, whichever
+    query student serves: a student's errors on the queries it was fitted to are not the
+    errors it makes on new ones, and a ranker trained on a student's own scores orders worse
+    (`builders.encoder_variants`)."""
     from builders.runtime.lexical import LexicalIndex
 
     return search_scores_of(
-        ctx.path(ctx.encoder) / "model.onnx",
+        ctx.path(names.TEXT_ENCODER) / "model.onnx",
         item_matrix(ctx.path(names.SEARCH_INDEX)),
         LexicalIndex.load(ctx.path(names.HYBRID_RETRIEVAL)),
         ctx.options.max_length,
@@ -571,7 +604,10 @@ def build_search_ranker(ctx: BuildContext) -> None:
         names.ranker_spec(names.SEARCH_RANKER, "onnxruntime"),
         populate,
         depends_on=_retrieval_dependencies(
-            ctx, names.SEARCH_INDEX, ctx.encoder, names.HYBRID_RETRIEVAL
+            ctx,
+            names.SEARCH_INDEX,
+            *dict.fromkeys((names.TEXT_ENCODER, ctx.encoder)),
+            names.HYBRID_RETRIEVAL,
         ),
         metrics=trained.metrics,
         parity=parity,
@@ -590,7 +626,14 @@ def build_recommend_ranker(ctx: BuildContext) -> None:
         ctx.path(names.USER_TOWER), ctx.path(names.RECOMMEND_INDEX), ctx.user_ids
     )
     examples = ranker.recommend_training_examples(ctx.dataset, scores, seed=ctx.options.seed)
-    trained = train_ranker(ctx, "recommend", examples, uses=ranker.ALL_FEATURES)
+    kinds = ctx.options.ranker_kinds
+    config = ctx.repo / names.RECOMMEND_RANKER / CONFIG
+    if len(kinds) > 1 and config.exists():
+        # The versions of a model share its config, and the kinds differ in backend.
+        backend = parse_pbtxt(config.read_text()).get("backend")
+        kinds = ("lambdamart",) if backend == "onnxruntime" else ("dcn",)
+        progress(f"recommend ranker: auto keeps {kinds[0]}, which the repository serves")
+    trained = train_ranker(ctx, "recommend", examples, uses=ranker.ALL_FEATURES, kinds=kinds)
     parity: dict = {}
 
     def populate(folder: Path) -> None:
@@ -638,14 +681,17 @@ class TrainedRanker:
         return gbdt.export_onnx(model.booster, model.uses, folder, [test], tables.vocabulary_sizes)
 
 
-def train_ranker(ctx: BuildContext, kind: str, examples: tuple, *, uses) -> TrainedRanker:
-    """Train the ranker kind the options ask for on `examples` (tables, training and held-out
-    groups); with auto both, serving the better held-out figure (`gbdt.choose`). The manifest
-    records every trained kind's held-out AUC and group NDCG@10."""
+def train_ranker(
+    ctx: BuildContext, kind: str, examples: tuple, *, uses, kinds: tuple[str, ...] = ()
+) -> TrainedRanker:
+    """Train the ranker `kinds` (by default those the options ask for) on `examples` (tables,
+    training and held-out groups); with two, serve the better held-out figure
+    (`gbdt.choose`; for search, NDCG@10 on the graded queries where the data has them:
+    `graded_search_ndcg`). The manifest records every trained kind's held-out figures."""
     from builders import gbdt, ranker
 
     tables, train_examples, test_examples = examples
-    wanted = gbdt.KINDS if ctx.options.ranker == "auto" else (ctx.options.ranker,)
+    wanted = kinds or ctx.options.ranker_kinds
     trained = TrainedRanker(chosen=wanted[0], metrics={}, examples=examples)
     figures = {}
     if "dcn" in wanted:
@@ -670,11 +716,19 @@ def train_ranker(ctx: BuildContext, kind: str, examples: tuple, *, uses) -> Trai
         figures["lambdamart"] = trained.lambdamart.metrics
         progress(f"{kind} ranker (lambdamart): {ranker.describe_metrics(figures['lambdamart'])}")
     if len(wanted) > 1:
+        if kind == "search" and ctx.dataset.relevance is not None:
+            for name, score in (
+                ("dcn", torch_scores(trained.dcn)),
+                ("lambdamart", gbdt.scores_of(trained.lambdamart)),
+            ):
+                figures[name]["graded_ndcg_at_10"] = graded_search_ndcg(ctx, score)
         trained.chosen = gbdt.choose(kind, figures["dcn"], figures["lambdamart"])
         progress(f"{kind} ranker: serving {trained.chosen} (auto, by held-out figures)")
     chosen = trained.dcn.metrics if trained.chosen == "dcn" else trained.lambdamart.metrics
+    keys = ("auc", "group_ndcg_at_10", "graded_ndcg_at_10")
     held_out = {
-        name: {key: figures[name][key] for key in ("auc", "group_ndcg_at_10")} for name in figures
+        name: {key: value for key, value in figures[name].items() if key in keys}
+        for name in figures
     }
     trained.metrics = {
         "auc": figures[trained.chosen]["auc"],
@@ -683,6 +737,27 @@ def train_ranker(ctx: BuildContext, kind: str, examples: tuple, *, uses) -> Trai
         **chosen,
     }
     return trained
+
+
+def graded_search_ndcg(ctx: BuildContext, score: Callable) -> float:
+    """NDCG@10 of search as served without a user, its fused candidates ordered by `score`
+    (a ranker's `sparse`, `dense` -> `score`), on the graded queries the encoders' gate holds
+    out: what users see, where the held-out sessions only judge the items a session saw."""
+    from builders import encoder_variants
+
+    held_out = encoder_variants.held_out_queries(ctx.dataset)
+    items = ctx.item_embeddings
+    if items is None:
+        items = item_matrix(ctx.path(names.SEARCH_INDEX))
+    teacher = ctx.path(names.TEXT_ENCODER) / "model.onnx"
+    figures, _ = encoder_variants.search_quality(
+        ctx.path(ctx.encoder) / "model.onnx",
+        held_out,
+        encoder_variants.grades_by_index(ctx.dataset, held_out),
+        served_search(ctx, teacher, items, score),
+        ctx.options.max_length,
+    )
+    return figures["ndcg_at_10"]
 
 
 def _retrieval_dependencies(ctx: BuildContext, *retrieval: str) -> dict[str, int]:

@@ -10,10 +10,12 @@ user never engaged with, half at random by popularity.
 
 Search examples (`train_search`): each logged search session is a group of the items it
 saw, labelled by what it engaged with, with the dense and lexical scores the served
-retrieval stages give them for its query. Only seen items count: whether an item was seen
-depends first on where the logged engine showed it (position bias), so an unseen item says
-little about its relevance. A share of the groups is built as for an unknown user
-(`UNKNOWN_USER_SHARE`), as anonymous searches are served. Trained with PyTorch only: it
+retrieval stages give them for its query (the dense ones with the teacher embedding the
+query, whichever query student serves: `builders.build.search_scores`). Only seen items
+count: whether an item was seen depends first on where the logged engine showed it
+(position bias), so an unseen item says little about its relevance. A share of the groups
+is built as for an unknown user (`UNKNOWN_USER_SHARE`), as anonymous searches are served.
+Trained with PyTorch only: it
 is served as ONNX.
 
 Every group goes through `ranker_inputs`, the function the `features` model serves, so

@@ -206,9 +206,8 @@ def encoder_figures(repo: Path) -> dict:
 
 
 def ranker_auc(repo: Path, dataset, client) -> dict:
-    """Held-out AUC of the recommend ranker offline (TensorFlow) and served (Triton)."""
-    import tensorflow as tf
-
+    """Held-out AUC of the recommend ranker offline (its framework: TensorFlow for DCN-v2,
+    LightGBM for trees) and served (Triton), and its kind."""
     pipeline = model_versions(repo, names.RECOMMEND)[-1]
     spec = PipelineSpec.load(repo / names.RECOMMEND / str(pipeline) / PIPELINE_FILE)
     stages = lineage(repo, spec)  # with the user tower and index of its `retrieval`
@@ -220,9 +219,19 @@ def ranker_auc(repo: Path, dataset, client) -> dict:
     scores = two_tower_scores(folder("user_tower"), folder("index"), tables.user_ids)
 
     examples = auc_examples(tables, dataset, scores)
-    saved = tf.saved_model.load(str(folder("ranker") / "model.savedmodel"))
-    signature = saved.signatures["serving_default"]
-    offline_scores = signature(sparse=examples.sparse, dense=examples.dense)["score"].numpy()
+    kind = read_manifest(repo, names.RECOMMEND_RANKER, stages["ranker"].version)["metrics"].get(
+        "ranker", "dcn"
+    )
+    if kind == "lambdamart":
+        booster = gbdt.load_booster(folder("ranker") / gbdt.MODEL_FILE)
+        rows = gbdt.rows(examples, booster.feature_name())
+        offline_scores = booster.predict(rows).reshape(examples.labels.shape)
+    else:
+        import tensorflow as tf
+
+        saved = tf.saved_model.load(str(folder("ranker") / "model.savedmodel"))
+        signature = saved.signatures["serving_default"]
+        offline_scores = signature(sparse=examples.sparse, dense=examples.dense)["score"].numpy()
     served_scores = []
     for start in range(0, len(examples.labels), names.STAGE_MAX_BATCH):
         part = slice(start, start + names.STAGE_MAX_BATCH)
@@ -230,6 +239,7 @@ def ranker_auc(repo: Path, dataset, client) -> dict:
         response = client.infer(names.RECOMMEND_RANKER, inputs, stages["ranker"].version)
         served_scores.append(response.outputs["score"])
     return {
+        "ranker": kind,
         "test_groups": len(examples.labels),
         "offline_auc": round(ranker.auc(examples.labels, offline_scores), 4),
         "served_auc": round(ranker.auc(examples.labels, np.concatenate(served_scores)), 4),
@@ -247,8 +257,9 @@ def auc_examples(tables: FeatureTables, dataset, scores: np.ndarray) -> ranker.E
 
 def recommend_seed_spread(dataset, build: dict, seeds: int) -> dict:
     """Recall@10 and ranker AUC of `seeds` trainings: the build's (seed 0, figures in `build`)
-    and seeds 1.. trained here offline, as the build trains them. Both figures move by
-    about 0.01 from seed to seed, so one build's figure is one draw."""
+    and seeds 1.. trained here offline, as the build trains them (the ranker of the build's
+    kind, `build["ranker"]`). Both figures move by about 0.01 from seed to seed, so one
+    build's figure is one draw."""
     from builders import two_tower
 
     recalls, aucs = [build["recall_at_10"]], [build["offline_auc"]]
@@ -260,10 +271,10 @@ def recommend_seed_spread(dataset, build: dict, seeds: int) -> dict:
         )
         towers = two_tower.train(dataset, seed=seed, progress=False)
         scores = towers.user_embeddings @ towers.item_embeddings.T
-        model = ranker.train(dataset, scores, seed=seed).keras_model
         examples = auc_examples(tables, dataset, scores)
         recalls.append(towers.metrics["recall_at_10"])
-        aucs.append(ranker.auc(examples.labels, ranker.predict_keras(model, examples)))
+        ranked = trained_recommend_scores(build["ranker"], dataset, scores, examples, seed)
+        aucs.append(ranker.auc(examples.labels, ranked))
     return {
         "seeds": list(range(seeds)),
         "recall_at_10": [round(float(r), 4) for r in recalls],
@@ -271,12 +282,25 @@ def recommend_seed_spread(dataset, build: dict, seeds: int) -> dict:
     }
 
 
+def trained_recommend_scores(kind: str, dataset, scores, examples, seed: int) -> np.ndarray:
+    """Scores of `examples` by a recommend ranker of `kind` trained as the build trains it on
+    `dataset` (with user indexes) and the two-tower `scores`."""
+    if kind == "lambdamart":
+        _, train, test = ranker.recommend_training_examples(dataset, scores, seed=seed)
+        trees = gbdt.train("recommend", train, test, ranker.ALL_FEATURES, seed=seed)
+        return gbdt.predict(trees, examples)
+    return ranker.predict_keras(ranker.train(dataset, scores, seed=seed).keras_model, examples)
+
+
 def ranker_comparison(repo: Path, dataset) -> dict[str, dict[str, float]]:
-    """DCN-v2 (the newest releases' rankers) and LightGBM (trained here as `--ranker
-    lambdamart` trains it, scored by its ONNX graph) on the same retrieved candidates: search
-    NDCG@10 on the graded queries without a user, as `search_quality` asks the served
-    pipeline, and recommend AUC on the held-out examples of `ranker_auc`."""
+    """DCN-v2 and LightGBM, both trained here on the same groups as the build trains them
+    (whichever kind the build serves; LightGBM's search scores from its ONNX graph) and
+    ranking the same retrieved candidates: search NDCG@10 on the graded queries without a
+    user, as `search_quality` asks the served pipeline, and recommend AUC on the held-out
+    examples of `ranker_auc`."""
     import onnxruntime as ort
+
+    from builders.build import torch_scores
 
     search = OfflinePipeline(repo, names.SEARCH, model_versions(repo, names.SEARCH)[-1])
 
@@ -285,14 +309,16 @@ def ranker_comparison(repo: Path, dataset) -> dict[str, dict[str, float]]:
         return repo / stage.model / str(stage.version)
 
     tokenizer = parse_pbtxt((folder(search, "tokenizer").parent / "config.pbtxt").read_text())
-    scores = search_scores_of(
-        folder(search, "encoder") / "model.onnx",
+    teacher = repo / names.TEXT_ENCODER / str(model_versions(repo, names.TEXT_ENCODER)[-1])
+    scores = search_scores_of(  # the teacher's, as the build's search rankers learn
+        teacher / "model.onnx",
         item_matrix(folder(search, "index")),
         LexicalIndex.load(folder(search, "hybrid")),
         int(tokenizer["parameters"]["max_length"]["string_value"]),
     )
     # Trained as the build trains, on user indexes: the served tables' and tower's rows.
     indexed = with_user_indexes(dataset)[0]
+    dcn = torch_scores(ranker.train_search(indexed, scores))
     _, train, test = ranker.search_training_examples(indexed, scores)
     trees = gbdt.train("search", train, test, ranker.SEARCH_RANKER_FEATURES)
     graph = gbdt.onnx_model(trees.booster, trees.uses).SerializeToString()
@@ -305,7 +331,7 @@ def ranker_comparison(repo: Path, dataset) -> dict[str, dict[str, float]]:
     grades = {q: dict(zip(g.item_id, g.grade)) for q, g in relevance.groupby("query")}
     queries = sorted(grades)
     search_ndcg = {}
-    for kind, ranker_function in (("dcn", None), ("lambdamart", lambdamart)):
+    for kind, ranker_function in (("dcn", dcn), ("lambdamart", lambdamart)):
         answers = search.run(10, queries=queries, ranker=ranker_function)
         values = [ndcg(ids.tolist(), grades[q], 10) for q, (ids, _) in zip(queries, answers)]
         search_ndcg[kind] = round(float(np.mean(values)), 4)
@@ -316,16 +342,16 @@ def ranker_comparison(repo: Path, dataset) -> dict[str, dict[str, float]]:
         folder(recommend, "user_tower"), folder(recommend, "index"), tables.user_ids
     )
     examples = auc_examples(tables, dataset, retrieval)
-    _, train, _ = ranker.recommend_training_examples(indexed, retrieval)
-    trees = gbdt.train("recommend", train, examples, ranker.ALL_FEATURES)
-    dcn_scores = recommend.rank(examples.sparse, examples.dense)
-    return {
-        "search_ndcg_at_10": search_ndcg,
-        "recommend_auc": {
-            "dcn": round(ranker.auc(examples.labels, dcn_scores), 4),
-            "lambdamart": round(trees.metrics["auc"], 4),
-        },
+    recommend_auc = {
+        kind: round(
+            ranker.auc(
+                examples.labels, trained_recommend_scores(kind, indexed, retrieval, examples, 0)
+            ),
+            4,
+        )
+        for kind in ("dcn", "lambdamart")
     }
+    return {"search_ndcg_at_10": search_ndcg, "recommend_auc": recommend_auc}
 
 
 def merge_rankers(report: dict, figures: dict, started: float) -> dict:
@@ -485,9 +511,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         report["datasets"][name] = entry
         if name == RANKER_DATASET:
-            merge_rankers(report, ranker_comparison(repo, dataset), time.perf_counter())
+            compared = time.perf_counter()
+            merge_rankers(report, ranker_comparison(repo, dataset), compared)
         if name == DP_DATASET:
-            merge_dp(report, dp_comparison(dataset), time.perf_counter())
+            compared = time.perf_counter()
+            merge_dp(report, dp_comparison(dataset), compared)
     report["seconds"] = round(time.perf_counter() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

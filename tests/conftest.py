@@ -28,10 +28,15 @@ TEST_SLO_MS = 2000.0
 
 @pytest.fixture(scope="session")
 def small_repository(tmp_path_factory: pytest.TempPathFactory, small_dataset: Dataset) -> Path:
-    """Every model of both pipelines at version 1, 50 candidates. Treat it as read-only:
-    copy it (shutil.copytree) before adding versions."""
+    """Every model of both pipelines at version 1, 50 candidates, DCN-v2 rankers. Treat it as
+    read-only: copy it (shutil.copytree) before adding versions.
+
+    The rankers are DCN-v2, not the default's choice (`--ranker auto`): which kind wins on
+    data this small may differ between machines, and the tests of the GPU profile and the
+    SavedModel need the DCN; LightGBM rankers are served in `test_lambdamart_served.py`."""
     path = tmp_path_factory.mktemp("small_repository")
-    build(BuildOptions(repo=path, num_candidates=50, slo_ms=TEST_SLO_MS), small_dataset)
+    options = BuildOptions(repo=path, num_candidates=50, slo_ms=TEST_SLO_MS, ranker="dcn")
+    build(options, small_dataset)
     return path
 
 

@@ -104,8 +104,8 @@ def test_search_quality_scores_the_fused_and_dense_lists(tmp_path, monkeypatch):
     )
     path = tmp_path / "model.onnx"
 
-    def search(encoder, searched, embedded):
-        assert encoder == path and searched == queries and embedded.shape == (2, 4)
+    def search(searched, embedded):
+        assert searched == queries and embedded.shape == (2, 4)
         return served, fused, dense
 
     figures, dense_out = search_quality(path, queries, grades, search)

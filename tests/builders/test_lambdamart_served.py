@@ -42,16 +42,21 @@ def repo(tmp_path_factory, small_repository, small_dataset):
 
 
 @pytest.fixture(scope="module")
-def client(repo):
+def server(repo):
     with TritonServer(
         repo,
         model_control="explicit",
         load_models=[names.SEARCH, "search_v1", names.RECOMMEND],
         exit_timeout_secs=5,
     ) as server:
-        client = grpcclient.InferenceServerClient(server.grpc_url)
-        yield client
-        client.close()
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    yield client
+    client.close()
 
 
 def call(client, model, k, query=None, user_id=None):
@@ -104,3 +109,16 @@ def test_recommend_matches_the_offline_pipeline(repo, client, small_dataset):
         np.testing.assert_array_equal(served_ids, ids)
         np.testing.assert_allclose(served_scores, scores, atol=1e-5)
         assert ((served_scores >= 0) & (served_scores <= 1)).all()  # click probabilities
+
+
+def test_make_quality_scores_a_lightgbm_recommend_ranker_offline_and_served(
+    repo, server, small_dataset
+):
+    from clients.client import Client
+    from perf import quality
+
+    with Client(server.grpc_url, timeout=60.0) as served:
+        figures = quality.ranker_auc(repo, small_dataset, served)
+    assert figures["ranker"] == "lambdamart"
+    assert figures["test_groups"] > 0
+    assert 0.5 < figures["offline_auc"] == figures["served_auc"]
