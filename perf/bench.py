@@ -612,8 +612,9 @@ def stage_cpu_only(repo: Path, seconds: float, repetitions: int) -> dict:
             print(f"repetition {repetition + 1}/{repetitions}", flush=True)
             runs.append(stage_cpu_all(server, requests, seconds))
     peak = max(gemm_peak("fp32").values()) / 1e9
+    query_stage = served_query_stage(newest_search(repo)).model
     for costs in runs:
-        with_products(costs, peak, served_query_stage(newest_search(repo)).model)
+        with_products(costs, peak, query_stage)
     return {
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine.describe(),

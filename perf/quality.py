@@ -318,9 +318,10 @@ def ranker_comparison(repo: Path, dataset) -> dict[str, dict[str, float]]:
     )
     # Trained as the build trains, on user indexes: the served tables' and tower's rows.
     indexed = with_user_indexes(dataset)[0]
-    dcn = torch_scores(ranker.train_search(indexed, scores))
-    _, train, test = ranker.search_training_examples(indexed, scores)
-    trees = gbdt.train("search", train, test, ranker.SEARCH_RANKER_FEATURES)
+    tables, train, test = ranker.search_training_examples(indexed, scores)
+    uses = ranker.SEARCH_RANKER_FEATURES
+    dcn = torch_scores(ranker.fit(indexed, tables, train, test, keras_too=False, uses=uses))
+    trees = gbdt.train("search", train, test, uses)
     graph = gbdt.onnx_model(trees.booster, trees.uses).SerializeToString()
     session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
 
