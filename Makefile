@@ -83,10 +83,10 @@ demo: models ## Build if missing, start the local Triton, run real search and re
 	$(PY) -m clients.demo --repo $(REPO)
 
 bench-client: models ## Measure the client's overhead over a bare tritonclient call (perf/results/client_overhead.json)
-	$(PY) -m perf.client_overhead --repo $(REPO)
+	$(PY) -m perf.benchmarks.client_overhead --repo $(REPO)
 
 quality: setup ## Build per-dataset repositories and measure recall, AUC, NDCG and INT8 overlap
-	$(PY) -m perf.quality
+	$(PY) -m perf.evaluation.quality
 
 serve: setup ## Run tritonserver in the foreground on REPO (MODEL_CONTROL=none|poll|explicit); Ctrl-C stops it
 	$(PY) -m server --model-repository $(REPO) --model-control $(MODEL_CONTROL) \
@@ -97,16 +97,16 @@ sweep: models ## Tune configs with perf_analyzer (SWEEP=perf/sweeps/<file>.yaml)
 	$(PY) -m perf sweep $(SWEEP) --repository $(REPO) $(SWEEP_ARGS)
 
 bench: models $(RAY_STAMP) ## Benchmarks (naive, Ray Serve, Triton default / tuned / cached; roofline) into perf/results/bench/
-	$(PY) -m perf.bench --repository $(REPO)
+	$(PY) -m perf.benchmarks.bench --repository $(REPO)
 
 reliability: models ## Soak, hot swap, canary rollback, stage crash, server restart under load (perf/results/reliability.json)
-	$(PY) -m perf.reliability --repo $(REPO) $(RELIABILITY_ARGS)
+	$(PY) -m perf.reliability.scenarios --repo $(REPO) $(RELIABILITY_ARGS)
 
 bench-retrieval: setup ## Exact vs ANN retrieval at 10k/100k/1M items (perf/results/retrieval_scale.json, .png)
-	$(PY) -m perf.retrieval_scale
+	$(PY) -m perf.benchmarks.retrieval_scale
 
 bench-search-scale: setup ## A whole search build at 1M items, served and graded (perf/results/search_scale.json; 35-45 min)
-	$(PY) -m perf.search_scale
+	$(PY) -m perf.benchmarks.search_scale
 
 # Model Analyzer lives in its own environment: its dependencies stay out of $(VENV).
 MA_VENV := build/model-analyzer-venv
@@ -120,13 +120,13 @@ $(MA_STAMP):
 	@touch $@
 
 bench-ma: models $(MA_STAMP) ## Our sweep vs triton-model-analyzer on text_encoder (perf/results/model_analyzer/)
-	$(PY) -m perf.model_analyzer --repository $(REPO)
+	$(PY) -m perf.benchmarks.model_analyzer --repository $(REPO)
 
-# Ray Serve (the bench's second baseline, perf/ray_serve.py) lives in its own environment:
+# Ray Serve (the bench's second baseline, perf/benchmarks/ray_serve.py) lives in its own environment:
 # `ray[serve]` alone would bring protobuf 7 into $(VENV), and uvloop/httptools, which uvicorn
 # (the naive baseline) would then pick up. It gets this project (-e .) with the same pins
 # (numpy 1.26.4, protobuf 4.25.9, torch, onnxruntime, tensorflow-cpu...), so it imports
-# `builders` and runs the same pipeline stages. perf.bench starts `$(RAY_PY) -m perf.ray_serve`.
+# `builders` and runs the same pipeline stages. perf.benchmarks.bench starts `$(RAY_PY) -m perf.benchmarks.ray_serve`.
 $(RAY_STAMP): pyproject.toml requirements-nodeps.txt
 	@test -x $(RAY_PY) || $(PYTHON) -m venv $(RAY_VENV)
 	@echo "ray-env: installing ray[serve]==$(RAY_VERSION) and this project into $(RAY_VENV) (first run: about 3 minutes, 3 GB); log: $(RAY_VENV)/setup.log"

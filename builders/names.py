@@ -95,7 +95,7 @@ RETRIEVAL_OF = {SEARCH: SEARCH_RETRIEVAL, RECOMMEND: RECOMMEND_RETRIEVAL}
 
 
 #: The p99 latency SLO (ms) of a pipeline call: what the benchmarks measure throughput at
-#: (`perf.bench --slo-ms`) and what every stage's queue bounds derive from.
+#: (`perf.benchmarks.bench --slo-ms`) and what every stage's queue bounds derive from.
 SLO_MS = 100.0
 
 

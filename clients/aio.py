@@ -1,6 +1,7 @@
 """The asyncio client: `async with AsyncClient(url) as client: await client.search(...)`.
 
-Same settings, routing, retries and results as `Client`; the transports use
+The same core as `Client` (`clients.core.ClientCore`: settings, routing, retries, results
+and every operation), run by `clients.core.run_async`; the transports use
 tritonclient's asyncio clients (grpc.aio and aiohttp), created on first use
 inside the running event loop and reused for every call. Use one
 `AsyncClient` within one event loop.
@@ -9,7 +10,6 @@ inside the running event loop and reused for every call. Use one
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import ssl
 from collections.abc import Mapping, Sequence
 
@@ -19,18 +19,13 @@ import tritonclient.grpc.aio as grpcaio
 import tritonclient.http.aio as httpaio
 from tritonclient.utils import InferenceServerException
 
-from builders import names
 from clients import contract
-from clients.client import DOWN_SECONDS, ClientConfig, not_served, unreachable
+from clients.core import ClientCore, run_async
 from clients.errors import (
     ClientError,
-    DeadlineExceededError,
-    NotFoundError,
     TlsError,
-    UnavailableError,
 )
 from clients.results import Response, Result
-from clients.routing import RoundRobin
 from clients.tls import TlsConfig, explain_ssl_error
 from clients.transport import (
     HTTP_SOCKET_TIMEOUT,
@@ -39,9 +34,8 @@ from clients.transport import (
     grpc_channel,
     grpc_response,
     http_response,
-    infer_inputs,
+    infer_arguments,
     model_states,
-    request_timeout_us,
     server_error,
     tls_reset_error,
 )
@@ -77,15 +71,8 @@ class AsyncGrpcTransport:
     async def infer(
         self, model: str, version: int | None, inputs: Mapping[str, np.ndarray], timeout: float
     ) -> Response:
-        tensors = infer_inputs(grpcaio, inputs)
-        result = await self._call(
-            timeout,
-            "infer",
-            model,
-            tensors,
-            model_version=str(version or ""),
-            timeout=request_timeout_us(timeout),
-        )
+        args, kwargs = infer_arguments(grpcaio, model, version, inputs, timeout)
+        result = await self._call(timeout, "infer", *args, **kwargs)
         return grpc_response(model, result, self.url)
 
     async def health(self, timeout: float) -> dict:
@@ -144,14 +131,8 @@ class AsyncHttpTransport:
     async def infer(
         self, model: str, version: int | None, inputs: Mapping[str, np.ndarray], timeout: float
     ) -> Response:
-        result = await self._call(
-            timeout,
-            "infer",
-            model,
-            infer_inputs(httpaio, inputs),
-            model_version=str(version or ""),
-            timeout=request_timeout_us(timeout),
-        )
+        args, kwargs = infer_arguments(httpaio, model, version, inputs, timeout)
+        result = await self._call(timeout, "infer", *args, **kwargs)
         return http_response(model, result, self.url)
 
     async def health(self, timeout: float) -> dict:
@@ -175,15 +156,10 @@ class AsyncHttpTransport:
 TRANSPORTS = {"grpc": AsyncGrpcTransport, "http": AsyncHttpTransport}
 
 
-class AsyncClient(ClientConfig):
+class AsyncClient(ClientCore):
     """Asyncio client with the same methods as `Client`, as coroutines."""
 
-    def __init__(self, urls: str | Sequence[str], **options) -> None:
-        super().__init__(urls, **options)
-        self.transports = [
-            TRANSPORTS[self.protocol](url, **self.transport_options) for url in self.urls
-        ]
-        self._endpoints = RoundRobin(self.transports)
+    transport_kinds = TRANSPORTS
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -195,19 +171,6 @@ class AsyncClient(ClientConfig):
         for transport in self.transports:
             await transport.close()
 
-    async def _with_retries(self, what: str, timeout: float | None, call):
-        attempts, failed_on = self.attempts(what, timeout), None
-        while True:
-            seconds = attempts.start()
-            transport = self._endpoints.next(avoid=failed_on)
-            try:
-                return await call(transport, seconds), attempts.count
-            except ClientError as error:
-                failed_on = transport
-                if error.endpoint_down:
-                    self._endpoints.mark_down(transport, DOWN_SECONDS)
-                await asyncio.sleep(attempts.after_failure(error))
-
     async def infer(
         self,
         model: str,
@@ -216,10 +179,7 @@ class AsyncClient(ClientConfig):
         *,
         timeout: float | None = None,
     ) -> Response:
-        response, count = await self._with_retries(
-            model, timeout, lambda t, seconds: t.infer(model, version, inputs, seconds)
-        )
-        return dataclasses.replace(response, attempts=count)
+        return await run_async(self._infer(model, inputs, version, timeout))
 
     async def search(
         self,
@@ -230,10 +190,7 @@ class AsyncClient(ClientConfig):
         version: int | None = None,
         timeout: float | None = None,
     ) -> Result:
-        user_id = self.user(user_id)
-        inputs = contract.search_inputs(query, user_id, k)
-        model = self.pipeline_model(names.SEARCH, user_id, version)
-        return self.result(names.SEARCH, await self.infer(model, inputs, timeout=timeout))
+        return await run_async(self._search(query, user_id, k, version, timeout))
 
     async def recommend(
         self,
@@ -243,41 +200,15 @@ class AsyncClient(ClientConfig):
         version: int | None = None,
         timeout: float | None = None,
     ) -> Result:
-        user_id = self.user(user_id)
-        inputs = contract.recommend_inputs(user_id, k)
-        model = self.pipeline_model(names.RECOMMEND, user_id, version)
-        return self.result(names.RECOMMEND, await self.infer(model, inputs, timeout=timeout))
+        return await run_async(self._recommend(user_id, k, version, timeout))
 
     async def health(self, timeout: float | None = None) -> list[dict]:
-        rows = []
-        for transport in self.transports:
-            try:
-                state = await transport.health(timeout or self.timeout)
-            except ClientError as error:
-                state = unreachable(error)
-            rows.append({"endpoint": transport.url, **state})
-        return rows
+        return await run_async(self._health(timeout))
 
     async def models(self, timeout: float | None = None) -> list[dict]:
-        states, _ = await self._with_retries("models", timeout, lambda t, s: t.models(s))
-        return states
+        return await run_async(self._models(timeout))
 
     async def verify(
         self, models: Sequence[str] = contract.PIPELINES, timeout: float | None = None
     ) -> dict[str, tuple[int, ...]]:
-        versions, down = {}, []
-        for transport in self.transports:
-            try:
-                index = await transport.models(timeout or self.timeout)
-                for model in models:
-                    try:
-                        served = await transport.metadata(model, timeout or self.timeout)
-                    except NotFoundError as error:
-                        raise not_served(model, error) from None
-                    releases = contract.served_releases(model, index)
-                    versions[model] = self.check(transport.url, model, served, releases)
-            except (UnavailableError, DeadlineExceededError) as error:
-                down.append(error)
-        if len(down) == len(self.transports):
-            raise down[0]
-        return versions
+        return await run_async(self._verify(models, timeout))

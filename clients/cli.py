@@ -20,7 +20,8 @@ from builders import names
 from builders.pseudonyms import key_fingerprint, read_key
 from clients.aio import AsyncClient
 from clients.batch import KINDS, Progress, score_file
-from clients.client import DEFAULT_PORTS, PROTOCOLS, Client
+from clients.client import Client
+from clients.core import DEFAULT_PORTS, PROTOCOLS
 from clients.errors import ClientError, UnavailableError
 from clients.formatting import result_table, rows_table
 from clients.routing import Route, parse_split

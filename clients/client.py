@@ -1,198 +1,29 @@
 """The blocking client: `Client("localhost:8001").search("red running shoes", k=10)`.
 
-`ClientConfig` holds what the blocking and asyncio clients share: endpoints,
-protocol, deadline, retry policy and budget, canary routes and catalog, and
-the pure steps around a call (which version, which request, which result).
+Its settings, routing, retries and operations are the core's (`clients.core.ClientCore`);
+this class gives them blocking transports and runs them (`clients.core.run`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import random
-import time
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from builders import names, pseudonyms
-from builders.pipelines import release_model
 from clients import contract
-from clients.errors import (
-    ClientError,
-    ContractError,
-    DeadlineExceededError,
-    NotFoundError,
-    UnavailableError,
-)
-from clients.results import Catalog, Response, Result, make_result
-from clients.retry import Attempts, FailureCounts, RetryBudget, RetryPolicy
-from clients.routing import RoundRobin, Route
-from clients.tls import TlsConfig
+from clients.core import ClientCore, run
+from clients.results import Response, Result
 from clients.transport import TRANSPORTS
 
-DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
-# After a connection failure, round-robin skips the endpoint this long (unless all are down).
-DOWN_SECONDS = 1.0
-PROTOCOLS = tuple(DEFAULT_PORTS)
 
-
-def split_urls(urls: str | Sequence[str]) -> list[str]:
-    """Endpoints from `"a:8001,b:8001"` or a list. `http://` and `https://` are dropped;
-    gRPC targets such as `dns:///name:8001` stay as they are."""
-    items = urls.split(",") if isinstance(urls, str) else list(urls)
-    endpoints = [
-        u.strip().removeprefix("http://").removeprefix("https://").rstrip("/")
-        for u in items
-        if u.strip()
-    ]
-    if not endpoints:
-        raise ValueError("at least one endpoint (host:port) is needed")
-    return endpoints
-
-
-def not_served(model: str, error: NotFoundError) -> ContractError:
-    return ContractError(f"model {model!r} is not served: {error.message}", error.endpoint)
-
-
-def unreachable(error: ClientError) -> dict:
-    """The health row of an endpoint that did not answer."""
-    return {"live": False, "ready": False, "server_version": "", "error": str(error)}
-
-
-class ClientConfig:
-    """Settings and pure call logic shared by `Client` and `AsyncClient`.
-
-    * `urls`: one endpoint or several (round-robin; a retry goes to the next one).
-    * `timeout`: each call's default deadline in seconds, all attempts included.
-    * `routes`: per model, a `Route` (pin a version or split between versions);
-      models without one go to the server's latest version.
-    * `catalog`: a `Catalog` or a CSV/Parquet path, to fill in the items' fields.
-    * `seed`: seeds the random canary split and the retry jitter.
-    * `tls`: a `TlsConfig` to call over TLS: gRPC to Triton itself, HTTP to a TLS terminator
-      in front of it (the Gateway; Triton's HTTP endpoint has no TLS of its own).
-    * `on_failed_attempt`: called with the error of every failed attempt, retried or final
-      (to count them, e.g. next to the server's own failure counters).
-    * `user_key`: the key of a build made with `--pseudonymise-users`
-      (`builders.pseudonyms.read_key`); user ids are then hashed with it before they leave
-      the client, canary routing included.
-
-    `failures` counts the failed attempts of every call by kind of error; `overloaded`
-    is how many the server shed (`OverloadedError`).
-    """
-
-    def __init__(
-        self,
-        urls: str | Sequence[str],
-        *,
-        protocol: str = "grpc",
-        timeout: float = 10.0,
-        retry: RetryPolicy | None = None,
-        budget: RetryBudget | None = None,
-        routes: Mapping[str, Route] | None = None,
-        catalog: Catalog | str | Path | None = None,
-        seed: int | None = None,
-        on_failed_attempt: Callable[[ClientError], None] | None = None,
-        user_key: bytes | None = None,
-        tls: TlsConfig | None = None,
-    ) -> None:
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
-        if tls is not None and tls.server_name and protocol != "grpc":
-            raise ValueError("a TLS server name (--tls-server-name) works over gRPC only")
-        if timeout <= 0:
-            raise ValueError(f"timeout must be positive, got {timeout}")
-        self.urls = split_urls(urls)
-        self.protocol = protocol
-        self.timeout = timeout
-        self.retry = retry or RetryPolicy()
-        self.budget = budget or RetryBudget()
-        self.routes = dict(routes or {})
-        self.catalog = Catalog.load(catalog) if isinstance(catalog, str | Path) else catalog
-        self.rng = random.Random(seed)
-        self.on_failed_attempt = on_failed_attempt
-        self.failures = FailureCounts()
-        self.tls = tls
-        self.user_key = None if user_key is None else pseudonyms.check_key(user_key)
-
-    @property
-    def transport_options(self) -> dict:
-        """Keyword arguments of every transport (TLS, when set)."""
-        return {"tls": self.tls} if self.tls is not None else {}
-
-    @property
-    def overloaded(self) -> int:
-        """Attempts the server shed (`OverloadedError`), over every call so far."""
-        return self.failures.overloaded
-
-    def _failed_attempt(self, error: ClientError) -> None:
-        self.failures.record(error)
-        if self.on_failed_attempt is not None:
-            self.on_failed_attempt(error)
-
-    def user(self, user_id: int | None) -> int | None:
-        """The user id a call sends: its pseudonym when the client has a `user_key`."""
-        if user_id is None or self.user_key is None:
-            return user_id
-        (raw,) = contract.scalar_tensor("user_id", user_id, np.int64)[0]  # refuses a non-INT64 id
-        return pseudonyms.pseudonym(raw, self.user_key)
-
-    def version_for(self, model: str, user_id: int | None, version: int | None) -> int | None:
-        """The version a call asks for: `version` if given, else the model's route."""
-        if version is not None:
-            return version
-        route = self.routes.get(model)
-        return route.choose(user_id, self.rng) if route else None
-
-    def pipeline_model(self, kind: str, user_id: int | None, release: int | None) -> str:
-        """The ensemble a pipeline call goes to: `kind` itself (the newest release) unless
-        `release` or the route picks one, then that release's `<kind>_v<R>`."""
-        chosen = self.version_for(kind, user_id, release)
-        return kind if chosen is None else release_model(kind, chosen)
-
-    def attempts(self, what: str, timeout: float | None) -> Attempts:
-        return Attempts(
-            what,
-            timeout or self.timeout,
-            self.retry,
-            self.budget,
-            self.rng,
-            on_failure=self._failed_attempt,
-        )
-
-    def result(self, kind: str, response: Response) -> Result:
-        """A pipeline's answer; `model` is the pipeline and `version` the release."""
-        return make_result(dataclasses.replace(response, model=kind), self.catalog)
-
-    def check(
-        self, endpoint: str, model: str, served: contract.ModelMetadata, releases: tuple[int, ...]
-    ) -> tuple[int, ...]:
-        """The served releases of pipeline `model`; `ContractError` when `served` is not
-        what the client expects (tensors, or releases its route names)."""
-        route = self.routes.get(model)
-        problems = contract.contract_problems(
-            contract.EXPECTED[model],
-            dataclasses.replace(served, versions=releases),
-            route.versions if route else (),
-        )
-        if problems:
-            raise ContractError(f"model {model!r}: " + "; ".join(problems), endpoint)
-        return releases
-
-
-class Client(ClientConfig):
+class Client(ClientCore):
     """Blocking client of the `search` and `recommend` pipelines (and of any model).
 
     Thread-safe; keeps its connections open until `close()` (or the `with` block
     ends). Every call raises a `clients.errors.ClientError` subclass on failure.
     """
 
-    def __init__(self, urls: str | Sequence[str], **options) -> None:
-        super().__init__(urls, **options)
-        self.transports = [
-            TRANSPORTS[self.protocol](url, **self.transport_options) for url in self.urls
-        ]
-        self._endpoints = RoundRobin(self.transports)
+    transport_kinds = TRANSPORTS
 
     def __enter__(self) -> Client:
         return self
@@ -204,19 +35,6 @@ class Client(ClientConfig):
         for transport in self.transports:
             transport.close()
 
-    def _with_retries(self, what: str, timeout: float | None, call):
-        attempts, failed_on = self.attempts(what, timeout), None
-        while True:
-            seconds = attempts.start()
-            transport = self._endpoints.next(avoid=failed_on)
-            try:
-                return call(transport, seconds), attempts.count
-            except ClientError as error:
-                failed_on = transport
-                if error.endpoint_down:
-                    self._endpoints.mark_down(transport, DOWN_SECONDS)
-                time.sleep(attempts.after_failure(error))
-
     def infer(
         self,
         model: str,
@@ -226,10 +44,7 @@ class Client(ClientConfig):
         timeout: float | None = None,
     ) -> Response:
         """Any model: named input arrays (batch dimension included) -> its outputs."""
-        response, count = self._with_retries(
-            model, timeout, lambda t, seconds: t.infer(model, version, inputs, seconds)
-        )
-        return dataclasses.replace(response, attempts=count)
+        return run(self._infer(model, inputs, version, timeout))
 
     def search(
         self,
@@ -241,10 +56,7 @@ class Client(ClientConfig):
         timeout: float | None = None,
     ) -> Result:
         """Top `k` items for a query (and the user, when given), best first."""
-        user_id = self.user(user_id)
-        inputs = contract.search_inputs(query, user_id, k)
-        model = self.pipeline_model(names.SEARCH, user_id, version)
-        return self.result(names.SEARCH, self.infer(model, inputs, timeout=timeout))
+        return run(self._search(query, user_id, k, version, timeout))
 
     def recommend(
         self,
@@ -255,26 +67,15 @@ class Client(ClientConfig):
         timeout: float | None = None,
     ) -> Result:
         """Top `k` items for a user, best first (unknown users get popular items)."""
-        user_id = self.user(user_id)
-        inputs = contract.recommend_inputs(user_id, k)
-        model = self.pipeline_model(names.RECOMMEND, user_id, version)
-        return self.result(names.RECOMMEND, self.infer(model, inputs, timeout=timeout))
+        return run(self._recommend(user_id, k, version, timeout))
 
     def health(self, timeout: float | None = None) -> list[dict]:
         """Liveness and readiness of every endpoint (one attempt each, no retries)."""
-        rows = []
-        for transport in self.transports:
-            try:
-                state = transport.health(timeout or self.timeout)
-            except ClientError as error:
-                state = unreachable(error)
-            rows.append({"endpoint": transport.url, **state})
-        return rows
+        return run(self._health(timeout))
 
     def models(self, timeout: float | None = None) -> list[dict]:
         """The repository index of the next endpoint: every model version, ready or not."""
-        states, _ = self._with_retries("models", timeout, lambda t, s: t.models(s))
-        return states
+        return run(self._models(timeout))
 
     def verify(
         self, models: Sequence[str] = contract.PIPELINES, timeout: float | None = None
@@ -282,19 +83,4 @@ class Client(ClientConfig):
         """Check that the endpoints serve the pipelines `models` with the expected inputs and
         outputs, and the releases the routes name; return each pipeline's served releases.
         Call it at start-up. Endpoints that do not answer are skipped, unless none does."""
-        versions, down = {}, []
-        for transport in self.transports:
-            try:
-                index = transport.models(timeout or self.timeout)
-                for model in models:
-                    try:
-                        served = transport.metadata(model, timeout or self.timeout)
-                    except NotFoundError as error:
-                        raise not_served(model, error) from None
-                    releases = contract.served_releases(model, index)
-                    versions[model] = self.check(transport.url, model, served, releases)
-            except (UnavailableError, DeadlineExceededError) as error:
-                down.append(error)
-        if len(down) == len(self.transports):
-            raise down[0]
-        return versions
+        return run(self._verify(models, timeout))

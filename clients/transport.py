@@ -105,6 +105,16 @@ def tls_reset_error(endpoint: str) -> UnavailableError:
     return UnavailableError(message, endpoint)
 
 
+def infer_arguments(
+    module, model: str, version: int | None, inputs: Mapping[str, np.ndarray], timeout: float
+) -> tuple[tuple, dict]:
+    """tritonclient `infer`'s arguments for one attempt (`module`: grpc or http, blocking or
+    asyncio): the model, its inputs, the version (the latest when None) and Triton's request
+    timeout."""
+    kwargs = {"model_version": str(version or ""), "timeout": request_timeout_us(timeout)}
+    return (model, infer_inputs(module, inputs)), kwargs
+
+
 def request_timeout_us(seconds: float) -> int:
     """An attempt's seconds as Triton's request timeout (microseconds, at least 1). A stage
     rejects the request once it has waited that long in its queue; the request may shorten
@@ -153,16 +163,8 @@ class GrpcTransport:
     def infer(
         self, model: str, version: int | None, inputs: Mapping[str, np.ndarray], timeout: float
     ) -> Response:
-        tensors = infer_inputs(grpcclient, inputs)
-        result = self._call(
-            timeout,
-            "infer",
-            model,
-            tensors,
-            model_version=str(version or ""),
-            timeout=request_timeout_us(timeout),
-        )
-        return grpc_response(model, result, self.url)
+        args, kwargs = infer_arguments(grpcclient, model, version, inputs, timeout)
+        return grpc_response(model, self._call(timeout, "infer", *args, **kwargs), self.url)
 
     def health(self, timeout: float) -> dict:
         live = self._call(timeout, "is_server_live")
@@ -239,15 +241,8 @@ class HttpTransport:
     def infer(
         self, model: str, version: int | None, inputs: Mapping[str, np.ndarray], timeout: float
     ) -> Response:
-        result = self._call(
-            timeout,
-            "infer",
-            model,
-            infer_inputs(httpclient, inputs),
-            model_version=str(version or ""),
-            timeout=request_timeout_us(timeout),
-        )
-        return http_response(model, result, self.url)
+        args, kwargs = infer_arguments(httpclient, model, version, inputs, timeout)
+        return http_response(model, self._call(timeout, "infer", *args, **kwargs), self.url)
 
     def health(self, timeout: float) -> dict:
         live = self._call(timeout, "is_server_live")

@@ -9,13 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-from perf import capacity, report
-from perf.spec import ROOT, SweepFileError, load
-from perf.sweep import RemoteServer, Sweep, progress_bar
+from perf import RESULTS
+from perf.tuning import capacity, report
+from perf.tuning.spec import SweepFileError, load
+from perf.tuning.sweep import RemoteServer, Sweep, progress_bar
 from server import TritonServer
 from server.launcher import ServerError
-
-RESULTS = ROOT / "perf" / "results"
 
 
 def sweep(args: argparse.Namespace) -> int:

@@ -5,7 +5,9 @@ perf/results/)."""
 import json
 from pathlib import Path
 
-from perf import bench, quality, reliability, search_scale, stage_cpu
+from perf.benchmarks import bench, search_scale, stage_cpu
+from perf.evaluation import quality
+from perf.reliability import scenarios as reliability
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"

@@ -115,7 +115,7 @@ def test_make_quality_scores_a_lightgbm_recommend_ranker_offline_and_served(
     repo, server, small_dataset
 ):
     from clients.client import Client
-    from perf import quality
+    from perf.evaluation import quality
 
     with Client(server.grpc_url, timeout=60.0) as served:
         figures = quality.ranker_auc(repo, small_dataset, served)

@@ -9,8 +9,7 @@ import pytest
 from builders import pseudonyms
 from builders.__main__ import main as build_main
 from builders.build import BuildOptions
-from clients import cli
-from clients.client import ClientConfig
+from clients import Client, cli
 from clients.errors import InvalidArgumentError
 
 KEY = b"k" * 32
@@ -104,11 +103,11 @@ def test_build_command_refuses_before_any_work(tmp_path, capsys, monkeypatch):
 
 
 def test_clients_hash_user_ids_at_the_edge(tmp_path, monkeypatch):
-    plain, keyed = ClientConfig("localhost:8001"), ClientConfig("localhost:8001", user_key=KEY)
+    plain, keyed = Client("localhost:8001"), Client("localhost:8001", user_key=KEY)
     assert plain.user(42) == 42 and plain.user(None) is None
     assert keyed.user(42) == pseudonyms.pseudonym(42, KEY) and keyed.user(None) is None
     with pytest.raises(ValueError, match="at least 32"):
-        ClientConfig("localhost:8001", user_key=b"short")
+        Client("localhost:8001", user_key=b"short")
     for bad in (4.5, "7", True, 2**63):
         with pytest.raises(InvalidArgumentError, match="user_id"):
             keyed.user(bad)

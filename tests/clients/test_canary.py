@@ -33,7 +33,7 @@ from clients import (
 )
 from clients.batch import score_lines
 from k8s import canary_gate
-from perf.reliability import settled
+from perf.reliability.scenarios import settled
 from server import TritonServer
 from server.launcher import free_ports
 from tests.conftest import TEST_SLO_MS
@@ -199,7 +199,7 @@ def test_a_contract_change_is_a_clear_error_at_start_up(canary):
 
 
 def served_successes(server, model: str) -> int:
-    """The model's success count, once settled (see `perf.reliability.settled`)."""
+    """The model's success count, once settled (see `perf.reliability.scenarios.settled`)."""
     client = grpcclient.InferenceServerClient(server.grpc_url)
 
     def count() -> int:

@@ -10,7 +10,7 @@ import pytest
 
 from builders import names
 from clients import batch, cli, contract, formatting
-from clients.client import split_urls
+from clients.core import split_urls
 from clients.errors import (
     ContractError,
     DeadlineExceededError,
@@ -376,9 +376,9 @@ def test_parse_metadata_takes_grpc_and_http_forms():
 
 
 def test_check_raises_a_contract_error(tmp_path):
-    from clients.client import ClientConfig
+    from clients import Client
 
-    config = ClientConfig("h:1", routes={"search": Route.pinned(3)})
+    config = Client("h:1", routes={"search": Route.pinned(3)})
     with pytest.raises(ContractError, match=r"h:1: model 'search': version\(s\) 3 not loaded"):
         config.check("h:1", "search", served_search(), releases=(1, 2))
     assert config.check("h:1", "search", served_search(), releases=(2, 3)) == (2, 3)
@@ -398,9 +398,9 @@ def test_served_releases_come_from_ready_release_ensembles():
 
 
 def test_calls_go_to_the_newest_release_or_the_routed_one():
-    from clients.client import ClientConfig
+    from clients import Client
 
-    config = ClientConfig("h:1", routes={"recommend": Route.pinned(1)})
+    config = Client("h:1", routes={"recommend": Route.pinned(1)})
     assert config.pipeline_model("search", None, None) == "search"
     assert config.pipeline_model("search", None, 2) == "search_v2"
     assert config.pipeline_model("recommend", 5, None) == "recommend_v1"

@@ -25,7 +25,6 @@ from clients import (
     UnavailableError,
 )
 from clients.batch import score_file
-from clients.client import ClientConfig
 from clients.transport import GrpcTransport
 
 UNKNOWN_USER = 10**12
@@ -200,10 +199,8 @@ def test_verify_names_what_differs_from_the_contract(small_server):
         served_recommend = transport.metadata("recommend", 5)
     finally:
         transport.close()
-    with pytest.raises(ContractError) as caught:
-        ClientConfig(small_server.grpc_url).check(
-            small_server.grpc_url, "search", served_recommend, releases=(1,)
-        )
+    with Client(small_server.grpc_url) as client, pytest.raises(ContractError) as caught:
+        client.check(small_server.grpc_url, "search", served_recommend, releases=(1,))
     assert "input 'query' is missing (expected query BYTES [-1, 1])" in str(caught.value)
     assert caught.value.exit_code == 5
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from perf import analyzer
+from perf.tuning import analyzer
 
 DATA = Path(__file__).parent / "data"
 STAGES = ("query_tokenizer", "ranking_features", "search_index", "search_ranker", "text_encoder")

@@ -1,5 +1,5 @@
-"""The bench's baseline servers, started for real: perf.naive (FastAPI + PyTorch) and
-perf.ray_serve (Ray Serve, `@serve.batch`, in build/ray-venv) answer like the offline
+"""The bench's baseline servers, started for real: perf.benchmarks.naive (FastAPI + PyTorch) and
+perf.benchmarks.ray_serve (Ray Serve, `@serve.batch`, in build/ray-venv) answer like the offline
 pipeline, refuse bad input alone, and stop cleanly on SIGTERM."""
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def check_server(port: int, repo: Path) -> None:
 
 
 def test_naive_answers_like_the_offline_pipeline(small_repository: Path) -> None:
-    with serving(sys.executable, "perf.naive", small_repository) as port:
+    with serving(sys.executable, "perf.benchmarks.naive", small_repository) as port:
         check_server(port, small_repository)
 
 
@@ -109,5 +109,5 @@ def test_naive_answers_like_the_offline_pipeline(small_repository: Path) -> None
     not RAY_PYTHON.exists(), reason=f"no Ray environment at {RAY_PYTHON.parents[1]}: make ray-env"
 )
 def test_ray_serve_answers_like_the_offline_pipeline(small_repository: Path) -> None:
-    with serving(RAY_PYTHON, "perf.ray_serve", small_repository) as port:
+    with serving(RAY_PYTHON, "perf.benchmarks.ray_serve", small_repository) as port:
         check_server(port, small_repository)

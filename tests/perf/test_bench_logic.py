@@ -3,7 +3,7 @@
 import json
 
 from builders import names
-from perf import bench
+from perf.benchmarks import bench
 
 
 def test_bodies_carry_each_pipelines_inputs():

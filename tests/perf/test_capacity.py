@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from perf import capacity
+from perf.tuning import capacity
 
 # throughput (inferences/s), p99 (ms): saturates near 200/s
 CURVE = [(50.0, 10.0), (100.0, 20.0), (150.0, 40.0), (200.0, 120.0)]

@@ -1,9 +1,9 @@
-"""`python -m perf.quality --dp`: the DP rows merge into a results file without touching the
-rest, and the README's table comes from them."""
+"""`python -m perf.evaluation.quality --dp`: the DP rows merge into a results file without
+touching the rest, and the README's table comes from them."""
 
 import json
 
-from perf import quality
+from perf.evaluation import quality
 
 PLAN = {"noise_multiplier": 1.234, "epsilon_spent": 0.99}
 ROWS = [

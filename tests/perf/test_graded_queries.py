@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from builders.data import load_dataset
-from perf import graded_queries
-from perf.graded_queries import KINDS, QueryRule, grade, load_rules, relevance
+from perf.evaluation import graded_queries
+from perf.evaluation.graded_queries import KINDS, QueryRule, grade, load_rules, relevance
 
 MAKE_CATALOG = Path(graded_queries.__file__).parent / "data" / "make_catalog.py"
 

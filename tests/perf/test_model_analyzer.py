@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from builders import names
-from perf import model_analyzer as ma
-from perf import spec
+from perf.benchmarks import model_analyzer as ma
+from perf.tuning import spec
 
 
 @pytest.fixture

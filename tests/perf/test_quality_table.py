@@ -1,6 +1,6 @@
 """The README's quality tables, generated from a quality report."""
 
-from perf.quality import readme_table
+from perf.evaluation.quality import readme_table
 
 REPORT = {
     "date": "2026-12-03",

@@ -1,9 +1,9 @@
-"""`python -m perf.quality --rankers`: the comparison merges into a results file and the
+"""`python -m perf.evaluation.quality --rankers`: the comparison merges into a results file and the
 README's table comes from it."""
 
 import json
 
-from perf import quality
+from perf.evaluation import quality
 
 FIGURES = {
     "search_ndcg_at_10": {"dcn": 0.9242, "lambdamart": 0.93},

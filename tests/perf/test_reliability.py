@@ -13,9 +13,9 @@ import pytest
 from builders import names
 from builders.specs import parse_pbtxt, render_pbtxt
 from clients import DeadlineExceededError, OverloadedError, ServerError, UnavailableError
-from perf import reliability
-from perf.reliability import Counts, Harness, Settings, Tally
-from perf.sweep import apply_tunables
+from perf.reliability import scenarios as reliability
+from perf.reliability.scenarios import Counts, Harness, Settings, Tally
+from perf.tuning.sweep import apply_tunables
 from server.stub_watchdog import Stub, parse_stub, restarted_config
 
 METRICS = """\

@@ -1,10 +1,10 @@
-"""perf.retrieval_scale on a tiny catalog: the rows, the ratios and the plot."""
+"""perf.benchmarks.retrieval_scale on a tiny catalog: the rows, the ratios and the plot."""
 
 import json
 
 import numpy as np
 
-from perf import retrieval_scale
+from perf.benchmarks import retrieval_scale
 
 
 def test_mixture_is_clustered_on_the_unit_sphere():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from perf import search
+from perf.tuning import search
 
 SPACE = {
     "m.delay": [0, 500, 1000, 2000, 4000],

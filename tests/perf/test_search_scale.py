@@ -1,11 +1,11 @@
-"""perf.search_scale: the build-log parser, and a whole run on a small catalog (real build,
-real tritonserver), then a second run that reuses the build."""
+"""perf.benchmarks.search_scale: the build-log parser, and a whole run on a small catalog (real
+build, real tritonserver), then a second run that reuses the build."""
 
 import json
 
 import pytest
 
-from perf import search_scale
+from perf.benchmarks import search_scale
 
 BUILD_OUTPUT = """\
 [build 08:52:59] query_tokenizer done in 0.9 s

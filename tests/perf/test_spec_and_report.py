@@ -11,9 +11,9 @@ import yaml
 from builders import names
 from builders.pipelines import PipelineSpec, Stage, ensemble
 from builders.specs import parse_pbtxt, render_pbtxt
-from perf import report, spec, sweep
-from perf.analyzer import Breakdown, Measurement
-from perf.sweep import SweepResult, Trial, apply_tunables, configs_current_value, valid_point
+from perf.tuning import report, spec, sweep
+from perf.tuning.analyzer import Breakdown, Measurement
+from perf.tuning.sweep import SweepResult, Trial, apply_tunables, configs_current_value, valid_point
 
 FULL_SEARCH = {
     role: Stage(model, 1)

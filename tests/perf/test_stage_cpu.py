@@ -5,7 +5,9 @@ import os
 import pytest
 
 from builders import names
-from perf import bench, inputs, spec, stage_cpu
+from perf import inputs
+from perf.benchmarks import bench, stage_cpu
+from perf.tuning import spec
 
 
 def test_a_breakdown_adds_the_instances_of_one_model_and_skips_new_processes():

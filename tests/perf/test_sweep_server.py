@@ -17,8 +17,8 @@ import tritonclient.http as httpclient
 import yaml
 
 from builders import names
-from perf import report, spec, sweep
-from perf.sweep import Sweep
+from perf.tuning import report, spec, sweep
+from perf.tuning.sweep import Sweep
 from server import TritonServer
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -3,8 +3,8 @@
 import json
 
 from builders.runtime.lexical import synonyms_of
-from perf.quality import ROOT
-from perf.synonyms_quality import ARMS, RESULTS, SYNONYMS, dense_expander, taxonomy_synonyms
+from perf.evaluation.quality import ROOT
+from perf.evaluation.synonyms_quality import ARMS, OUT, SYNONYMS, dense_expander, taxonomy_synonyms
 
 
 def test_the_generated_and_the_written_synonyms_parse():
@@ -22,7 +22,7 @@ def test_the_dense_query_gets_the_text_of_the_synonyms_it_lacks():
 
 
 def test_the_readme_quotes_the_results_file():
-    report = json.loads(RESULTS.read_text())
+    report = json.loads(OUT.read_text())
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("### Synonyms") :].split("\n## ", 1)[0]
     assert f"`docs/results/synonyms.json`,\n  {report['date']}" in section

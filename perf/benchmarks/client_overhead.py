@@ -31,11 +31,11 @@ import tritonclient.http as httpclient
 from builders import names
 from clients import Client
 from clients.formatting import format_table
+from perf import RESULTS, ROOT
 from perf.latency import percentile_ms
 from server import TritonServer
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "perf" / "results" / "client_overhead.json"
+OUT = RESULTS / "client_overhead.json"
 QUERY = "red running shoes"
 USER = 42
 K = 10
@@ -122,13 +122,13 @@ def summarise(protocol: str, model: str, times: dict, cpu: dict) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perf.client_overhead")
+    parser = argparse.ArgumentParser(prog="python -m perf.benchmarks.client_overhead")
     parser.add_argument("--repo", type=Path, default=ROOT / "model_repository")
     parser.add_argument("--grpc-url", help="use a running server (with --http-url)")
     parser.add_argument("--http-url")
     parser.add_argument("--iterations", type=int, default=500)
     parser.add_argument("--warmup", type=int, default=50)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     latest = max(int(p.name) for p in (args.repo / names.SEARCH).iterdir() if p.name.isdigit())
     catalog = args.repo / names.SEARCH / str(latest) / "catalog.parquet"

@@ -28,10 +28,9 @@ import yaml
 from builders.repository import model_versions
 from builders.runtime.tokenization import check_buckets, parse_buckets
 from builders.specs import parse_pbtxt
-from perf import inputs
-from perf.analyzer import LOAD_MODES
+from perf import ROOT, inputs
+from perf.tuning.analyzer import LOAD_MODES
 
-ROOT = Path(__file__).resolve().parent.parent
 TUNABLES = (
     "max_batch_size",
     "preferred_batch_size",

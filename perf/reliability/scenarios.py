@@ -1,4 +1,4 @@
-"""Reliability under load and faults: `python -m perf.reliability` (`make reliability`).
+"""Reliability under load and faults: `python -m perf.reliability.scenarios` (`make reliability`).
 
 Serves a scratch copy of a built repository with the real `tritonserver` (explicit model
 control, a `StubWatchdog`) and drives `search` + `recommend` with the project's `Client`
@@ -66,7 +66,7 @@ from clients import (
 )
 from k8s import canary_gate
 from perf.latency import percentile_ms
-from perf.sweep import apply_tunables, configs_current_value
+from perf.tuning.sweep import apply_tunables, configs_current_value
 from server.launcher import TritonServer, free_ports
 from server.stub_watchdog import StubWatchdog, server_stubs
 
@@ -1180,7 +1180,7 @@ def scenario_list(text: str) -> tuple[str, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m perf.reliability",
+        prog="python -m perf.reliability.scenarios",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,8 +1,8 @@
 """`make bench`: the numbers behind perf/README.md, measured side by side in one run.
 
 1. Five ways to serve `search` and `recommend`, the same closed-loop HTTP/JSON load
-   from `perf.loadgen` for all: naive (`perf.naive`: FastAPI + PyTorch, one request per
-   call), Ray Serve with `@serve.batch` (`perf.ray_serve`, in its own environment),
+   from `perf.loadgen` for all: naive (`perf.benchmarks.naive`: FastAPI + PyTorch, one request per
+   call), Ray Serve with `@serve.batch` (`perf.benchmarks.ray_serve`, in its own environment),
    Triton with the builders' default configs, Triton with the configs the sweeps
    (`perf/sweeps/bench_*.yaml`, run first on the same server) chose, and those tuned
    configs with the response cache on at every stage that depends on the query alone
@@ -13,7 +13,7 @@
    over the concurrency levels.
 2. Where the CPU goes: each pipeline on the default configs at concurrency 16, the CPU
    time of every Triton process (a stage's stub, `tritonserver`) and of the load
-   generator per request (`perf.stage_cpu`).
+   generator per request (`perf.benchmarks.stage_cpu`).
 3. Encoder roofline: the machine's GEMM peak (the best of torch and ONNX Runtime
    on a 2048 x 2048 matmul, fp32 and int8) and the encoders' achieved FLOP/s in
    ONNX Runtime at batch 32.
@@ -54,14 +54,15 @@ from builders.ranking_metrics import ndcg
 from builders.repository import model_versions, read_manifest
 from builders.retrieval import compose_retrieval, save_index
 from builders.specs import WARMUP_FOLDER
-from perf import inputs, loadgen, report, spec, stage_cpu, triton_stats
-from perf.sweep import Sweep
+from perf import RESULTS, ROOT, inputs, loadgen, triton_stats
+from perf.benchmarks import stage_cpu
+from perf.tuning import report, spec
+from perf.tuning.sweep import Sweep
 from server import TritonServer
 from server.launcher import free_port
 from server.stub_watchdog import server_stubs
 
-ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "perf" / "results" / "bench"
+OUT = RESULTS / "bench"
 SWEEP_FILES = {
     names.SEARCH: ROOT / "perf" / "sweeps" / "bench_search.yaml",
     names.RECOMMEND: ROOT / "perf" / "sweeps" / "bench_recommend.yaml",
@@ -249,7 +250,7 @@ def triton_bodies(kind: str, requests: list[dict]) -> list[bytes]:
 
 
 def plain_bodies(kind: str, requests: list[dict]) -> list[bytes]:
-    """The baselines' JSON bodies (`perf.naive`, `perf.ray_serve`)."""
+    """The baselines' JSON bodies (`perf.benchmarks.naive`, `perf.benchmarks.ray_serve`)."""
     fields = ("query", "user_id", "k") if kind == names.SEARCH else ("user_id", "k")
     return [json.dumps({f: r[f][0] for f in fields}).encode() for r in requests]
 
@@ -275,11 +276,11 @@ def wait_http(port: int, path: str, process: subprocess.Popen, timeout: float = 
 def baseline_commands(repo: Path) -> dict[str, list[str] | str]:
     """argv (without the port) of each baseline server, or why it cannot run here."""
     commands: dict[str, list[str] | str] = {
-        "naive": [sys.executable, "-m", "perf.naive", "--repository", str(repo)]
+        "naive": [sys.executable, "-m", "perf.benchmarks.naive", "--repository", str(repo)]
     }
     ray_python = RAY_VENV / "bin" / "python"
     commands["ray_serve"] = (
-        [str(ray_python), "-m", "perf.ray_serve", "--repository", str(repo)]
+        [str(ray_python), "-m", "perf.benchmarks.ray_serve", "--repository", str(repo)]
         if ray_python.exists()
         else f"no Ray environment at {RAY_VENV} (make ray-env)"
     )
@@ -352,8 +353,8 @@ def stage_cpu_breakdown(
     seconds: float,
     stages: Collection[str] | None = None,
 ):
-    """`perf.stage_cpu` of one pipeline under closed-loop load on `server`'s loaded configs
-    (`stages`: the stage models it runs, when not those its release pins)."""
+    """`perf.benchmarks.stage_cpu` of one pipeline under closed-loop load on `server`'s loaded
+    configs (`stages`: the stage models it runs, when not those its release pins)."""
     host, port = server.http_url.split(":")
     path = f"/v2/models/{kind}/infer"
     loadgen.closed_loop(host, int(port), path, bodies, STAGE_CPU_CONCURRENCY, 1.0, warmup_s=0)
@@ -373,7 +374,7 @@ def stage_cpu_breakdown(
 
 
 def stage_cpu_all(server: TritonServer, requests: dict[str, list], seconds: float) -> dict:
-    """`perf.stage_cpu` of each pipeline on the loaded configs, and of search with the
+    """`perf.benchmarks.stage_cpu` of each pipeline on the loaded configs, and of search with the
     teacher in place of a served student."""
     costs = {}
     for kind, pipeline_requests in requests.items():
@@ -404,8 +405,8 @@ def served_query_stage(release: PipelineSpec) -> Stage:
 
 
 def teacher_stage_cpu(server: TritonServer, bodies: list[bytes], seconds: float) -> dict:
-    """`perf.stage_cpu` of search with its query encoder swapped for the teacher the served
-    student was distilled from (the index holds that teacher's item embeddings): what the
+    """`perf.benchmarks.stage_cpu` of search with its query encoder swapped for the teacher the
+    served student was distilled from (the index holds that teacher's item embeddings): what the
     student saves, measured on the same server and configs. Where the release serves its
     `retrieval` model (the encoder and the exact index in one graph), the teacher and that
     index are composed here into `TEACHER_RETRIEVAL`, with the same config, in a model
@@ -912,7 +913,7 @@ def markdown(results: dict, summary: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perf.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m perf.benchmarks.bench", description=__doc__)
     parser.add_argument("--repository", default="model_repository")
     parser.add_argument("--slo-ms", type=float, default=100.0)
     parser.add_argument("--seconds", type=float, default=4.0, help="per load level")

@@ -1,8 +1,10 @@
-"""Write the marketplace catalog of the catalog-only search quality check (perf/data/catalog.csv).
+"""Write the marketplace catalog of the catalog-only search quality check
+(perf/evaluation/data/catalog.csv).
 
 Deterministic: the same seed writes the same bytes. Run from the repository root:
 
-    .venv/bin/python perf/data/make_catalog.py [--out perf/data/catalog.csv] [--seed 0]
+    .venv/bin/python perf/evaluation/data/make_catalog.py \
+        [--out perf/evaluation/data/catalog.csv] [--seed 0]
 
 Departments, product types, brands and model numbers are invented, and on purpose unlike the
 synthetic dataset's (builders/data/taxonomy.py). Each product type has brands, product lines

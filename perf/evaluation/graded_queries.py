@@ -20,7 +20,7 @@ Grading (attributes match the catalog column case-insensitively):
 * 1: the category is in `related` and every named attribute matches (none without attributes);
 * 0: anything else (left out of the results).
 
-Regenerate the catalog (deterministic) with `python perf/data/make_catalog.py`.
+Regenerate the catalog (deterministic) with `python perf/evaluation/data/make_catalog.py`.
 """
 
 import json

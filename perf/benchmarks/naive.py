@@ -9,7 +9,7 @@ dynamic padding (each call's batch padded to its longest query, not to the token
 top-k run in-process from the repository's own files (builders.offline, the newest release's
 pinned stages), so the answers match the served pipeline's and only the serving differs.
 
-`python -m perf.naive --repository model_repository --port 8090`
+`python -m perf.benchmarks.naive --repository model_repository --port 8090`
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def create_app(repo: Path) -> FastAPI:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m perf.naive", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m perf.benchmarks.naive", description=__doc__)
     parser.add_argument("--repository", default="model_repository")
     parser.add_argument("--port", type=int, default=8090)
     args = parser.parse_args()

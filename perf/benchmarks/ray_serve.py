@@ -1,7 +1,7 @@
 """Search and recommendations on Ray Serve with `@serve.batch`: the batching baseline a Ray
-user would write, with the same HTTP API as perf.naive.
+user would write, with the same HTTP API as perf.benchmarks.naive.
 
-One replica runs the same pipeline as perf.naive (the newest release's pinned stages from
+One replica runs the same pipeline as perf.benchmarks.naive (the newest release's pinned stages from
 the repository's own files, builders.offline), but on a batch of concurrent requests at a
 time: the query encoder in PyTorch eager with dynamic padding (each batch padded to its
 longest query), as a Ray user serving a sentence-transformers model writes it (`--encoder
@@ -12,7 +12,7 @@ the next batch. (Run on a worker thread instead, the encoder's Python held the G
 the loop: requests then reached the batch queue one by one, batches were of 1 or 2 and
 throughput was half.) Needs the Ray environment (`make ray-env`):
 
-`build/ray-venv/bin/python -m perf.ray_serve --repository model_repository --port 8091`
+`build/ray-venv/bin/python -m perf.benchmarks.ray_serve --repository model_repository --port 8091`
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at run
@@ -30,7 +30,7 @@ import torch  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 from ray import serve  # noqa: E402
 
-from perf.naive import (  # noqa: E402
+from perf.benchmarks.naive import (  # noqa: E402
     EagerPipeline,
     RecommendRequest,
     SearchRequest,
@@ -115,7 +115,9 @@ class Baseline:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m perf.ray_serve", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m perf.benchmarks.ray_serve", description=__doc__
+    )
     parser.add_argument("--repository", default="model_repository")
     parser.add_argument("--port", type=int, default=8091)
     parser.add_argument("--encoder", choices=["torch", "onnx"], default="torch")

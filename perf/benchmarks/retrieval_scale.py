@@ -1,8 +1,8 @@
 """How retrieval cost grows with the catalog: exact ONNX MatMul + TopK against the FAISS ANN.
 
-`make bench-retrieval` (`python -m perf.retrieval_scale`) builds both index kinds with the
-builder's own code (`builders.index_stage.write_standalone`: the same files, configs and
-tuning as `python -m builders build`) over synthetic item embeddings of the encoder's
+`make bench-retrieval` (`python -m perf.benchmarks.retrieval_scale`) builds both index kinds with
+the builder's own code (`builders.index_stage.write_standalone`: the same files, configs
+and tuning as `python -m builders build`) over synthetic item embeddings of the encoder's
 dimension (384), clustered like real ones (a two-level Gaussian mixture on the unit
 sphere: topics, sub-clusters within them, items around those), for each catalog size.
 For each index it measures, in one run and one process, on the same held-out queries
@@ -40,10 +40,10 @@ from pathlib import Path
 
 import numpy as np
 
+from perf import RESULTS, ROOT
 from perf.latency import summary
 
-RESULTS = Path(__file__).resolve().parent / "results"
-SCRATCH = Path(__file__).resolve().parents[1] / "build" / "retrieval_scale"
+SCRATCH = ROOT / "build" / "retrieval_scale"
 DIM = 384
 K = 100
 
@@ -228,7 +228,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perf.retrieval_scale")
+    parser = argparse.ArgumentParser(prog="python -m perf.benchmarks.retrieval_scale")
     parser.add_argument("--sizes", default="10000,100000,1000000", help="%(default)s")
     parser.add_argument("--queries", type=int, default=300, help="held-out queries per size")
     parser.add_argument("--threads", type=int, default=1, help="per index (%(default)s)")

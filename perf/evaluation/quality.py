@@ -13,8 +13,8 @@ Markdown table on stdout:
 * search: NDCG@10 and recall@100 of each retrieval stage alone (dense, lexical),
   the fused (hybrid) candidates, the served pipeline and a plain BM25 over the
   same item texts: on the synthetic graded relevance, and on a catalog-only
-  `files` build of a real-looking catalog (`perf/data/catalog.csv`) with
-  hand-written queries graded by rule (`perf/graded_queries.py`);
+  `files` build of a real-looking catalog (`perf/evaluation/data/catalog.csv`) with
+  hand-written queries graded by rule (`perf/evaluation/graded_queries.py`);
 * query encoder (synthetic and catalog-only, `search.encoder_variants`): the variant search
   serves and the build's gate figures for every variant (speed, NDCG@10, recall@100, overlap
   with the teacher), and the served search of a second build that serves the teacher
@@ -55,13 +55,14 @@ from builders.runtime.fusion import FusionSettings
 from builders.runtime.lexical import LexicalIndex
 from builders.specs import parse_pbtxt
 from clients.client import Client
-from perf import graded_queries
+from perf import RESULTS, ROOT
+from perf.evaluation import graded_queries
+from perf.evaluation.graded_queries import DATA
 from server import TritonServer
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "perf" / "results" / "quality.json"
-CATALOG = ROOT / "perf" / "data" / "catalog.csv"
-QUERIES = ROOT / "perf" / "data" / "queries.json"
+OUT = RESULTS / "quality.json"
+CATALOG = DATA / "catalog.csv"
+QUERIES = DATA / "queries.json"
 #: Report name -> (data source, its parameters, the matching `builders build` arguments).
 DATASETS = {
     "synthetic": ("synthetic", {}, ["--dataset", "synthetic"]),
@@ -453,9 +454,9 @@ def dp_main(out: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perf.quality", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m perf.evaluation.quality", description=__doc__)
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "quality")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument(
         "--seeds", type=int, default=4, help="recommend trainings per dataset (%(default)s)"
     )

@@ -1,6 +1,6 @@
 """A whole search build at catalog scale, served and graded (`make bench-search-scale`).
 
-`python -m perf.search_scale` (default 1,000,000 items) runs, in `--work`
+`python -m perf.benchmarks.search_scale` (default 1,000,000 items) runs, in `--work`
 (`build/search_scale/`):
 
 1. the synthetic catalog of `--items` items (`builders.data.synthetic.generate`, seed 0),
@@ -15,7 +15,7 @@
    queries' first hits, batch-1 latency of `search` over gRPC on the graded queries
    (`--repeats` passes) and each stage's queue and compute time per request in those
    passes (Triton's statistics), and NDCG@10 / recall@100 of every stage, the served
-   pipeline and a plain BM25 over the same item texts (`perf.quality.search_quality`) on
+   pipeline and a plain BM25 over the same item texts (`perf.evaluation.quality.search_quality`) on
    the generator's graded relevance for that catalog.
 
 The catalog is generated once per run (its graded relevance grades step 3); writing it and
@@ -40,11 +40,10 @@ from pathlib import Path
 
 import numpy as np
 
-from perf import triton_stats
+from perf import RESULTS, ROOT, triton_stats
 from perf.latency import summary
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "perf" / "results" / "search_scale.json"
+OUT = RESULTS / "search_scale.json"
 WORK = ROOT / "build" / "search_scale"
 
 _STAGE_DONE = re.compile(r"\] (\w+) done in ([\d.]+) s$")
@@ -170,7 +169,7 @@ def serve(repo: Path, dataset, repeats: int) -> dict:
     import tritonclient.http as httpclient
 
     from clients.client import Client
-    from perf.quality import search_quality
+    from perf.evaluation.quality import search_quality
     from server import TritonServer
 
     relevance = dataset.relevance
@@ -214,7 +213,7 @@ def serve(repo: Path, dataset, repeats: int) -> dict:
 def readme_table(result: dict) -> str:
     """The tables README.md quotes, from search_scale.json (a test checks that it quotes
     the committed copy, docs/results/search_scale.json)."""
-    from perf.quality import search_table
+    from perf.evaluation.quality import search_table
 
     build, served = result["build"], result["served"]
     lines = [
@@ -257,12 +256,14 @@ def readme_table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perf.search_scale", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m perf.benchmarks.search_scale", description=__doc__
+    )
     parser.add_argument("--items", type=int, default=1_000_000, help="%(default)s")
     parser.add_argument("--work", type=Path, default=WORK, help="%(default)s")
     parser.add_argument("--rebuild", action="store_true", help="build even if work/repo exists")
     parser.add_argument("--repeats", type=int, default=3, help="latency passes (%(default)s)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     repo, record = args.work / "repo", args.work / "build.json"
     started = time.perf_counter()

@@ -13,8 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from builders.specs import render_pbtxt  # noqa: E402
-from perf import capacity  # noqa: E402
-from perf.sweep import SweepResult, Trial  # noqa: E402
+from perf.tuning import capacity  # noqa: E402
+from perf.tuning.sweep import SweepResult, Trial  # noqa: E402
 
 PARTS = ("queue_us", "compute_input_us", "compute_infer_us", "compute_output_us")
 

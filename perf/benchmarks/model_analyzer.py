@@ -42,7 +42,8 @@ from pathlib import Path
 import yaml
 
 from builders.specs import parse_pbtxt
-from perf import analyzer, inputs, spec
+from perf import RESULTS, ROOT, inputs
+from perf.tuning import analyzer, spec
 from server import TritonServer
 from server.binaries import (
     BUILD_DIR,
@@ -54,8 +55,7 @@ from server.binaries import (
 )
 from server.launcher import free_ports
 
-ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "perf" / "results" / "model_analyzer"
+OUT = RESULTS / "model_analyzer"
 WORK = BUILD_DIR / "model-analyzer"
 MA_VENV = BUILD_DIR / "model-analyzer-venv"
 MA_VERSION = "1.58.0"
@@ -98,7 +98,7 @@ class Comparison:
 
 
 def sweep_document(c: Comparison, repository: Path, search: str) -> dict:
-    """Our sweep file for the comparison (validated by `perf.spec.parse`)."""
+    """Our sweep file for the comparison (validated by `perf.tuning.spec.parse`)."""
     return {
         "name": f"ma_{c.model}_{search}",
         "model": c.model,
@@ -488,7 +488,9 @@ def loadavg() -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perf.model_analyzer", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m perf.benchmarks.model_analyzer", description=__doc__
+    )
     parser.add_argument("--repository", default="model_repository")
     parser.add_argument("--model", default=Comparison.model)
     parser.add_argument("--slo-ms", type=float, default=Comparison.slo_p99_ms)

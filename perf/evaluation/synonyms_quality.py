@@ -1,8 +1,8 @@
 """Do synonyms help search, and should they expand the dense query too?
-(`python -m perf.synonyms_quality`)
+(`python -m perf.evaluation.synonyms_quality`)
 
 Scores the graded queries of both `make quality` datasets offline, with the functions the
-served stages run (`builders.offline`), on the repositories `perf.quality` builds under
+served stages run (`builders.offline`), on the repositories `perf.evaluation.quality` builds under
 `build/quality/` (built here when missing), in three arms:
 
 * `none`: no synonyms;
@@ -10,7 +10,7 @@ served stages run (`builders.offline`), on the repositories `perf.quality` build
 * `lexical_and_dense`: the query the encoder embeds is expanded too: the query text with the
   text of every synonym a rule gives it that the query does not already hold.
 
-Synonyms: the catalog-only build takes `perf/data/synonyms.txt` (hand-written for its
+Synonyms: the catalog-only build takes `perf/evaluation/data/synonyms.txt` (hand-written for its
 catalog), the synthetic build a file generated from its taxonomy (each leaf's nouns as one
 equivalence: the words titles use and the ones shoppers use). Reports NDCG@10 and recall@100
 of the dense, lexical and fused candidates and of the served order (the fused order, or the
@@ -40,11 +40,13 @@ from builders.runtime.fusion import EMBEDDINGS_FILE, FusionSettings
 from builders.runtime.lexical import LexicalIndex, synonyms_of, words
 from builders.runtime.synonyms import Synonyms
 from builders.runtime.topk import top_k
-from perf import graded_queries
-from perf.quality import CATALOG, DATASETS, QUERIES, ROOT, ensure_repository
+from perf import ROOT
+from perf.evaluation import graded_queries
+from perf.evaluation.graded_queries import DATA
+from perf.evaluation.quality import CATALOG, DATASETS, QUERIES, ensure_repository
 
-RESULTS = ROOT / "docs" / "results" / "synonyms.json"
-SYNONYMS = ROOT / "perf" / "data" / "synonyms.txt"
+OUT = ROOT / "docs" / "results" / "synonyms.json"
+SYNONYMS = DATA / "synonyms.txt"
 ARMS = ("none", "lexical", "lexical_and_dense")
 
 
@@ -152,16 +154,20 @@ def mean(measure, k: int, ranked: list[list[int]], grades: dict, subset=None) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perf.synonyms_quality", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m perf.evaluation.synonyms_quality", description=__doc__
+    )
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "quality")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     started = time.perf_counter()
     rules = graded_queries.load_rules(QUERIES)
     catalog_relevance = graded_queries.relevance(
         load_dataset("files", catalog=CATALOG).catalog, rules
     )
-    relevance_file = args.work / "catalog-only-relevance.csv"  # as perf.quality builds it
+    relevance_file = (
+        args.work / "catalog-only-relevance.csv"
+    )  # as perf.evaluation.quality builds it
     args.work.mkdir(parents=True, exist_ok=True)
     catalog_relevance.to_csv(relevance_file, index=False)
     build_args = {
@@ -173,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             catalog_relevance,
             synonyms_of(SYNONYMS.read_text(), str(SYNONYMS)),
             {rule.query: rule.kind for rule in rules},
-            "perf/data/synonyms.txt",
+            "perf/evaluation/data/synonyms.txt",
         ),
         "synthetic": (
             load_dataset("synthetic").relevance,

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import tritonclient.http as httpclient
 
-from perf import analyzer, inputs, search
-from perf.spec import SweepSpec, model_config
+from perf import inputs
+from perf.tuning import analyzer, search
+from perf.tuning.spec import SweepSpec, model_config
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

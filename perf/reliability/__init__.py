@@ -1,0 +1,1 @@
+"""Fault and soak testing: the reliability scenarios under load (`scenarios`)."""

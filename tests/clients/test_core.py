@@ -1,0 +1,129 @@
+"""The client core's operations, run by both drivers over scripted transports (no server):
+the blocking and the asyncio client make the same attempts and get the same answers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from clients.core import ClientCore, run, run_async
+from clients.errors import DeadlineExceededError, InvalidArgumentError, OverloadedError
+from clients.results import Response
+from clients.retry import RetryPolicy
+
+#: What each endpoint answers, call after call: a value, or an exception to raise.
+SCRIPTS: dict[str, list] = {}
+
+
+class ScriptedTransport:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.calls: list[str] = []
+
+    def answer(self, call: str):
+        self.calls.append(call)
+        outcome = SCRIPTS[self.url].pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def infer(self, model, version, inputs, timeout):
+        return self.answer(f"infer {model}")
+
+    def health(self, timeout):
+        return self.answer("health")
+
+    def models(self, timeout):
+        return self.answer("models")
+
+
+class AsyncScriptedTransport(ScriptedTransport):
+    async def infer(self, model, version, inputs, timeout):
+        await asyncio.sleep(0)
+        return self.answer(f"infer {model}")
+
+    async def health(self, timeout):
+        return self.answer("health")
+
+    async def models(self, timeout):
+        return self.answer("models")
+
+
+class BlockingCore(ClientCore):
+    transport_kinds = {"grpc": ScriptedTransport}
+
+
+class AsyncCore(ClientCore):
+    transport_kinds = {"grpc": AsyncScriptedTransport}
+
+
+def response(url: str) -> Response:
+    return Response("search", 1, {"item_ids": np.array([[3, 1]])}, endpoint=url)
+
+
+def scripted(core_class, scripts: dict[str, list]):
+    SCRIPTS.clear()
+    SCRIPTS.update({url: list(outcomes) for url, outcomes in scripts.items()})
+    retry = RetryPolicy(max_attempts=3, initial_backoff=0.001, max_backoff=0.001)
+    return core_class(",".join(scripts), retry=retry, seed=0)
+
+
+DRIVERS = {
+    "blocking": (BlockingCore, run),
+    "asyncio": (AsyncCore, lambda operation: asyncio.run(run_async(operation))),
+}
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_shed_attempt_is_retried_on_the_next_endpoint(driver):
+    core_class, carry_out = DRIVERS[driver]
+    core = scripted(core_class, {"a:1": [OverloadedError("busy", "a:1")], "b:1": [response("b:1")]})
+    answer = carry_out(core._infer("search", {}, None, None))
+    assert answer.endpoint == "b:1" and answer.attempts == 2
+    assert [t.calls for t in core.transports] == [["infer search"], ["infer search"]]
+    assert core.overloaded == 1
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_an_error_that_is_not_retryable_ends_the_call_at_once(driver):
+    core_class, carry_out = DRIVERS[driver]
+    core = scripted(core_class, {"a:1": [InvalidArgumentError("bad k", "a:1")], "b:1": []})
+    with pytest.raises(InvalidArgumentError, match="bad k"):
+        carry_out(core._infer("search", {}, None, None))
+    assert [t.calls for t in core.transports] == [["infer search"], []]
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_an_unexpected_error_reaches_the_caller_unchanged(driver):
+    core_class, carry_out = DRIVERS[driver]
+    core = scripted(core_class, {"a:1": [KeyError("outputs")]})
+    with pytest.raises(KeyError, match="outputs"):
+        carry_out(core._infer("search", {}, None, None))
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_health_asks_every_endpoint_once_and_reports_the_silent_one(driver):
+    core_class, carry_out = DRIVERS[driver]
+    up = {"live": True, "ready": True, "server_version": "2.51.0"}
+    core = scripted(
+        core_class, {"a:1": [up], "b:1": [DeadlineExceededError("no answer in 1 s", "b:1")]}
+    )
+    rows = carry_out(core._health(None))
+    assert rows[0] == {"endpoint": "a:1", **up}
+    assert rows[1]["endpoint"] == "b:1" and rows[1]["ready"] is False
+    assert "no answer" in rows[1]["error"]
+
+
+def test_both_drivers_make_the_same_attempts_for_the_same_script():
+    script = {
+        "a:1": [OverloadedError("busy", "a:1"), response("a:1")],
+        "b:1": [OverloadedError("busy", "b:1")],
+    }
+    outcomes = []
+    for core_class, carry_out in DRIVERS.values():
+        core = scripted(core_class, script)
+        answer = carry_out(core._infer("search", {}, None, None))
+        outcomes.append((answer.endpoint, answer.attempts, [t.calls for t in core.transports]))
+    assert outcomes[0] == outcomes[1] == ("a:1", 3, [["infer search"] * 2, ["infer search"]])
