@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from builders import names, profiles
+from builders.data.registry import DEFAULT_DATASET, SOURCES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -21,9 +22,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="build models into a repository")
     build.add_argument("--out", type=Path, default=Path("model_repository"), help="%(default)s")
-    build.add_argument(
-        "--dataset", default="synthetic", choices=["synthetic", "movielens-100k", "files"]
-    )
+    build.add_argument("--dataset", default=DEFAULT_DATASET, choices=sorted(SOURCES))
     build.add_argument("--catalog", type=Path, help="--dataset files: the catalog CSV/Parquet")
     build.add_argument("--interactions", type=Path, help="--dataset files: the event log")
     build.add_argument(

@@ -85,7 +85,9 @@ class Dataset:
     Tables are pandas DataFrames in canonical row order (see `_SORT_KEYS`); treat them as
     read-only. `fingerprint` is a sha256 over their content, computed at construction.
     `params` records how the source was asked for (seed, sizes, paths); `reports` holds what
-    file validation skipped. Neither enters the fingerprint.
+    file validation skipped; `query_kinds` names the kind of each graded query, where the
+    source knows it (`marketplace`: exact, synonym, typo, brand, model). None of them enters
+    the fingerprint.
     """
 
     name: str
@@ -95,6 +97,7 @@ class Dataset:
     relevance: pd.DataFrame | None = None
     params: Mapping[str, object] = field(default_factory=dict)
     reports: tuple[FileReport, ...] = ()
+    query_kinds: Mapping[str, str] | None = None
     fingerprint: str = field(init=False)
 
     def __post_init__(self) -> None:

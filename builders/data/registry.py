@@ -3,7 +3,7 @@
 import inspect
 from collections.abc import Callable
 
-from . import files, movielens, synthetic
+from . import files, marketplace, movielens, synthetic
 from .dataset import Dataset
 
 DEFAULT_DATASET = "synthetic"
@@ -11,6 +11,7 @@ SOURCES: dict[str, Callable[..., Dataset]] = {
     "synthetic": synthetic.generate,
     "movielens-100k": movielens.load,
     "files": files.load,
+    "marketplace": marketplace.load,
 }
 
 

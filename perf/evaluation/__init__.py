@@ -1,3 +1,3 @@
-"""Quality evaluation: served NDCG, recall and AUC per dataset (`quality`), the graded
-queries of the marketplace catalog (`graded_queries`, `data/`) and the synonyms' effect
-(`synonyms_quality`)."""
+"""Quality evaluation: served NDCG, recall and AUC per dataset (`quality`) and the synonyms'
+effect (`synonyms_quality`). The datasets, the marketplace catalog's graded queries included,
+come from `builders.data`."""

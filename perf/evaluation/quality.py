@@ -12,14 +12,14 @@ Markdown table on stdout:
   and seeds 1.. trained offline the same way);
 * search: NDCG@10 and recall@100 of each retrieval stage alone (dense, lexical),
   the fused (hybrid) candidates, the served pipeline and a plain BM25 over the
-  same item texts: on the synthetic graded relevance, and on a catalog-only
-  `files` build of a real-looking catalog (`perf/evaluation/data/catalog.csv`) with
-  hand-written queries graded by rule (`perf/evaluation/graded_queries.py`);
+  same item texts: on the synthetic graded relevance, and on a catalog-only build of the
+  `marketplace` dataset (`builders.data.marketplace`: a real-looking catalog with
+  hand-written queries graded by rule);
 * query encoder (synthetic and catalog-only, `search.encoder_variants`): the variant search
   serves and the build's gate figures for every variant (speed, NDCG@10, recall@100, overlap
   with the teacher), and the served search of a second build that serves the teacher
   (`search.teacher_build`), which the default build must match within 1%. The catalog-only
-  build's gate judges on the rule-graded queries, passed to the build as `--relevance`;
+  build's gate judges on the rule-graded queries the dataset carries;
 * rankers (synthetic): DCN-v2 and LightGBM side by side on the same retrieved candidates,
   search NDCG@10 and recommend held-out AUC (`ranker_comparison`). `--rankers` runs only
   this and merges it into an existing results file;
@@ -56,22 +56,14 @@ from builders.runtime.lexical import LexicalIndex
 from builders.specs import parse_pbtxt
 from clients.client import Client
 from perf import RESULTS, ROOT
-from perf.evaluation import graded_queries
-from perf.evaluation.graded_queries import DATA
 from server import TritonServer
 
 OUT = RESULTS / "quality.json"
-CATALOG = DATA / "catalog.csv"
-QUERIES = DATA / "queries.json"
 #: Report name -> (data source, its parameters, the matching `builders build` arguments).
 DATASETS = {
     "synthetic": ("synthetic", {}, ["--dataset", "synthetic"]),
     "movielens-100k": ("movielens-100k", {}, ["--dataset", "movielens-100k"]),
-    "catalog-only": (
-        "files",
-        {"catalog": CATALOG},
-        ["--dataset", "files", "--catalog", str(CATALOG)],
-    ),
+    "catalog-only": ("marketplace", {}, ["--dataset", "marketplace"]),
 }
 #: Datasets whose search is also built serving the teacher, to compare the served quality.
 TEACHER_BUILDS = ("synthetic", "catalog-only")
@@ -484,19 +476,10 @@ def main(argv: list[str] | None = None) -> int:
         "datasets": {},
     }
     args.work.mkdir(parents=True, exist_ok=True)
-    rules = graded_queries.load_rules(QUERIES)
-    catalog_relevance = args.work / "catalog-only-relevance.csv"
-    graded_queries.relevance(load_dataset("files", catalog=CATALOG).catalog, rules).to_csv(
-        catalog_relevance, index=False
-    )
     for name, (source, params, build_args) in DATASETS.items():
-        if source == "files":
-            params = {**params, "relevance": catalog_relevance}
-            build_args = [*build_args, "--relevance", str(catalog_relevance)]
         repo = args.work / name
         ensure_repository(name, repo, build_args)
         dataset = load_dataset(source, **params)
-        kinds = {rule.query: rule.kind for rule in rules} if source == "files" else None
         entry: dict = {}
         with TritonServer(repo) as server, Client(server.grpc_url, timeout=60.0) as client:
             if dataset.has_interactions:
@@ -505,7 +488,9 @@ def main(argv: list[str] | None = None) -> int:
                 build = {**entry["recommend"], **entry["recommend_ranker"]}
                 entry["recommend_seeds"] = recommend_seed_spread(dataset, build, args.seeds)
             if dataset.relevance is not None:
-                entry["search"] = search_quality(repo, dataset, dataset.relevance, client, kinds)
+                entry["search"] = search_quality(
+                    repo, dataset, dataset.relevance, client, dataset.query_kinds
+                )
         if name in TEACHER_BUILDS:
             entry["search"]["encoder_variants"] = encoder_figures(repo)
             entry["search"]["teacher_build"] = teacher_build(

@@ -10,8 +10,8 @@ served stages run (`builders.offline`), on the repositories `perf.evaluation.qua
 * `lexical_and_dense`: the query the encoder embeds is expanded too: the query text with the
   text of every synonym a rule gives it that the query does not already hold.
 
-Synonyms: the catalog-only build takes `perf/evaluation/data/synonyms.txt` (hand-written for its
-catalog), the synthetic build a file generated from its taxonomy (each leaf's nouns as one
+Synonyms: the catalog-only build takes `builders/data/marketplace/synonyms.txt` (hand-written
+for its catalog), the synthetic build a file generated from its taxonomy (each leaf's nouns as one
 equivalence: the words titles use and the ones shoppers use). Reports NDCG@10 and recall@100
 of the dense, lexical and fused candidates and of the served order (the fused order, or the
 release's search ranker over the fused candidates: the ranker of the build, trained without
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from builders import machine, names
-from builders.data import load_dataset
+from builders.data import load_dataset, marketplace
 from builders.data.taxonomy import LEAVES
 from builders.offline import NO_USER, Candidates, OfflinePipeline, fused_candidates
 from builders.ranking_metrics import ndcg, recall
@@ -41,12 +41,9 @@ from builders.runtime.lexical import LexicalIndex, synonyms_of, words
 from builders.runtime.synonyms import Synonyms
 from builders.runtime.topk import top_k
 from perf import ROOT
-from perf.evaluation import graded_queries
-from perf.evaluation.graded_queries import DATA
-from perf.evaluation.quality import CATALOG, DATASETS, QUERIES, ensure_repository
+from perf.evaluation.quality import DATASETS, ensure_repository
 
 OUT = ROOT / "docs" / "results" / "synonyms.json"
-SYNONYMS = DATA / "synonyms.txt"
 ARMS = ("none", "lexical", "lexical_and_dense")
 
 
@@ -137,7 +134,7 @@ def measure(repo: Path, relevance, synonyms: Synonyms, kinds: dict | None) -> di
                 kind: mean(
                     ndcg, 10, ranked["served"], grades, {q for q in kinds if kinds[q] == kind}
                 )
-                for kind in graded_queries.KINDS
+                for kind in marketplace.KINDS
             }
         report["arms"][arm] = entry
     return report
@@ -161,25 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    rules = graded_queries.load_rules(QUERIES)
-    catalog_relevance = graded_queries.relevance(
-        load_dataset("files", catalog=CATALOG).catalog, rules
-    )
-    relevance_file = (
-        args.work / "catalog-only-relevance.csv"
-    )  # as perf.evaluation.quality builds it
-    args.work.mkdir(parents=True, exist_ok=True)
-    catalog_relevance.to_csv(relevance_file, index=False)
-    build_args = {
-        "catalog-only": [*DATASETS["catalog-only"][2], "--relevance", str(relevance_file)],
-        "synthetic": DATASETS["synthetic"][2],
-    }
+    catalog = load_dataset("marketplace")
     setups = {
         "catalog-only": (
-            catalog_relevance,
-            synonyms_of(SYNONYMS.read_text(), str(SYNONYMS)),
-            {rule.query: rule.kind for rule in rules},
-            "perf/evaluation/data/synonyms.txt",
+            catalog.relevance,
+            synonyms_of(marketplace.SYNONYMS.read_text(), str(marketplace.SYNONYMS)),
+            catalog.query_kinds,
+            "builders/data/marketplace/synonyms.txt",
         ),
         "synthetic": (
             load_dataset("synthetic").relevance,
@@ -191,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"date": time.strftime("%Y-%m-%d"), "machine": machine.describe()}
     for name, (relevance, synonyms, kinds, source) in setups.items():
         repo = args.work / name
-        ensure_repository(name, repo, build_args[name])
+        ensure_repository(name, repo, DATASETS[name][2])
         entry = measure(repo, relevance, synonyms, kinds)
         report[name] = {"synonyms": source, "rules": len(synonyms.rules), **entry}
     report["seconds"] = round(time.perf_counter() - started, 1)

@@ -6,7 +6,7 @@ from builders.data import DEFAULT_DATASET, SOURCES, load_dataset
 
 
 def test_sources_and_default() -> None:
-    assert set(SOURCES) == {"synthetic", "movielens-100k", "files"}
+    assert set(SOURCES) == {"synthetic", "movielens-100k", "files", "marketplace"}
     assert DEFAULT_DATASET == "synthetic"
     data = load_dataset(n_items=300, n_users=20)
     assert data.name == "synthetic"
@@ -17,7 +17,8 @@ def test_unknown_name_lists_the_valid_ones() -> None:
     with pytest.raises(ValueError) as error:
         load_dataset("amazon-reviews")
     assert str(error.value) == (
-        "unknown dataset 'amazon-reviews'; valid names: files, movielens-100k, synthetic"
+        "unknown dataset 'amazon-reviews'; "
+        "valid names: files, marketplace, movielens-100k, synthetic"
     )
 
 

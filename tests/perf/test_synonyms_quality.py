@@ -2,9 +2,10 @@
 
 import json
 
+from builders.data.marketplace import SYNONYMS
 from builders.runtime.lexical import synonyms_of
 from perf.evaluation.quality import ROOT
-from perf.evaluation.synonyms_quality import ARMS, OUT, SYNONYMS, dense_expander, taxonomy_synonyms
+from perf.evaluation.synonyms_quality import ARMS, OUT, dense_expander, taxonomy_synonyms
 
 
 def test_the_generated_and_the_written_synonyms_parse():

@@ -1,10 +1,11 @@
-"""Hand-written search queries over a marketplace catalog, graded by rule.
+"""The `marketplace` dataset: a catalog that is not the synthetic one, with hand-written
+search queries graded by rule, and no interaction log.
 
-The set checks search on a catalog that is not the synthetic one: `data/catalog.csv` (about
-1,800 items in 41 product types of 8 departments: hardware, pet, grocery, office, garden,
-automotive, baby, household; invented brands and model numbers) loaded through the `files` data
-source with no interaction log, and `data/queries.json`, queries written as a shopper would, each
-with a rule:
+`load_dataset("marketplace")` (`python -m builders build --dataset marketplace`) reads
+`catalog.csv` here (about 1,800 items in 41 product types of 8 departments: hardware, pet,
+grocery, office, garden, automotive, baby, household; invented brands and model numbers)
+through the `files` source's validation, and grades `queries.json` here, queries written as a
+shopper would, each with a rule:
 
     {"query": "cordless drill 20v", "category": ["Cordless Drills"],
      "attributes": {"voltage": "20V"}, "related": ["Impact Drivers"], "kind": "exact"}
@@ -20,19 +21,25 @@ Grading (attributes match the catalog column case-insensitively):
 * 1: the category is in `related` and every named attribute matches (none without attributes);
 * 0: anything else (left out of the results).
 
-Regenerate the catalog (deterministic) with `python perf/evaluation/data/make_catalog.py`.
+The dataset carries its graded queries as `Dataset.relevance` and each query's `kind` as
+`Dataset.query_kinds`. `synonyms.txt` here is a synonyms file for its builds (`--synonyms`).
+Regenerate the catalog (deterministic) with `python -m builders.data.marketplace.generate`.
 """
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-DATA = Path(__file__).resolve().parent / "data"
-CATALOG = DATA / "catalog.csv"
-QUERIES = DATA / "queries.json"
+from .. import files
+from ..dataset import Dataset
+
+FOLDER = Path(__file__).resolve().parent
+CATALOG = FOLDER / "catalog.csv"
+QUERIES = FOLDER / "queries.json"
+SYNONYMS = FOLDER / "synonyms.txt"
 KINDS = ("exact", "synonym", "typo", "brand", "model")
 _KEYS = {"query", "category", "attributes", "related", "kind"}
 _NOT_ATTRIBUTES = {"item_id", "title", "category", "price"}
@@ -137,3 +144,17 @@ def relevance(catalog: pd.DataFrame, rules: list[QueryRule]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=["query", "item_id", "grade"])
     frame = frame.astype({"query": object, "item_id": np.int64, "grade": np.int64})
     return frame.sort_values(["query", "item_id"], kind="stable").reset_index(drop=True)
+
+
+def load(catalog: str | Path = CATALOG, queries: str | Path = QUERIES) -> Dataset:
+    """The catalog (checked as the `files` source checks one) with `queries` graded by rule as
+    its relevance, and each query's kind in `query_kinds`."""
+    plain = files.load(catalog)
+    rules = load_rules(queries, plain.catalog)
+    return replace(
+        plain,
+        name="marketplace",
+        relevance=relevance(plain.catalog, rules),
+        params={"catalog": str(catalog), "queries": str(queries)},
+        query_kinds={rule.query: rule.kind for rule in rules},
+    )

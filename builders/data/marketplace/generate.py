@@ -1,10 +1,8 @@
-"""Write the marketplace catalog of the catalog-only search quality check
-(perf/evaluation/data/catalog.csv).
+"""Write the `marketplace` dataset's catalog (builders/data/marketplace/catalog.csv).
 
-Deterministic: the same seed writes the same bytes. Run from the repository root:
+Deterministic: the same seed writes the same bytes:
 
-    .venv/bin/python perf/evaluation/data/make_catalog.py \
-        [--out perf/evaluation/data/catalog.csv] [--seed 0]
+    .venv/bin/python -m builders.data.marketplace.generate [--out FILE] [--seed 0]
 
 Departments, product types, brands and model numbers are invented, and on purpose unlike the
 synthetic dataset's (builders/data/taxonomy.py). Each product type has brands, product lines
@@ -1112,7 +1110,9 @@ def write(path: Path, rows: list[dict[str, str]]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m builders.data.marketplace.generate", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--out", type=Path, default=OUT, help="CSV to write (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

@@ -1,4 +1,4 @@
-"""Rule-graded queries over the committed marketplace catalog (pure, no server)."""
+"""The `marketplace` dataset: rule-graded queries over its committed catalog (pure, no server)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from builders.data import load_dataset
-from perf.evaluation import graded_queries
-from perf.evaluation.graded_queries import KINDS, QueryRule, grade, load_rules, relevance
-
-MAKE_CATALOG = Path(graded_queries.__file__).parent / "data" / "make_catalog.py"
+from builders.data import load_dataset, marketplace
+from builders.data.marketplace import KINDS, QueryRule, grade, load_rules, relevance
 
 TINY = pd.DataFrame(
     {
@@ -124,7 +121,7 @@ def test_load_rules_rejects_missing_keys_and_duplicates(tmp_path):
 
 @pytest.fixture(scope="module")
 def catalog() -> pd.DataFrame:
-    dataset = load_dataset("files", catalog=graded_queries.CATALOG)
+    dataset = load_dataset("files", catalog=marketplace.CATALOG)
     assert dataset.interactions is None
     assert [report.skipped for report in dataset.reports] == [0]
     return dataset.catalog
@@ -140,7 +137,7 @@ def test_committed_catalog_loads_through_the_files_source(catalog):
 
 
 def test_every_committed_query_has_a_grade_3_item(catalog):
-    rules = load_rules(graded_queries.QUERIES, catalog=catalog)
+    rules = load_rules(marketplace.QUERIES, catalog=catalog)
     assert 100 <= len(rules) <= 150
     assert set(Counter(r.kind for r in rules)) == set(KINDS)
     without = [r.query for r in rules if 3 not in grade(catalog, r).values()]
@@ -152,5 +149,18 @@ def test_every_committed_query_has_a_grade_3_item(catalog):
 
 def test_make_catalog_regenerates_the_committed_csv(tmp_path):
     out = tmp_path / "catalog.csv"
-    subprocess.run([sys.executable, str(MAKE_CATALOG), "--out", str(out)], check=True)
-    assert out.read_bytes() == graded_queries.CATALOG.read_bytes()
+    generate = [sys.executable, "-m", "builders.data.marketplace.generate", "--out", str(out)]
+    subprocess.run(generate, check=True)
+    assert out.read_bytes() == marketplace.CATALOG.read_bytes()
+
+
+def test_the_dataset_is_the_catalog_with_its_graded_queries(catalog, tmp_path):
+    dataset = load_dataset("marketplace")
+    rules = load_rules(marketplace.QUERIES, catalog=catalog)
+    graded = tmp_path / "relevance.csv"
+    relevance(catalog, rules).to_csv(graded, index=False)
+    as_files = load_dataset("files", catalog=marketplace.CATALOG, relevance=graded)
+    assert dataset.name == "marketplace" and dataset.interactions is None
+    assert dataset.fingerprint == as_files.fingerprint  # the same tables: the same builds
+    assert dataset.query_kinds == {rule.query: rule.kind for rule in rules}
+    assert set(dataset.relevance["query"]) == set(dataset.query_kinds)
