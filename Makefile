@@ -41,7 +41,7 @@ RAY_STAMP := $(RAY_VENV)/.setup-done
 # `make test` options, e.g. `make test PYTEST_ARGS="-k launcher -x"`
 PYTEST_ARGS ?=
 
-.PHONY: help setup apt-deps helm-tools models demo quality bench-client serve test lint format clean distclean sweep bench bench-ma bench-retrieval bench-search-scale reliability ray-env
+.PHONY: help setup apt-deps helm-tools models demo quality bench-client serve test lint format clean distclean sweep bench bench-ma bench-retrieval bench-search-scale bench-spinning reliability ray-env
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -101,6 +101,9 @@ bench: models $(RAY_STAMP) ## Benchmarks (naive, Ray Serve, Triton default / tun
 
 reliability: models ## Soak, hot swap, canary rollback, stage crash, server restart under load (perf/results/reliability.json)
 	$(PY) -m perf.reliability.scenarios --repo $(REPO) $(RELIABILITY_ARGS)
+
+bench-spinning: models ## ONNX Runtime threads spinning vs sleeping between stage processes (perf/results/spinning_ab.json)
+	$(PY) -m perf.benchmarks.spinning_ab --repository $(REPO)
 
 bench-retrieval: setup ## Exact vs ANN retrieval at 10k/100k/1M items (perf/results/retrieval_scale.json, .png)
 	$(PY) -m perf.benchmarks.retrieval_scale

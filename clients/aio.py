@@ -21,10 +21,7 @@ from tritonclient.utils import InferenceServerException
 
 from clients import contract
 from clients.core import ClientCore, run_async
-from clients.errors import (
-    ClientError,
-    TlsError,
-)
+from clients.errors import ClientError, TlsError
 from clients.results import Response, Result
 from clients.tls import TlsConfig, explain_ssl_error
 from clients.transport import (

@@ -1,11 +1,13 @@
-"""The figures the READMEs quote are the ones in the committed results files (docs/results/,
-copies of what `make bench`, `make quality` and the BLS comparison wrote under
-perf/results/)."""
+"""The figures the READMEs quote are the ones in the committed results files (docs/results/:
+copies of what `make bench`, `make quality`, `make reliability`, `make bench-search-scale` and
+`make bench-spinning` wrote under perf/results/, and the BLS comparison's record)."""
 
 import json
 from pathlib import Path
 
-from perf.benchmarks import bench, search_scale, stage_cpu
+import pytest
+
+from perf.benchmarks import bench, search_scale, spinning_ab, stage_cpu
 from perf.evaluation import quality
 from perf.reliability import scenarios as reliability
 
@@ -50,40 +52,37 @@ def test_the_bls_vs_ensemble_table_is_the_one_in_its_results():
             assert f"| {concurrency} | {label} | {each} | {p99} |" in text
 
 
-def test_the_quality_tables_are_the_ones_in_its_results():
-    report = json.loads((RESULTS / "quality.json").read_text())
-    text = (ROOT / "README.md").read_text()
-    assert quality.readme_table(report) in text, "README.md does not quote quality.json"
-    assert f"the run of {report['date']}" in text
+#: (results file, the table a README quotes from it, that README, the words that date it).
+QUOTED_TABLES = [
+    ("quality.json", quality.readme_table, "README.md", "the run of {date}"),
+    ("quality.json", quality.ranker_table, "README.md", "ranker comparison of {ranker_date}"),
+    ("quality.json", quality.dp_table, "README.md", "DP comparison of {dp_date}"),
+    ("reliability.json", reliability.readme_table, "README.md", "The run of {date}"),
+    ("reliability.json", reliability.overload_table, "README.md", "The run of {date}"),
+    ("search_scale.json", search_scale.readme_table, "README.md", "search_scale.json of {day}"),
+    ("spinning_ab.json", spinning_ab.readme_table, "README.md", "The run of\n{date}"),
+]
 
 
-def test_the_reliability_table_is_the_one_in_its_results():
-    results = json.loads((RESULTS / "reliability.json").read_text())
-    text = (ROOT / "README.md").read_text()
-    assert reliability.readme_table(results) in text, "README.md does not quote reliability.json"
-    assert reliability.overload_table(results) in text, "README.md lacks the overload tables"
-    assert f"The run of {results['date']}" in text
-
-
-def test_the_search_scale_tables_are_the_ones_in_its_results():
-    results = json.loads((RESULTS / "search_scale.json").read_text())
-    text = (ROOT / "README.md").read_text()
-    assert search_scale.readme_table(results) in text, "README.md does not quote it"
-    assert f"search_scale.json of {results['date'][:10]}" in text
-
-
-def test_the_ranker_comparison_is_the_one_in_its_results():
-    report = json.loads((RESULTS / "quality.json").read_text())
-    text = (ROOT / "README.md").read_text()
-    assert quality.ranker_table(report) in text, "README.md lacks the ranker comparison"
-    assert f"ranker comparison of {report['ranker_comparison']['date']}" in text
-
-
-def test_the_dp_comparison_is_the_one_in_its_results():
-    report = json.loads((RESULTS / "quality.json").read_text())
-    text = (ROOT / "README.md").read_text()
-    assert quality.dp_table(report) in text, "README.md lacks the DP comparison"
-    assert f"DP comparison of {report['dp_comparison']['date']}" in text
+@pytest.mark.parametrize(
+    ("name", "table", "readme", "dated"),
+    QUOTED_TABLES,
+    ids=[f"{name}:{table.__name__}" for name, table, _, _ in QUOTED_TABLES],
+)
+def test_each_quoted_table_is_the_one_in_its_results(name, table, readme, dated):
+    results = json.loads((RESULTS / name).read_text())
+    text = (ROOT / readme).read_text()
+    assert table(results) in text, f"{readme} does not quote {table.__name__} of {name}"
+    date = results["date"]
+    assert (
+        dated.format(
+            date=date,
+            day=date[:10],
+            ranker_date=results.get("ranker_comparison", {}).get("date"),
+            dp_date=results.get("dp_comparison", {}).get("date"),
+        )
+        in text
+    )
 
 
 def test_the_queue_timeout_table_is_the_one_in_its_results():
