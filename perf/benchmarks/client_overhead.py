@@ -18,7 +18,6 @@ server's noise) into `perf/results/client_overhead.json`, and prints them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -31,7 +30,7 @@ import tritonclient.http as httpclient
 from builders import names
 from clients import Client
 from clients.formatting import format_table
-from perf import RESULTS, ROOT
+from perf import RESULTS, ROOT, write_results
 from perf.latency import percentile_ms
 from server import TritonServer
 
@@ -158,8 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "request": {"search": {"query": QUERY, "k": K}, "recommend": {"user_id": USER, "k": K}},
         "results": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.out, results)
     columns = ["protocol", "model", "arm", "p50_ms", "p99_ms", "p50_ratio", "p99_ratio"]
     columns += ["p50_overhead_us", "cpu_p50_us", "cpu_p50_overhead_us"]
     formats = {c: ".1f" if c.endswith("_us") else ".3f" for c in columns}

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from perf import RESULTS, ROOT
+from perf import RESULTS, ROOT, write_results
 from perf.latency import summary
 
 SCRATCH = ROOT / "build" / "retrieval_scale"
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         if n == args.served_size:
             result["served"] = measure_served(repo, queries, truth, args)
         shutil.rmtree(repo, ignore_errors=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")  # after every size
+        write_results(args.out, result)  # after every size
     by = {(r["items"], r["index"]): r for r in result["rows"]}
     result["ratios"] = {
         str(n): {
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         for n in sizes
     }
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     plot(result["rows"], args.out.with_suffix(".png"))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0

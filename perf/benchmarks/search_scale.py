@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from perf import RESULTS, ROOT, triton_stats
+from perf import RESULTS, ROOT, triton_stats, write_results
 from perf.latency import summary
 
 OUT = RESULTS / "search_scale.json"
@@ -284,8 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         "build": built,
         "served": serve(repo, dataset, args.repeats),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     print(readme_table(result))
     print(f"wrote {args.out}")
     return 0

@@ -12,14 +12,13 @@ per run to `perf/results/spinning_ab.json`, and prints the arms' medians.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 from builders import machine
-from perf import RESULTS, ROOT, loadgen
+from perf import RESULTS, ROOT, loadgen, write_results
 from perf.benchmarks.bench import bench_requests, load_configs, triton_bodies
 from perf.tuning import spec
 from perf.tuning.sweep import apply_tunables
@@ -122,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     results = measure(args.repository, args.seconds, args.repetitions)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.out, results)
     print(readme_table(results))
     print(f"\nwrote {args.out}")
     return 0

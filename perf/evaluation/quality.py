@@ -55,7 +55,7 @@ from builders.runtime.fusion import FusionSettings
 from builders.runtime.lexical import LexicalIndex
 from builders.specs import parse_pbtxt
 from clients.client import Client
-from perf import RESULTS, ROOT
+from perf import RESULTS, ROOT, write_results
 from server import TritonServer
 
 OUT = RESULTS / "quality.json"
@@ -376,8 +376,7 @@ def merge_into(out: Path, merge: Callable[[dict], dict], table: Callable[[dict],
     """Merge a partial run into the results file `out` (created when missing), then print
     its table."""
     report = merge(json.loads(out.read_text()) if out.exists() else {})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_results(out, report)
     print(table(report))
     print(f"\nmerged into {out}")
     return 0
@@ -504,8 +503,7 @@ def main(argv: list[str] | None = None) -> int:
             compared = time.perf_counter()
             merge_dp(report, dp_comparison(dataset), compared)
     report["seconds"] = round(time.perf_counter() - started, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_results(args.out, report)
     print(readme_table(report))
     print(f"\nwrote {args.out}")
     return 0

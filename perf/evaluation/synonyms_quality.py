@@ -40,7 +40,7 @@ from builders.runtime.fusion import EMBEDDINGS_FILE, FusionSettings
 from builders.runtime.lexical import LexicalIndex, synonyms_of, words
 from builders.runtime.synonyms import Synonyms
 from builders.runtime.topk import top_k
-from perf import ROOT
+from perf import ROOT, write_results
 from perf.evaluation.quality import DATASETS, ensure_repository
 
 OUT = ROOT / "docs" / "results" / "synonyms.json"
@@ -180,8 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         entry = measure(repo, relevance, synonyms, kinds)
         report[name] = {"synonyms": source, "rules": len(synonyms.rules), **entry}
     report["seconds"] = round(time.perf_counter() - started, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_results(args.out, report)
     print(json.dumps(report, indent=2))
     return 0
 

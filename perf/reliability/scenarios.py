@@ -65,6 +65,7 @@ from clients import (
     Route,
 )
 from k8s import canary_gate
+from perf import write_results
 from perf.latency import percentile_ms
 from perf.tuning.sweep import apply_tunables, configs_current_value
 from server.launcher import TritonServer, free_ports
@@ -1342,8 +1343,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.repo / settings.crash_stage).is_dir():
         parser.error(f"--crash-stage {settings.crash_stage}: no such model in {args.repo}")
     results = run(args.repo, args.work, settings, args.scenarios)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.out, results)
     for name, report in results["scenarios"].items():
         print(
             f"{name:16} {report['seconds']:7.1f} s {report['requests']:7d} requests "
