@@ -85,7 +85,7 @@ demo: models ## Build if missing, start the local Triton, run real search and re
 bench-client: models ## Measure the client's overhead over a bare tritonclient call (perf/results/client_overhead.json)
 	$(PY) -m perf.benchmarks.client_overhead --repo $(REPO)
 
-quality: setup ## Build per-dataset repositories and measure recall, AUC, NDCG and INT8 overlap
+quality: setup ## Build per-dataset repositories and measure recall, AUC and NDCG, served through Triton (perf/results/quality.json)
 	$(PY) -m perf.evaluation.quality
 
 serve: setup ## Run tritonserver in the foreground on REPO (MODEL_CONTROL=none|poll|explicit); Ctrl-C stops it
