@@ -177,6 +177,8 @@ class ClientCore:
         self.failures = FailureCounts()
         self.tls = tls
         self.user_key = None if user_key is None else pseudonyms.check_key(user_key)
+        if protocol not in self.transport_kinds:
+            raise TypeError(f"{type(self).__name__} has no transports: use Client or AsyncClient")
         self.transports = [
             self.transport_kinds[protocol](url, **self.transport_options) for url in self.urls
         ]

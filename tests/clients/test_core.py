@@ -127,3 +127,8 @@ def test_both_drivers_make_the_same_attempts_for_the_same_script():
         answer = carry_out(core._infer("search", {}, None, None))
         outcomes.append((answer.endpoint, answer.attempts, [t.calls for t in core.transports]))
     assert outcomes[0] == outcomes[1] == ("a:1", 3, [["infer search"] * 2, ["infer search"]])
+
+
+def test_the_core_alone_has_no_transports():
+    with pytest.raises(TypeError, match="use Client or AsyncClient"):
+        ClientCore("a:1")
