@@ -373,7 +373,8 @@ def served_search(
         if order is not None:
             return order
         scores = search_scores_of(teacher, item_embeddings, lexical(), ctx.options.max_length)
-        return torch_scores(ranker.train_search(ctx.dataset, scores, seed=ctx.options.seed))
+        trained = ranker.train_search(ctx.dataset, scores, seed=ctx.options.seed)
+        return ranker.torch_scores(trained.torch_model)
 
     def ranked(fused) -> np.ndarray:
         """The fused candidates as the search ranker orders them, [n, N] (-1 padding)."""
@@ -396,19 +397,6 @@ def served_search(
         return served, fused.indexes, dense[0]
 
     return search
-
-
-def torch_scores(trained) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """The scores of a `ranker.RankerResult`'s PyTorch DCN-v2 for `sparse`, `dense` grids."""
-    import torch
-
-    model = trained.torch_model
-
-    def score(sparse: np.ndarray, dense: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return model(torch.from_numpy(sparse), torch.from_numpy(dense)).numpy()
-
-    return score
 
 
 def item_texts(dataset: Dataset) -> list[str]:
@@ -718,7 +706,7 @@ def train_ranker(
     if len(wanted) > 1:
         if kind == "search" and ctx.dataset.relevance is not None:
             for name, score in (
-                ("dcn", torch_scores(trained.dcn)),
+                ("dcn", ranker.torch_scores(trained.dcn.torch_model)),
                 ("lambdamart", gbdt.scores_of(trained.lambdamart)),
             ):
                 figures[name]["graded_ndcg_at_10"] = graded_search_ndcg(ctx, score)

@@ -15,8 +15,7 @@ query, whichever query student serves: `builders.build.search_scores`). Only see
 count: whether an item was seen depends first on where the logged engine showed it
 (position bias), so an unseen item says little about its relevance. A share of the groups
 is built as for an unknown user (`UNKNOWN_USER_SHARE`), as anonymous searches are served.
-Trained with PyTorch only: it
-is served as ONNX.
+Trained with PyTorch only: it is served as ONNX.
 
 Every group goes through `ranker_inputs`, the function the `features` model serves, so
 training and serving features are the same.
@@ -855,9 +854,19 @@ def train_keras(
     return model
 
 
+def torch_scores(model: DCNRanker) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The model's scores for `sparse`, `dense` grids [groups, N, ·] (what a search ranker
+    orders candidates by, e.g. `builders.build.served_search`)."""
+
+    def score(sparse: np.ndarray, dense: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(sparse), torch.from_numpy(dense)).numpy()
+
+    return score
+
+
 def predict_torch(model: DCNRanker, examples: Examples) -> np.ndarray:
-    with torch.no_grad():
-        return model(torch.from_numpy(examples.sparse), torch.from_numpy(examples.dense)).numpy()
+    return torch_scores(model)(examples.sparse, examples.dense)
 
 
 def predict_keras(model: keras.Model, examples: Examples) -> np.ndarray:

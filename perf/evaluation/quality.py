@@ -293,8 +293,6 @@ def ranker_comparison(repo: Path, dataset) -> dict[str, dict[str, float]]:
     examples of `ranker_auc`."""
     import onnxruntime as ort
 
-    from builders.build import torch_scores
-
     search = OfflinePipeline(repo, names.SEARCH, model_versions(repo, names.SEARCH)[-1])
 
     def folder(pipeline: OfflinePipeline, role: str) -> Path:
@@ -313,7 +311,8 @@ def ranker_comparison(repo: Path, dataset) -> dict[str, dict[str, float]]:
     indexed = with_user_indexes(dataset)[0]
     tables, train, test = ranker.search_training_examples(indexed, scores)
     uses = ranker.SEARCH_RANKER_FEATURES
-    dcn = torch_scores(ranker.fit(indexed, tables, train, test, keras_too=False, uses=uses))
+    fitted = ranker.fit(indexed, tables, train, test, keras_too=False, uses=uses)
+    dcn = ranker.torch_scores(fitted.torch_model)
     trees = gbdt.train("search", train, test, uses)
     graph = gbdt.onnx_model(trees.booster, trees.uses).SerializeToString()
     session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])

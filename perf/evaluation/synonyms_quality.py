@@ -158,12 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    catalog = load_dataset("marketplace")
+    catalog_only = load_dataset("marketplace")
     setups = {
         "catalog-only": (
-            catalog.relevance,
+            catalog_only.relevance,
             synonyms_of(marketplace.SYNONYMS.read_text(), str(marketplace.SYNONYMS)),
-            catalog.query_kinds,
+            catalog_only.query_kinds,
             "builders/data/marketplace/synonyms.txt",
         ),
         "synthetic": (
