@@ -99,7 +99,7 @@ sweep: models ## Tune configs with perf_analyzer (SWEEP=perf/sweeps/<file>.yaml)
 bench: models $(RAY_STAMP) ## Benchmarks (naive, Ray Serve, Triton default / tuned / cached; roofline) into perf/results/bench/
 	$(PY) -m perf.benchmarks.bench --repository $(REPO)
 
-reliability: models ## Soak, hot swap, canary rollback, stage crash, server restart under load (perf/results/reliability.json)
+reliability: models ## Soak, hot swap, canary rollback, stage crash, server restart, a load spike (perf/results/reliability.json)
 	$(PY) -m perf.reliability.scenarios --repo $(REPO) $(RELIABILITY_ARGS)
 
 bench-spinning: models ## ONNX Runtime threads spinning vs sleeping between stage processes (perf/results/spinning_ab.json)

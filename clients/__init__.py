@@ -10,6 +10,7 @@ from clients.errors import (
     ClientError,
     ContractError,
     DeadlineExceededError,
+    InFlightLimitError,
     InvalidArgumentError,
     NotFoundError,
     OverloadedError,
@@ -18,7 +19,7 @@ from clients.errors import (
     UnavailableError,
 )
 from clients.results import Catalog, Item, Response, Result
-from clients.retry import FailureCounts, RetryBudget, RetryPolicy
+from clients.retry import FailureCounts, InFlightLimit, RetryBudget, RetryPolicy
 from clients.routing import Route
 from clients.tls import TlsConfig
 
@@ -30,6 +31,8 @@ __all__ = [
     "ContractError",
     "DeadlineExceededError",
     "FailureCounts",
+    "InFlightLimit",
+    "InFlightLimitError",
     "InvalidArgumentError",
     "Item",
     "NotFoundError",

@@ -13,6 +13,7 @@ those two loops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import random
 import time
@@ -34,7 +35,7 @@ from clients.errors import (
     UnavailableError,
 )
 from clients.results import Catalog, Response, Result, make_result
-from clients.retry import Attempts, FailureCounts, RetryBudget, RetryPolicy
+from clients.retry import Attempts, FailureCounts, InFlightLimit, RetryBudget, RetryPolicy
 from clients.routing import RoundRobin, Route
 from clients.tls import TlsConfig
 
@@ -136,10 +137,14 @@ class ClientCore:
     * `user_key`: the key of a build made with `--pseudonymise-users`
       (`builders.pseudonyms.read_key`); user ids are then hashed with it before they leave
       the client, canary routing included.
+    * `max_in_flight`: at most this many attempts in flight at once (`InFlightLimit`); a
+      call whose attempt would go beyond it fails at once with `InFlightLimitError`, not
+      retried. None (the default): no limit.
 
     `failures` counts the failed attempts of every call by kind of error; `overloaded`
-    is how many the server shed (`OverloadedError`). A subclass names its transport class
-    per protocol (`transport_kinds`); the core makes one per endpoint.
+    is how many the server shed (`OverloadedError`; `InFlightLimitError` counts apart). A
+    subclass names its transport class per protocol (`transport_kinds`); the core makes one
+    per endpoint.
     """
 
     transport_kinds: Mapping[str, type] = {}
@@ -158,6 +163,7 @@ class ClientCore:
         on_failed_attempt: Callable[[ClientError], None] | None = None,
         user_key: bytes | None = None,
         tls: TlsConfig | None = None,
+        max_in_flight: int | None = None,
     ) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
@@ -176,6 +182,7 @@ class ClientCore:
         self.on_failed_attempt = on_failed_attempt
         self.failures = FailureCounts()
         self.tls = tls
+        self.in_flight = None if max_in_flight is None else InFlightLimit(max_in_flight)
         self.user_key = None if user_key is None else pseudonyms.check_key(user_key)
         if protocol not in self.transport_kinds:
             raise TypeError(f"{type(self).__name__} has no transports: use Client or AsyncClient")
@@ -259,7 +266,8 @@ class ClientCore:
             seconds = attempts.start()
             transport = self._endpoints.next(avoid=failed_on)
             try:
-                result = yield Call(getattr(transport, method), (*args, seconds))
+                with self.in_flight.slot() if self.in_flight else contextlib.nullcontext():
+                    result = yield Call(getattr(transport, method), (*args, seconds))
                 return result, attempts.count
             except ClientError as error:
                 failed_on = transport

@@ -48,6 +48,15 @@ class OverloadedError(UnavailableError):
     endpoint_down = False
 
 
+class InFlightLimitError(OverloadedError):
+    """The client's own limit on attempts in flight (`InFlightLimit`) refused the attempt
+    before it was sent: the client sheds load it would otherwise queue at the server. Not
+    retried: no endpoint of the client has a free slot sooner, and a wait would spend the
+    caller's latency budget on a call the servers are too busy for."""
+
+    retryable = False
+
+
 class DeadlineExceededError(ClientError):
     """The call's deadline passed before an answer came."""
 

@@ -7,11 +7,14 @@ backoff and full jitter (as gRPC's own retry policy: a wait drawn uniformly belo
 all calls of a client keeps retries a bounded share of the traffic, so an outage
 or an overload does not multiply the load. Every call has a deadline: the total
 time for all its attempts and waits. `FailureCounts` counts a client's failed
-attempts by kind, overload rejections apart.
+attempts by kind, overload rejections apart. An `InFlightLimit` bounds a client's
+attempts in flight and fails the rest at once (`InFlightLimitError`, not retried):
+admission control before the server, which Triton 2.51 has only stage by stage.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -19,7 +22,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from clients.errors import ClientError, DeadlineExceededError, OverloadedError
+from clients.errors import ClientError, DeadlineExceededError, InFlightLimitError, OverloadedError
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,36 @@ class RetryBudget:
                 return False
             self._retries.append(now)
             return True
+
+
+class InFlightLimit:
+    """At most `limit` attempts in flight at once, over every call of a client; thread-safe
+    (the asyncio client's calls share its event loop's thread). `slot` refuses an attempt
+    beyond the limit at once with `InFlightLimitError` instead of queueing it.
+
+    Sized from the server's capacity: with `throughput` calls a second answered at
+    saturation and a p99 SLO, `throughput * SLO / 2` in flight keeps the mean time in the
+    server at half the SLO (Little's law), split among the clients that share the server."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"the in-flight limit must be at least 1, got {limit}")
+        self.limit = limit
+        self.in_flight = 0
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def slot(self):
+        """Hold one of the slots while the block runs."""
+        with self._lock:
+            if self.in_flight >= self.limit:
+                raise InFlightLimitError(f"client at its limit of {self.limit} calls in flight")
+            self.in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.in_flight -= 1
 
 
 class FailureCounts:

@@ -85,6 +85,20 @@ def test_each_quoted_table_is_the_one_in_its_results(name, table, readme, dated)
     )
 
 
+def test_the_overload_runs_tables_are_the_ones_in_their_results():
+    def run(limit: str, n: int) -> dict:
+        return json.loads((RESULTS / "overload" / f"{limit}_{n}.json").read_text())
+
+    none, auto = [run("none", n) for n in (1, 2)], [run("auto", n) for n in (1, 2)]
+    text = (ROOT / "README.md").read_text()
+    assert reliability.stage_work_table(none) in text
+    assert reliability.stage_work_table(auto) in text
+    assert reliability.in_flight_table([none[0], auto[0], none[1], auto[1]]) in text
+    assert [r["settings"]["client_in_flight"] for r in none + auto] == ["none"] * 2 + ["auto"] * 2
+    assert all(r["settings"]["queue_timeout_us"] is None for r in none + auto)
+    assert len({r["date"] for r in none + auto}) == 1 and f"runs of {none[0]['date']}" in text
+
+
 def test_the_queue_timeout_table_is_the_one_in_its_results():
     runs = [
         json.loads((RESULTS / "queue_timeouts" / f"{us}.json").read_text())

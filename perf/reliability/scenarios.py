@@ -13,12 +13,15 @@ control, a `StubWatchdog`) and drives `search` + `recommend` with the project's 
 * `stage_crash`: the stub process of one stage is killed with SIGKILL (Triton 2.51 does
   not start a new one; the watchdog reloads the model, the client retries);
 * `server_restart`: the server process is killed and started again on the same ports;
-* `overload`: a spike at twice the saturation throughput, then half of it: the stages'
-  bounded queues shed what they cannot serve within the SLO (UNAVAILABLE, the client's
-  `OverloadedError`, retried within its budget), the server stays ready, and the report
+* `overload`: a spike at twice the saturation throughput, then half of it: the client's
+  in-flight limit refuses at once what the server could not answer within the SLO
+  (`InFlightLimitError`) and the stages' bounded queues shed what still comes too fast
+  (UNAVAILABLE, the client's `OverloadedError`, retried within the client's budget);
+  the server stays ready, and the report
   gives the goodput (answers within the SLO a second), the p99 of the answered calls,
-  the rejections as client and server count them, and how long p99 took to come back
-  under the SLO.
+  the rejections as client and server count them, how long p99 took to come back under
+  the SLO, and where the spike's work went (`stage_work`: what each stage answered and
+  shed, and how much of it went to calls a later stage shed).
 
 Every failure is accounted for, twice: as the client sees it (calls that failed after
 their retries, and every failed attempt) and as the server's Prometheus counters count
@@ -59,6 +62,7 @@ from clients import (
     Client,
     ClientError,
     DeadlineExceededError,
+    InFlightLimitError,
     OverloadedError,
     RetryBudget,
     RetryPolicy,
@@ -174,8 +178,89 @@ def stage_timeouts(metrics_text: str) -> float:
     )
 
 
+#: The cumulative per-model counters `stage_work` reads (Triton's names, all versions summed).
+STAGE_COUNTERS = {
+    canary_gate.SUCCESS: "answered",
+    "nv_inference_queue_duration_us": "queue_us",
+    "nv_inference_request_duration_us": "duration_us",
+}
+
+
+def model_counters(metrics_text: str) -> dict[str, Counter]:
+    """Per model: requests answered and shed at its queue (`REJECTED`), and the microseconds
+    its answered requests spent queued and in all (`STAGE_COUNTERS`), from `/metrics`."""
+    counters: dict[str, Counter] = {}
+    for name, labels, value in canary_gate.parse_metrics(metrics_text):
+        model = labels.get("model")
+        if model is None:
+            continue
+        if name in STAGE_COUNTERS:
+            counters.setdefault(model, Counter())[STAGE_COUNTERS[name]] += value
+        elif name == canary_gate.FAILURE and labels.get("reason") == "REJECTED":
+            counters.setdefault(model, Counter())["shed"] += value
+    return counters
+
+
+def stage_work(
+    before: str, after: str, seconds: float, members: dict[str, tuple[str, ...]]
+) -> dict:
+    """What each pipeline and each of its stages did between two `/metrics` scrapes
+    `seconds` apart: answers a second (a pipeline's at its entry ensembles), requests shed at
+    the stage's queue a second, the mean time an answered request queued and spent there, and
+    the share of the stage's answers that went to calls the pipelines did not answer
+    (`spent_on_unanswered`: work a later stage shed, or a call that failed after it).
+    `members`: the stages of each pipeline kind in step order (its newest release's models);
+    the stages come in that order, each once."""
+    start, end = model_counters(before), model_counters(after)
+    done = {model: end[model] - start.get(model, Counter()) for model in end}
+
+    def per_second(value: float) -> float:
+        return round(value / seconds, 1)
+
+    answered = {kind: 0.0 for kind in members}
+    for model, counts in done.items():
+        release = pipelines.parse_release_model(model)  # `search_v2` counts for `search`
+        kind = release[0] if release else model
+        if kind in answered:
+            answered[kind] += counts["answered"]
+    stages = {}
+    for model in dict.fromkeys(m for stages_of in members.values() for m in stages_of):
+        counts = done.get(model, Counter())
+        served = sorted(kind for kind, stages_of in members.items() if model in stages_of)
+        n = counts["answered"]
+        stages[model] = {
+            "pipelines": served,
+            "answered_per_second": per_second(n),
+            "shed_per_second": per_second(counts["shed"]),
+            "queue_ms": round(counts["queue_us"] / n / 1000, 1) if n else None,
+            "duration_ms": round(counts["duration_us"] / n / 1000, 1) if n else None,
+            "spent_on_unanswered": (
+                round(max(0.0, 1 - sum(answered[kind] for kind in served) / n), 3) if n else None
+            ),
+        }
+    return {
+        "seconds": round(seconds, 1),
+        "pipelines": {kind: {"answered_per_second": per_second(n)} for kind, n in answered.items()},
+        "stages": stages,
+    }
+
+
+def in_flight_limit(setting: str, saturation: float, slo_ms: float) -> int | None:
+    """The spike client's in-flight limit: a number as given, None for "none", and for
+    "auto" the calls the server answers in half the SLO at its saturation throughput (so
+    the mean time in the server stays at half the SLO: Little's law)."""
+    if setting == "none":
+        return None
+    if setting == "auto":
+        return max(1, round(saturation * slo_ms / 1000 / 2))
+    return int(setting)
+
+
 def rejection_kind(error: ClientError) -> str | None:
-    """`queue_full` or `queue_timeout` for an attempt a stage's queue shed, else None."""
+    """`queue_full` or `queue_timeout` for an attempt a stage's queue shed, `client_limit`
+    for one the client's in-flight limit refused before sending it, else None."""
+    if isinstance(error, InFlightLimitError):
+        return "client_limit"
     if not isinstance(error, OverloadedError):
         return None
     return "queue_timeout" if QUEUE_TIMEOUT in error.message else "queue_full"
@@ -183,7 +268,7 @@ def rejection_kind(error: ClientError) -> str | None:
 
 def reached_a_model(error: ClientError) -> bool:
     """Whether a failed attempt was answered by a model (so the server counted it)."""
-    if isinstance(error, DeadlineExceededError):
+    if isinstance(error, DeadlineExceededError | InFlightLimitError):
         return False
     return not any(marker in error.message for marker in NOT_AT_A_MODEL)
 
@@ -227,10 +312,12 @@ def accounting(tally: Tally, server: Counts, gate: tuple[int, int] = (0, 0)) -> 
 def rejection_accounting(tally: Tally, server_failures: float, server_timeouts: float) -> dict:
     """The shed attempts as both sides count them. The client counts each one, by kind; the
     server counts every failed request at the entry ensembles (the shed ones and any other
-    failure the client also saw at a model) and the queue timeouts at the stages."""
-    shed = sum(tally.rejections.values())
+    failure the client also saw at a model) and the queue timeouts at the stages. Attempts
+    the client's own in-flight limit refused never reached the server: they count apart."""
+    shed = tally.rejections["queue_full"] + tally.rejections["queue_timeout"]
     other = tally.failed_at_model - shed
     return {
+        "client_in_flight_refusals": tally.rejections["client_limit"],
         "client_rejections": shed,
         "client_queue_full": tally.rejections["queue_full"],
         "client_queue_timeout": tally.rejections["queue_timeout"],
@@ -362,11 +449,12 @@ class Tally:
     retried_calls: int = 0
     failed_attempts: int = 0
     failed_at_model: int = 0
-    #: Calls whose last attempt the server shed (`OverloadedError`).
+    #: Calls whose last attempt was shed (`OverloadedError`: by the server, or refused by
+    #: the client's in-flight limit).
     shed: int = 0
     latencies: list[float] = field(default_factory=list)
     timeline: list[Call] = field(default_factory=list)
-    #: Attempts a stage's queue shed, by `rejection_kind`.
+    #: Attempts shed, by `rejection_kind`.
     rejections: Counter = field(default_factory=Counter)
     releases: Counter = field(default_factory=Counter)
     failures: Counter = field(default_factory=Counter)
@@ -593,9 +681,14 @@ def server_memory(server: TritonServer) -> dict[str, int]:
     return {name: size for name, size in sizes.items() if size is not None}
 
 
-def read_counts(server: TritonServer, models: set[str] | None = None) -> Counts:
+def metrics_text(server: TritonServer) -> str:
+    """The server's `/metrics` page."""
     with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
-        return entry_counts(response.read().decode(), models)
+        return response.read().decode()
+
+
+def read_counts(server: TritonServer, models: set[str] | None = None) -> Counts:
+    return entry_counts(metrics_text(server), models)
 
 
 def settled(read: Callable[[], T], quiet: float = QUIET_S, timeout: float = SETTLE_S) -> T:
@@ -806,6 +899,9 @@ class Settings:
     overload_workers: int = 256
     #: Every stage's queue timeout (µs) in place of the built one; None keeps the build's.
     queue_timeout_us: int | None = None
+    #: `overload`: the spike client's in-flight limit (`in_flight_limit`): "auto", "none"
+    #: or a number.
+    client_in_flight: str = "auto"
 
 
 QUICK = Settings(
@@ -1028,28 +1124,45 @@ class ReadinessProbe:
 
 
 def read_stage_timeouts(server: TritonServer) -> float:
-    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
-        return stage_timeouts(response.read().decode())
+    return stage_timeouts(metrics_text(server))
+
+
+def pipeline_stages(repo: Path) -> dict[str, tuple[str, ...]]:
+    """The models each pipeline kind's newest release serves as its steps, in step order."""
+    stages = {}
+    for kind in pipelines.KINDS:
+        newest = max(model_versions(repo, kind))
+        spec = pipelines.PipelineSpec.load(repo / kind / str(newest) / pipelines.PIPELINE_FILE)
+        stages[kind] = tuple(step.model for step in pipelines.ensemble_steps(spec))
+    return stages
 
 
 def overload(harness: Harness, settings: Settings, rate: float) -> dict:
     """`settings.spike` x the saturation throughput `rate`, then `settings.after_spike` x,
-    through a client whose deadline (`DEADLINE_SLOS`) outlasts the stages' queue timeouts;
-    the bounded queues shed the excess, and the client retries what they shed within its
-    budget."""
+    through a client whose deadline (`DEADLINE_SLOS`) outlasts the stages' queue timeouts
+    and whose in-flight limit (`settings.client_in_flight`) refuses at once what the server
+    could not answer within the SLO; the bounded queues shed what still comes too fast, and
+    the client retries what they shed within its budget."""
     slo_s = settings.slo_ms / 1000
+    limit = in_flight_limit(settings.client_in_flight, rate, settings.slo_ms)
     client = Client(
         harness.server.grpc_url,
         timeout=DEADLINE_SLOS * slo_s,
         retry=RetryPolicy(max_attempts=3, initial_backoff=slo_s / 4, max_backoff=slo_s),
         on_failed_attempt=lambda error: harness.tally.failed_attempt(error),
+        max_in_flight=limit,
     )
     timeouts = settled(lambda: read_stage_timeouts(harness.server))
+    members = pipeline_stages(harness.repo)
     load = harness.under_load(settings.spike * rate, client, settings.overload_workers)
+    before_spike = metrics_text(harness.server)
     with client, ReadinessProbe(harness.server.http_url) as probe, load as report:
         spike_start = harness.load.started_at
         time.sleep(settings.spike_seconds)
         spike_end = time.monotonic()
+        during_spike = stage_work(
+            before_spike, metrics_text(harness.server), spike_end - spike_start, members
+        )
         harness.load.change_rate(settings.after_spike * rate)
         time.sleep(settings.after_spike_seconds)
         end = time.monotonic()
@@ -1067,6 +1180,7 @@ def overload(harness: Harness, settings: Settings, rate: float) -> dict:
     report["overload"] = {
         "slo_ms": settings.slo_ms,
         "saturation": round(rate, 1),
+        "client_in_flight_limit": limit,
         "spike": {"rate": round(settings.spike * rate, 1), **spike},
         "after_spike": {"rate": round(settings.after_spike * rate, 1), **after},
         "goodput_share": round(goodput_share, 3),
@@ -1077,6 +1191,7 @@ def overload(harness: Harness, settings: Settings, rate: float) -> dict:
             "p99_ms": p99s,
         },
         "rejections": rejections,
+        "stage_work": during_spike,
         "readiness": probe.summary(),
         "checks": {
             "goodput": goodput_share >= GOODPUT_SHARE,
@@ -1084,7 +1199,8 @@ def overload(harness: Harness, settings: Settings, rate: float) -> dict:
             and spike["p99_ms"] <= P99_SLOS * settings.slo_ms,
             "recovered": recovery is not None and recovery <= RECOVERY_S,
             "only_overload_failures": rejections["client_other_failures_at_a_model"] == 0
-            and harness.tally.failed_attempts == harness.tally.failed_at_model,
+            and harness.tally.failed_attempts
+            == harness.tally.failed_at_model + rejections["client_in_flight_refusals"],
             "rejections_agree": rejections["agree"],
             "ready_throughout": probe.not_ready == 0,
             "load_on_schedule": report["start_lag_p99_ms"] is not None
@@ -1168,6 +1284,12 @@ def fraction(text: str) -> float:
     return value
 
 
+def in_flight_setting(text: str) -> str:
+    if text in ("auto", "none") or (text.isdigit() and int(text) > 0):
+        return text
+    raise argparse.ArgumentTypeError(f"expected auto, none or a positive number, got {text!r}")
+
+
 def scenario_list(text: str) -> tuple[str, ...]:
     chosen = tuple(s.strip() for s in text.split(",") if s.strip())
     unknown = [s for s in chosen if s not in SCENARIOS]
@@ -1235,6 +1357,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default_timeout_microseconds; releases the scenarios build get it too)",
     )
     parser.add_argument(
+        "--client-in-flight",
+        type=in_flight_setting,
+        help="overload: the spike client's limit on calls in flight: a number, none, or auto "
+        f"(default {full.client_in_flight}: the calls answered in half the SLO at saturation)",
+    )
+    parser.add_argument(
         "--crash-stage",
         help=f"the stage whose stub stage_crash kills, default {full.crash_stage} "
         "(a step of both pipelines)",
@@ -1255,6 +1383,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
             "spike_seconds",
             "slo_ms",
             "queue_timeout_us",
+            "client_in_flight",
             "crash_stage",
         )
         if getattr(args, name) is not None
@@ -1300,14 +1429,67 @@ def overload_table(results: dict) -> str:
     shed, probes = report["rejections"], report["readiness"]
     rows += [
         "",
-        "| p99 under the SLO again after | shed attempts, client / server "
-        "| queue timeouts, client / server | readiness probes failed |",
-        "|---|---|---|---|",
-        f"| {report['recovery_seconds']} s | {shed['client_rejections']:,} / "
+        "| p99 under the SLO again after | client's in-flight limit (attempts it refused) "
+        "| shed attempts, client / server | queue timeouts, client / server "
+        "| readiness probes failed |",
+        "|---|---|---|---|---|",
+        f"| {report['recovery_seconds']} s | {report['client_in_flight_limit'] or 'none'} "
+        f"({shed['client_in_flight_refusals']:,}) | {shed['client_rejections']:,} / "
         f"{shed['server_rejections']:,.0f} | {shed['client_queue_timeout']:,} / "
         f"{shed['server_queue_timeouts']:,.0f} | {probes['not_ready']} of {probes['probes']} |",
     ]
     return "\n".join(rows) + "\n"
+
+
+def stage_work_table(runs: list[dict]) -> str:
+    """Where the spike's work went, one row per pipeline and per stage, each cell the runs'
+    figures in order (README.md quotes docs/results/overload/)."""
+    works = [run["scenarios"]["overload"]["overload"]["stage_work"] for run in runs]
+
+    def cells(pick) -> str:
+        return ", ".join("–" if (value := pick(work)) is None else f"{value:g}" for work in works)
+
+    lines = [
+        "| pipeline or stage | answered/s | shed at its queue/s | queued ms | in the stage ms "
+        "| share of its answers for calls not answered |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind in works[0]["pipelines"]:
+        answered = cells(lambda work, kind=kind: work["pipelines"][kind]["answered_per_second"])
+        lines.append(f"| **{kind}** (answered calls) | {answered} | | | | |")
+    for model, stage in works[0]["stages"].items():
+
+        def column(key: str, model: str = model):
+            return cells(lambda work: work["stages"][model][key])
+
+        lines.append(
+            f"| {model} ({', '.join(stage['pipelines'])}) | {column('answered_per_second')} "
+            f"| {column('shed_per_second')} | {column('queue_ms')} | {column('duration_ms')} "
+            f"| {column('spent_on_unanswered')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def in_flight_table(runs: list[dict]) -> str:
+    """One row per `overload` run: the spike client's in-flight limit and what the spike
+    gave with it (README.md quotes docs/results/overload/)."""
+    lines = [
+        "| client's in-flight limit | saturation calls/s | spike calls/s | answered/s "
+        "| goodput ÷ saturation | answered p99 ms | attempts refused by the client "
+        "| attempts shed by the server | p99 under the SLO again after |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for results in runs:
+        report = results["scenarios"]["overload"]["overload"]
+        spike, shed = report["spike"], report["rejections"]
+        lines.append(
+            f"| {report['client_in_flight_limit'] or 'none'} | {report['saturation']:,.0f} "
+            f"| {spike['rate']:,.0f} | {spike['answered'] / spike['seconds']:,.0f} "
+            f"| {report['goodput_share']:.2f} | {spike['p99_ms']:.0f} "
+            f"| {shed['client_in_flight_refusals']:,} | {shed['client_rejections']:,} "
+            f"| {report['recovery_seconds']} s |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def queue_timeout_table(runs: list[dict]) -> str:
@@ -1352,6 +1534,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{'passed' if report['passed'] else 'FAILED'}"
         )
     print(overload_table(results), end="")
+    if "overload" in results["scenarios"]:
+        print(stage_work_table([results]), end="")
     print(f"wrote {args.out}")
     return 0 if results["passed"] else 1
 

@@ -8,8 +8,13 @@ import asyncio
 import numpy as np
 import pytest
 
-from clients.core import ClientCore, run, run_async
-from clients.errors import DeadlineExceededError, InvalidArgumentError, OverloadedError
+from clients.core import Call, ClientCore, run, run_async
+from clients.errors import (
+    DeadlineExceededError,
+    InFlightLimitError,
+    InvalidArgumentError,
+    OverloadedError,
+)
 from clients.results import Response
 from clients.retry import RetryPolicy
 
@@ -63,11 +68,11 @@ def response(url: str) -> Response:
     return Response("search", 1, {"item_ids": np.array([[3, 1]])}, endpoint=url)
 
 
-def scripted(core_class, scripts: dict[str, list]):
+def scripted(core_class, scripts: dict[str, list], **settings):
     SCRIPTS.clear()
     SCRIPTS.update({url: list(outcomes) for url, outcomes in scripts.items()})
     retry = RetryPolicy(max_attempts=3, initial_backoff=0.001, max_backoff=0.001)
-    return core_class(",".join(scripts), retry=retry, seed=0)
+    return core_class(",".join(scripts), retry=retry, seed=0, **settings)
 
 
 DRIVERS = {
@@ -132,3 +137,38 @@ def test_both_drivers_make_the_same_attempts_for_the_same_script():
 def test_the_core_alone_has_no_transports():
     with pytest.raises(TypeError, match="use Client or AsyncClient"):
         ClientCore("a:1")
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_an_attempt_beyond_the_in_flight_limit_is_refused_before_it_is_sent(driver):
+    core_class, carry_out = DRIVERS[driver]
+    core = scripted(core_class, {"a:1": [response("a:1"), response("a:1")]}, max_in_flight=1)
+    held = core._infer("search", {}, None, None)
+    assert isinstance(next(held), Call)  # its attempt is in flight, holding the one slot
+    failed = []
+    core.on_failed_attempt = failed.append
+    with pytest.raises(InFlightLimitError, match="limit of 1 calls in flight") as refused:
+        carry_out(core._infer("search", {}, None, None))
+    assert refused.value.attempts == 1 and len(failed) == 1  # failed at once, not retried
+    assert core.transports[0].calls == [] and core.overloaded == 0  # nothing reached a server
+    assert core.failures.snapshot() == {"InFlightLimitError": 1}
+    with pytest.raises(StopIteration):  # the held call ends and gives its slot back
+        held.send(response("a:1"))
+    assert carry_out(core._infer("search", {}, None, None)).endpoint == "a:1"
+    assert core.in_flight.in_flight == 0
+
+
+def test_a_failed_or_abandoned_attempt_gives_its_slot_back():
+    core = scripted(BlockingCore, {"a:1": []}, max_in_flight=2)
+    failing, abandoned = (core._infer("search", {}, None, None) for _ in range(2))
+    next(failing), next(abandoned)
+    assert core.in_flight.in_flight == 2
+    with pytest.raises(InvalidArgumentError):
+        failing.throw(InvalidArgumentError("bad k", "a:1"))
+    abandoned.close()  # e.g. an asyncio call cancelled mid-attempt
+    assert core.in_flight.in_flight == 0
+
+
+def test_an_in_flight_limit_is_at_least_one():
+    with pytest.raises(ValueError, match="at least 1"):
+        scripted(BlockingCore, {"a:1": []}, max_in_flight=0)

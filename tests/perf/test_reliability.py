@@ -12,7 +12,13 @@ import pytest
 
 from builders import names
 from builders.specs import parse_pbtxt, render_pbtxt
-from clients import DeadlineExceededError, OverloadedError, ServerError, UnavailableError
+from clients import (
+    DeadlineExceededError,
+    InFlightLimitError,
+    OverloadedError,
+    ServerError,
+    UnavailableError,
+)
 from perf.reliability import scenarios as reliability
 from perf.reliability.scenarios import Counts, Harness, Settings, Tally
 from perf.tuning.sweep import apply_tunables
@@ -46,23 +52,91 @@ nv_inference_request_failure{model="text_encoder",reason="REJECTED",version="1"}
 nv_inference_request_failure{model="top_k",reason="REJECTED",version="1"} 1
 nv_inference_request_failure{model="top_k",reason="BACKEND",version="1"} 4
 """
+BEFORE_SPIKE = """\
+nv_inference_request_success{model="search",version="2"} 100
+nv_inference_request_success{model="query_tokenizer",version="1"} 100
+nv_inference_request_success{model="top_k",version="1"} 150
+nv_inference_request_success{model="ranker",version="1"} 50
+nv_inference_queue_duration_us{model="query_tokenizer",version="1"} 5000
+nv_inference_request_duration_us{model="query_tokenizer",version="1"} 9000
+"""
+AFTER_SPIKE = """\
+nv_inference_request_success{model="search",version="2"} 260
+nv_inference_request_success{model="search_v1",version="1"} 40
+nv_inference_request_success{model="recommend",version="1"} 20
+nv_inference_request_success{model="query_tokenizer",version="1"} 900
+nv_inference_request_success{model="top_k",version="1"} 370
+nv_inference_request_success{model="ranker",version="1"} 150
+nv_inference_request_failure{model="ranker",reason="REJECTED",version="1"} 30
+nv_inference_request_failure{model="ranker",reason="OTHER",version="1"} 7
+nv_inference_queue_duration_us{model="query_tokenizer",version="1"} 1605000
+nv_inference_request_duration_us{model="query_tokenizer",version="1"} 2409000
+"""
+
+
+def test_stage_work_says_where_the_spikes_work_went():
+    members = {"search": ("query_tokenizer", "top_k"), "recommend": ("ranker", "top_k")}
+    work = reliability.stage_work(BEFORE_SPIKE, AFTER_SPIKE, 10.0, members)
+    assert work["pipelines"] == {
+        "search": {"answered_per_second": 20.0},  # `search` and its releases
+        "recommend": {"answered_per_second": 2.0},
+    }
+    assert list(work["stages"]) == ["query_tokenizer", "top_k", "ranker"]
+    tokenizer, top_k, ranker = work["stages"].values()
+    # 800 tokenised, 200 of them answered: 3 in 4 went to calls shed later
+    assert tokenizer == {
+        "pipelines": ["search"],
+        "answered_per_second": 80.0,
+        "shed_per_second": 0.0,
+        "queue_ms": 2.0,
+        "duration_ms": 3.0,
+        "spent_on_unanswered": 0.75,
+    }
+    assert top_k["pipelines"] == ["recommend", "search"] and top_k["spent_on_unanswered"] == 0.0
+    assert ranker["shed_per_second"] == 3.0  # REJECTED only: queue timeouts
+    assert ranker["spent_on_unanswered"] == 0.8 and ranker["queue_ms"] == 0.0
+
+
+def test_stage_work_of_an_idle_stage_has_no_means():
+    work = reliability.stage_work("", "", 5.0, {"search": ("query_tokenizer",), "recommend": ()})
+    assert work["stages"]["query_tokenizer"] == {
+        "pipelines": ["search"],
+        "answered_per_second": 0.0,
+        "shed_per_second": 0.0,
+        "queue_ms": None,
+        "duration_ms": None,
+        "spent_on_unanswered": None,
+    }
+
+
 FULL = OverloadedError("server overloaded: in ensemble 'search', Exceeds maximum queue size")
 EXPIRED = OverloadedError("server overloaded: in ensemble 'search', Request timeout expired")
+REFUSED = InFlightLimitError("client at its limit of 8 calls in flight")
+
+
+def test_the_spike_clients_in_flight_limit_is_half_an_slo_of_saturation():
+    assert reliability.in_flight_limit("auto", saturation=670.0, slo_ms=100.0) == 34
+    assert reliability.in_flight_limit("auto", saturation=5.0, slo_ms=100.0) == 1
+    assert reliability.in_flight_limit("none", 670.0, 100.0) is None
+    assert reliability.in_flight_limit("12", 670.0, 100.0) == 12
 
 
 def test_rejections_are_told_apart_and_counted_on_both_sides():
     assert reliability.stage_timeouts(SHED_METRICS) == 3
-    kinds = [reliability.rejection_kind(e) for e in (FULL, EXPIRED, UnavailableError("x"))]
-    assert kinds == ["queue_full", "queue_timeout", None]
+    errors = (FULL, EXPIRED, REFUSED, UnavailableError("x"))
+    kinds = [reliability.rejection_kind(e) for e in errors]
+    assert kinds == ["queue_full", "queue_timeout", "client_limit", None]
     tally = Tally()
-    for error in (FULL, FULL, EXPIRED, ServerError("in ensemble 'search', boom")):
+    for error in (FULL, FULL, EXPIRED, REFUSED, ServerError("in ensemble 'search', boom")):
         tally.failed_attempt(error)
     tally.call("error", 0.01, None, 3, at=1.0, error=FULL, lag=0.002)
-    assert (tally.shed, tally.errors) == (1, 1)
-    assert tally.timeline == [reliability.Call(1.0, 0.002, 0.01, False)]
+    tally.call("error", 0.02, None, 1, at=1.5, error=REFUSED)
+    assert (tally.shed, tally.errors, tally.failed_at_model) == (2, 2, 4)
+    assert tally.timeline[0] == reliability.Call(1.0, 0.002, 0.01, False)
     agreed = reliability.rejection_accounting(tally, server_failures=4, server_timeouts=1)
     assert agreed["agree"] and agreed["client_rejections"] == agreed["server_rejections"] == 3
     assert agreed["client_other_failures_at_a_model"] == 1
+    assert agreed["client_in_flight_refusals"] == 1  # never reached the server
     assert not reliability.rejection_accounting(tally, 4, server_timeouts=2)["agree"]
     assert not reliability.rejection_accounting(tally, 5, server_timeouts=1)["agree"]
 
@@ -322,7 +396,9 @@ def test_an_overload_sheds_with_unavailable_and_both_sides_count_it(harness):
     harness.server.load_model(
         ranker, config=apply_tunables(original, {"default_timeout_microseconds": 1})
     )
-    short = Settings(spike_seconds=3.0, after_spike_seconds=2.0, overload_workers=16)
+    short = Settings(
+        spike_seconds=3.0, after_spike_seconds=2.0, overload_workers=16, client_in_flight="none"
+    )
     try:
         report = reliability.overload(harness, short, RATE)
     finally:  # as an override too: Triton does not reload a model whose files are unchanged
@@ -337,6 +413,33 @@ def test_an_overload_sheds_with_unavailable_and_both_sides_count_it(harness):
     assert report["answered_by_release"] and all(
         key.startswith("search") for key in report["answered_by_release"]
     )
+    # where the work went: all of recommend's first stage to calls shed at its ranker
+    work, members = report["overload"]["stage_work"], reliability.pipeline_stages(harness.repo)
+    assert work["pipelines"]["recommend"]["answered_per_second"] == 0
+    assert work["pipelines"]["search"]["answered_per_second"] > 0
+    assert work["stages"][members["recommend"][0]]["spent_on_unanswered"] == 1.0
+    assert work["stages"][ranker]["shed_per_second"] > 0
+    assert work["stages"][members["search"][0]]["spent_on_unanswered"] < 0.5
+
+
+@pytest.mark.slow
+def test_the_clients_in_flight_limit_refuses_before_the_server_sees_the_call(harness):
+    """One call in flight at a time from 16 threads: the client refuses most attempts
+    itself; the server counts exactly the calls that reached it."""
+    short = Settings(
+        spike_seconds=2.0, after_spike_seconds=1.0, overload_workers=16, client_in_flight="1"
+    )
+    report = reliability.overload(harness, short, RATE)
+    rejections = report["overload"]["rejections"]
+    assert report["overload"]["client_in_flight_limit"] == 1
+    assert rejections["client_in_flight_refusals"] > 0 and rejections["agree"]
+    assert report["accounting"]["agree"], json.dumps(report["accounting"])
+    assert report["overload"]["checks"]["only_overload_failures"]
+    refused = "InFlightLimitError: client at its limit of 1 calls in flight"
+    assert (
+        report["failed_attempts_by_error"].get(refused) == rejections["client_in_flight_refusals"]
+    )
+    assert report["errors"] == report["shed_requests"]
 
 
 @pytest.mark.slow
@@ -371,7 +474,9 @@ def test_the_overload_tables_quote_its_report():
         "spike": {"rate": 500.0, **spike, "p99_ms": 98.5},
         "after_spike": {"rate": 125.0, **after, "p99_ms": 61.2},
         "recovery_seconds": 2,
+        "client_in_flight_limit": 12,
         "rejections": {
+            "client_in_flight_refusals": 4000,
             "client_rejections": 17000,
             "server_rejections": 17000.0,
             "client_queue_timeout": 16000,
@@ -383,5 +488,25 @@ def test_the_overload_tables_quote_its_report():
     lines = tables.splitlines()
     assert lines[2] == "| spike at 500 calls/s | 60 | 500.0 | 230.0 | 225 | 0.90 | 16,200 | 98.5 |"
     assert lines[3].startswith("| after_spike at 125 calls/s | 30 | 125.0 | 125.0 | 124 |")
-    assert lines[-1] == "| 2 s | 17,000 / 17,000 | 16,000 / 16,000 | 0 of 90 |"
+    assert lines[-1] == "| 2 s | 12 (4,000) | 17,000 / 17,000 | 16,000 / 16,000 | 0 of 90 |"
     assert reliability.overload_table({"scenarios": {}}) == ""
+
+
+def test_the_stage_work_table_gives_each_runs_figures():
+    def run(answered: float, spent: float | None) -> dict:
+        stage = {
+            "pipelines": ["recommend", "search"],
+            "answered_per_second": answered,
+            "shed_per_second": 1.5,
+            "queue_ms": 4.0,
+            "duration_ms": 9.25,
+            "spent_on_unanswered": spent,
+        }
+        work = {"pipelines": {"search": {"answered_per_second": 80.0}}, "stages": {"top_k": stage}}
+        return {"scenarios": {"overload": {"overload": {"stage_work": work}}}}
+
+    lines = reliability.stage_work_table([run(120.0, 0.25), run(0.0, None)]).splitlines()
+    assert lines[2] == "| **search** (answered calls) | 80, 80 | | | | |"
+    assert lines[3] == (
+        "| top_k (recommend, search) | 120, 0 | 1.5, 1.5 | 4, 4 | 9.25, 9.25 | 0.25, – |"
+    )
