@@ -681,14 +681,8 @@ def server_memory(server: TritonServer) -> dict[str, int]:
     return {name: size for name, size in sizes.items() if size is not None}
 
 
-def metrics_text(server: TritonServer) -> str:
-    """The server's `/metrics` page."""
-    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
-        return response.read().decode()
-
-
 def read_counts(server: TritonServer, models: set[str] | None = None) -> Counts:
-    return entry_counts(metrics_text(server), models)
+    return entry_counts(canary_gate.fetch_text(server.metrics_url), models)
 
 
 def settled(read: Callable[[], T], quiet: float = QUIET_S, timeout: float = SETTLE_S) -> T:
@@ -1124,7 +1118,7 @@ class ReadinessProbe:
 
 
 def read_stage_timeouts(server: TritonServer) -> float:
-    return stage_timeouts(metrics_text(server))
+    return stage_timeouts(canary_gate.fetch_text(server.metrics_url))
 
 
 def pipeline_stages(repo: Path) -> dict[str, tuple[str, ...]]:
@@ -1155,13 +1149,16 @@ def overload(harness: Harness, settings: Settings, rate: float) -> dict:
     timeouts = settled(lambda: read_stage_timeouts(harness.server))
     members = pipeline_stages(harness.repo)
     load = harness.under_load(settings.spike * rate, client, settings.overload_workers)
-    before_spike = metrics_text(harness.server)
+    before_spike = canary_gate.fetch_text(harness.server.metrics_url)
     with client, ReadinessProbe(harness.server.http_url) as probe, load as report:
         spike_start = harness.load.started_at
         time.sleep(settings.spike_seconds)
         spike_end = time.monotonic()
         during_spike = stage_work(
-            before_spike, metrics_text(harness.server), spike_end - spike_start, members
+            before_spike,
+            canary_gate.fetch_text(harness.server.metrics_url),
+            spike_end - spike_start,
+            members,
         )
         harness.load.change_rate(settings.after_spike * rate)
         time.sleep(settings.after_spike_seconds)
@@ -1441,13 +1438,28 @@ def overload_table(results: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
+#: The figures of a stage `stage_work_table` gives, in its columns' order.
+STAGE_WORK_COLUMNS = (
+    "answered_per_second",
+    "shed_per_second",
+    "queue_ms",
+    "duration_ms",
+    "spent_on_unanswered",
+)
+
+
 def stage_work_table(runs: list[dict]) -> str:
     """Where the spike's work went, one row per pipeline and per stage, each cell the runs'
     figures in order (README.md quotes docs/results/overload/)."""
     works = [run["scenarios"]["overload"]["overload"]["stage_work"] for run in runs]
 
-    def cells(pick) -> str:
-        return ", ".join("–" if (value := pick(work)) is None else f"{value:g}" for work in works)
+    def cells(section: str, name: str, *keys: str) -> str:
+        """Per key, the runs' figures of `work[section][name][key]`, as table cells."""
+        figures = [[work[section][name][key] for work in works] for key in keys]
+        return " | ".join(
+            ", ".join("–" if value is None else f"{value:g}" for value in values)
+            for values in figures
+        )
 
     lines = [
         "| pipeline or stage | answered/s | shed at its queue/s | queued ms | in the stage ms "
@@ -1455,18 +1467,11 @@ def stage_work_table(runs: list[dict]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for kind in works[0]["pipelines"]:
-        answered = cells(lambda work, kind=kind: work["pipelines"][kind]["answered_per_second"])
+        answered = cells("pipelines", kind, "answered_per_second")
         lines.append(f"| **{kind}** (answered calls) | {answered} | | | | |")
     for model, stage in works[0]["stages"].items():
-
-        def column(key: str, model: str = model):
-            return cells(lambda work: work["stages"][model][key])
-
-        lines.append(
-            f"| {model} ({', '.join(stage['pipelines'])}) | {column('answered_per_second')} "
-            f"| {column('shed_per_second')} | {column('queue_ms')} | {column('duration_ms')} "
-            f"| {column('spent_on_unanswered')} |"
-        )
+        figures = cells("stages", model, *STAGE_WORK_COLUMNS)
+        lines.append(f"| {model} ({', '.join(stage['pipelines'])}) | {figures} |")
     return "\n".join(lines) + "\n"
 
 
