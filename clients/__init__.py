@@ -19,11 +19,18 @@ from clients.errors import (
     UnavailableError,
 )
 from clients.results import Catalog, Item, Response, Result
-from clients.retry import FailureCounts, InFlightLimit, RetryBudget, RetryPolicy
+from clients.retry import (
+    AdaptiveInFlightLimit,
+    FailureCounts,
+    InFlightLimit,
+    RetryBudget,
+    RetryPolicy,
+)
 from clients.routing import Route
 from clients.tls import TlsConfig
 
 __all__ = [
+    "AdaptiveInFlightLimit",
     "AsyncClient",
     "Catalog",
     "Client",

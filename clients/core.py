@@ -137,8 +137,9 @@ class ClientCore:
     * `user_key`: the key of a build made with `--pseudonymise-users`
       (`builders.pseudonyms.read_key`); user ids are then hashed with it before they leave
       the client, canary routing included.
-    * `max_in_flight`: at most this many attempts in flight at once (`InFlightLimit`); a
-      call whose attempt would go beyond it fails at once with `InFlightLimitError`, not
+    * `max_in_flight`: at most this many attempts in flight at once (`InFlightLimit`), or
+      a limit of its own (an `AdaptiveInFlightLimit`, or one that several clients share);
+      a call whose attempt would go beyond it fails at once with `InFlightLimitError`, not
       retried. None (the default): no limit.
 
     `failures` counts the failed attempts of every call by kind of error; `overloaded`
@@ -163,7 +164,7 @@ class ClientCore:
         on_failed_attempt: Callable[[ClientError], None] | None = None,
         user_key: bytes | None = None,
         tls: TlsConfig | None = None,
-        max_in_flight: int | None = None,
+        max_in_flight: int | InFlightLimit | None = None,
     ) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
@@ -182,7 +183,9 @@ class ClientCore:
         self.on_failed_attempt = on_failed_attempt
         self.failures = FailureCounts()
         self.tls = tls
-        self.in_flight = None if max_in_flight is None else InFlightLimit(max_in_flight)
+        self.in_flight = (
+            InFlightLimit(max_in_flight) if isinstance(max_in_flight, int) else max_in_flight
+        )
         self.user_key = None if user_key is None else pseudonyms.check_key(user_key)
         if protocol not in self.transport_kinds:
             raise TypeError(f"{type(self).__name__} has no transports: use Client or AsyncClient")

@@ -9,7 +9,8 @@ or an overload does not multiply the load. Every call has a deadline: the total
 time for all its attempts and waits. `FailureCounts` counts a client's failed
 attempts by kind, overload rejections apart. An `InFlightLimit` bounds a client's
 attempts in flight and fails the rest at once (`InFlightLimitError`, not retried):
-admission control before the server, which Triton 2.51 has only stage by stage.
+admission control before the server, which Triton 2.51 has only stage by stage; an
+`AdaptiveInFlightLimit` moves its bound with the latency and the rejections it sees.
 """
 
 from __future__ import annotations
@@ -98,22 +99,84 @@ class InFlightLimit:
     def __init__(self, limit: int) -> None:
         if limit < 1:
             raise ValueError(f"the in-flight limit must be at least 1, got {limit}")
-        self.limit = limit
+        self.limit: float = limit
         self.in_flight = 0
         self._lock = threading.Lock()
+        self._clock: Callable[[], float] = time.monotonic
 
     @contextlib.contextmanager
     def slot(self):
         """Hold one of the slots while the block runs."""
         with self._lock:
-            if self.in_flight >= self.limit:
-                raise InFlightLimitError(f"client at its limit of {self.limit} calls in flight")
+            if self.in_flight >= int(self.limit):
+                raise InFlightLimitError(
+                    f"client at its limit of {int(self.limit)} calls in flight"
+                )
             self.in_flight += 1
+        started = self._clock()
         try:
             yield
+        except (OverloadedError, DeadlineExceededError):
+            self._observe(None)
+            raise
+        else:
+            self._observe(self._clock() - started)
         finally:
             with self._lock:
                 self.in_flight -= 1
+
+    def _observe(self, latency: float | None) -> None:
+        """An attempt ended: answered in `latency` seconds, or None: shed or out of time."""
+
+
+class AdaptiveInFlightLimit(InFlightLimit):
+    """An in-flight limit that follows what the servers sustain, as TCP's congestion window
+    does (additive increase, multiplicative decrease): an attempt answered within `target`
+    seconds raises the limit by 1/limit (about one for each round of answers) while at least
+    half of it is in use (a limit the calls do not reach learns nothing, and would only
+    grow); a slower answer, an overload rejection or a deadline cuts it to `decrease` of
+    itself, at most once every `target` seconds (one burst of slow answers is one signal).
+    It stays within [`minimum`, `maximum`].
+
+    Start it where a static limit would be sized (`InFlightLimit`); with a fleet that
+    scales, at the fleet's size now. It grows as pods come and shrinks as they go, so it
+    need not be sized for `maxReplicas`. `target`: the p99 SLO, so that the answers it
+    admits come within it."""
+
+    def __init__(
+        self,
+        initial: int,
+        target: float,
+        minimum: int = 1,
+        maximum: int = 10_000,
+        decrease: float = 0.9,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(initial)
+        self.initial = initial
+        if not 1 <= minimum <= initial <= maximum:
+            raise ValueError(
+                f"need 1 <= minimum <= initial <= maximum, got {minimum}, {initial}, {maximum}"
+            )
+        if target <= 0 or not 0 < decrease < 1:
+            raise ValueError("need target > 0 and 0 < decrease < 1")
+        self.target, self.minimum, self.maximum, self.decrease = target, minimum, maximum, decrease
+        self._clock = clock
+        self._last_cut = float("-inf")
+        #: How many times the limit was cut.
+        self.cuts = 0
+
+    def _observe(self, latency: float | None) -> None:
+        with self._lock:
+            if latency is not None and latency <= self.target:
+                if 2 * self.in_flight >= self.limit:  # used: room to grow is a signal
+                    self.limit = min(self.maximum, self.limit + 1 / self.limit)
+                return
+            now = self._clock()
+            if now - self._last_cut >= self.target:
+                self.limit = max(self.minimum, self.limit * self.decrease)
+                self._last_cut = now
+                self.cuts += 1
 
 
 class FailureCounts:

@@ -99,6 +99,16 @@ def test_the_overload_runs_tables_are_the_ones_in_their_results():
     assert len({r["date"] for r in none + auto}) == 1 and f"runs of {none[0]['date']}" in text
 
 
+def test_the_adaptive_limit_runs_table_is_the_one_in_their_results():
+    names = ("auto_3", "adaptive_from_120_1", "auto_4", "adaptive_from_120_2")
+    runs = [json.loads((RESULTS / "overload" / f"{name}.json").read_text()) for name in names]
+    text = (ROOT / "README.md").read_text()
+    assert reliability.in_flight_table(runs) in text
+    settings = [r["settings"]["client_in_flight"] for r in runs]
+    assert settings == ["auto", "adaptive:120", "auto", "adaptive:120"]
+    assert len({r["date"] for r in runs}) == 1 and f"runs of {runs[0]['date']}" in text
+
+
 def test_the_queue_timeout_table_is_the_one_in_its_results():
     runs = [
         json.loads((RESULTS / "queue_timeouts" / f"{us}.json").read_text())

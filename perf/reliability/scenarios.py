@@ -27,7 +27,8 @@ Every failure is accounted for, twice: as the client sees it (calls that failed 
 their retries, and every failed attempt) and as the server's Prometheus counters count
 it (`nv_inference_request_success` / `_failure` at the pipelines' entry models `search`,
 `recommend` and `<kind>_v<R>`: an ensemble's failure is also counted on the step that
-failed, so steps are left out; the counters of each server lifetime are added). The two
+failed, so steps are left out; they are read as Prometheus's `increase()` reads them,
+across unloads, reloads and server restarts: `counter_increase`). The two
 must agree, and no call may fail. Results go to `perf/results/reliability.json`.
 """
 
@@ -37,6 +38,7 @@ import argparse
 import contextlib
 import dataclasses
 import glob
+import itertools
 import json
 import multiprocessing
 import os
@@ -59,6 +61,7 @@ from builders.progress import progress
 from builders.repository import CONFIG, model_configs, model_versions, rewrite_config
 from builders.specs import parse_pbtxt
 from clients import (
+    AdaptiveInFlightLimit,
     Client,
     ClientError,
     DeadlineExceededError,
@@ -77,8 +80,10 @@ from server.stub_watchdog import StubWatchdog, server_stubs
 
 SCENARIOS = ("soak", "hot_swap", "canary_rollback", "stage_crash", "server_restart", "overload")
 MEMORY_GROWTH_LIMIT = 0.05
-#: What Triton 2.51 adds to an ensemble's failure counter for one failed request.
+#: What Triton 2.51 adds to an ensemble's failure counters for one failed request.
 ENSEMBLE_FAILURE_COUNT = 2
+#: One Prometheus series of an entry model's counter: (metric, model, version, reason).
+SeriesKey = tuple[str, str, str, str]
 #: Messages of failed attempts that never reached a model (so no server counter has them):
 #: refused or dropped connections (HTTP and gRPC), and a model the server does not know.
 NOT_AT_A_MODEL = (
@@ -132,37 +137,38 @@ class Counts:
     success: float = 0.0
     failure: float = 0.0
 
-    def __add__(self, other: Counts) -> Counts:
-        return Counts(self.success + other.success, self.failure + other.failure)
 
-    def __sub__(self, other: Counts) -> Counts:
-        return Counts(self.success - other.success, self.failure - other.failure)
-
-
-def entry_counts(metrics_text: str, models: set[str] | None = None) -> Counts:
-    """Requests the entry models (or those of them in `models`) answered and failed, from
-    `/metrics`. Triton 2.51 adds 2 to an ensemble's failure counter for each failed request
-    (checked: one failed `search` call, whatever the cause, counts 2 with reason OTHER), so
-    failed requests are half the counter."""
-    success = failure = 0.0
+def entry_series(metrics_text: str) -> dict[SeriesKey, float]:
+    """The success and failure counters of the entry models, by series, from `/metrics`."""
+    series = {}
     for name, labels, value in canary_gate.parse_metrics(metrics_text):
         model = labels.get("model", "")
-        if not is_entry_model(model) or (models is not None and model not in models):
-            continue
-        if name == canary_gate.SUCCESS:
-            success += value
-        elif name == canary_gate.FAILURE:
-            failure += value / ENSEMBLE_FAILURE_COUNT
-    return Counts(success, failure)
+        if name in (canary_gate.SUCCESS, canary_gate.FAILURE) and is_entry_model(model):
+            series[(name, model, labels.get("version", ""), labels.get("reason", ""))] = value
+    return series
 
 
-def lifetime_counts(lifetimes: list[tuple[Counts, Counts]]) -> Counts:
-    """What the server counted over several lifetimes: each (first, last) scrape's
-    difference, added (the counters start again at zero when the server restarts)."""
-    total = Counts()
-    for first, last in lifetimes:
-        total += last - first
-    return total
+def counter_increase(scrapes: list[dict[SeriesKey, float]]) -> dict[SeriesKey, float]:
+    """How much each series grew over `scrapes` (in time order; the first is the baseline),
+    read as Prometheus's `increase()` reads it: a series that fell, or that comes back after
+    a scrape without it (its model was unloaded, or the server restarted), counts again
+    from zero. A series that outlives its model's unload is counted once."""
+    grown: dict[SeriesKey, float] = {}
+    for before, after in zip(scrapes, scrapes[1:]):
+        for key, value in after.items():
+            start = before.get(key, 0.0)
+            grown[key] = grown.get(key, 0.0) + (value - start if value >= start else value)
+    return grown
+
+
+def entry_counts(series: dict[SeriesKey, float]) -> Counts:
+    """Requests answered and failed in entry-model `series`. Triton 2.51 counts a failed
+    ensemble request twice, both with reason OTHER: on the release's version and on version
+    1 (checked: a failed `search_v3` call adds 1 to version 3 and 1 to version 1), so
+    failed requests are half the counters."""
+    success = sum(v for (name, *_), v in series.items() if name == canary_gate.SUCCESS)
+    failure = sum(v for (name, *_), v in series.items() if name == canary_gate.FAILURE)
+    return Counts(success, failure / ENSEMBLE_FAILURE_COUNT)
 
 
 def stage_timeouts(metrics_text: str) -> float:
@@ -245,15 +251,20 @@ def stage_work(
     }
 
 
-def in_flight_limit(setting: str, saturation: float, slo_ms: float) -> int | None:
-    """The spike client's in-flight limit: a number as given, None for "none", and for
-    "auto" the calls the server answers in half the SLO at its saturation throughput (so
-    the mean time in the server stays at half the SLO: Little's law)."""
+def in_flight_limit(
+    setting: str, saturation: float, slo_ms: float
+) -> int | AdaptiveInFlightLimit | None:
+    """The spike client's in-flight limit: a number as given, None for "none", for "auto"
+    the calls the server answers in half the SLO at its saturation throughput (so the mean
+    time in the server stays at half the SLO: Little's law), and for "adaptive[:N]" an
+    `AdaptiveInFlightLimit` aiming at the SLO, from N (default: auto's)."""
     if setting == "none":
         return None
-    if setting == "auto":
-        return max(1, round(saturation * slo_ms / 1000 / 2))
-    return int(setting)
+    auto = max(1, round(saturation * slo_ms / 1000 / 2))
+    kind, _, start = setting.partition(":")
+    if kind == "adaptive":
+        return AdaptiveInFlightLimit(int(start) if start else auto, target=slo_ms / 1000)
+    return auto if setting == "auto" else int(setting)
 
 
 def rejection_kind(error: ClientError) -> str | None:
@@ -371,13 +382,18 @@ def per_second(timeline: list[Call], start: float, count: int) -> list[list[floa
     return seconds
 
 
-def recovery_seconds(p99s: list[float | None], slo_ms: float) -> int | None:
-    """Seconds until p99 (one value a second, None for a second without answers) comes
-    under the SLO and stays there; None when the last second is still above it."""
-    recovered = len(p99s)
-    while recovered > 0 and p99s[recovered - 1] is not None and p99s[recovered - 1] <= slo_ms:
-        recovered -= 1
-    return recovered if recovered < len(p99s) else None
+def recovery_seconds(seconds: list[list[float]], slo_ms: float) -> int | None:
+    """Seconds until p99 came back under the SLO: the first second from which the calls
+    answered to the end (latencies in seconds, one list a second) have their p99 under it;
+    None when none does. A backlog keeps the p99 of what follows it above the SLO for as
+    long as it lasts; a lone slow second later on (a few calls of the ~250 a second at half
+    saturation) is not one, and does not undo the recovery."""
+    for start in range(len(seconds)):
+        rest = [latency for second in seconds[start:] for latency in second]
+        p99 = percentile_ms(rest, 99, seconds=True)
+        if p99 is not None and p99 <= slo_ms:
+            return start
+    return None
 
 
 def load_plan(changed: set[str], removed: set[str], entries: bool) -> tuple[list, list]:
@@ -607,17 +623,13 @@ class OpenLoop:
             with self._lock:
                 del self._active[index]
 
-    def _wait_for(self, done: Callable[[int, float], bool]) -> None:
-        """Wait until `done(index, started)` holds for every call in flight."""
-        while True:
-            with self._lock:
-                if all(done(index, started) for index, started in self._active.items()):
-                    return
-            time.sleep(0.01)
-
     def settle(self, since: float) -> None:
         """Wait until every call that started before `since` has ended."""
-        self._wait_for(lambda _, started: started >= since)
+        while True:
+            with self._lock:
+                if all(started >= since for started in self._active.values()):
+                    return
+            time.sleep(0.01)
 
     def hold(self) -> None:
         """Start no call until `release` (they stay scheduled, and their latency grows)."""
@@ -625,10 +637,6 @@ class OpenLoop:
 
     def release(self) -> None:
         self._open.set()
-
-    def drain(self, may_stay: Callable[[int], bool]) -> None:
-        """Wait until every call in flight is one that `may_stay` (given its index) allows."""
-        self._wait_for(lambda index, _: may_stay(index))
 
     def stop(self) -> float:
         """Stop scheduling, wait for the scheduled calls; the seconds the load ran."""
@@ -640,16 +648,17 @@ class OpenLoop:
 
 
 def saturation(client: Client, requests: Requests, seconds: float, concurrency: int) -> float:
-    """Closed-loop throughput (calls a second) with `concurrency` calls always in flight."""
-    tally, stop_at = Tally(), time.monotonic() + seconds
+    """Closed-loop throughput (calls a second) with `concurrency` calls always in flight.
+    Every call takes the next index, so the calls alternate kinds as the open loop's do
+    (a worker of its own per kind would make more of the cheaper kind, and overstate what
+    the open loop's mix can get)."""
+    tally, stop_at, indexes = Tally(), time.monotonic() + seconds, itertools.count()
 
-    def work(offset: int) -> None:
-        index = offset
+    def work() -> None:
         while time.monotonic() < stop_at:
-            timed_call(client, requests, index, time.monotonic(), tally)
-            index += concurrency
+            timed_call(client, requests, next(indexes), time.monotonic(), tally)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(concurrency)]
+    threads = [threading.Thread(target=work) for _ in range(concurrency)]
     started = time.monotonic()
     for thread in threads:
         thread.start()
@@ -681,10 +690,6 @@ def server_memory(server: TritonServer) -> dict[str, int]:
     return {name: size for name, size in sizes.items() if size is not None}
 
 
-def read_counts(server: TritonServer, models: set[str] | None = None) -> Counts:
-    return entry_counts(canary_gate.fetch_text(server.metrics_url), models)
-
-
 def settled(read: Callable[[], T], quiet: float = QUIET_S, timeout: float = SETTLE_S) -> T:
     """What `read` returns once it holds still for `quiet` seconds (at most `timeout`):
     Triton counts an ensemble request when its last step's request is released, which can
@@ -698,9 +703,14 @@ def settled(read: Callable[[], T], quiet: float = QUIET_S, timeout: float = SETT
     return value
 
 
-def scrape(server: TritonServer, models: set[str] | None = None) -> Counts:
-    """The entry counts, once settled."""
-    return settled(lambda: read_counts(server, models))
+def scrape(server: TritonServer, models: set[str] | None = None) -> dict[SeriesKey, float]:
+    """The entry models' counters, read once those of `models` (default: all) hold still."""
+
+    def read() -> dict[SeriesKey, float]:
+        return entry_series(canary_gate.fetch_text(server.metrics_url))
+
+    settled(lambda: {key: v for key, v in read().items() if models is None or key[1] in models})
+    return read()
 
 
 def build_release(repo: Path, only: tuple[str, ...], seed: int, invert_ranker: bool) -> None:
@@ -791,7 +801,8 @@ class Harness:
         self.client: Client | None = None
         self.watchdog: StubWatchdog | None = None
         self.load: OpenLoop | None = None
-        self.retired = Counts()  # what models unloaded during a scenario had served
+        #: The entry counters read during a scenario, in time order (`counter_increase`).
+        self.scrapes: list[dict[SeriesKey, float]] = []
 
     def __enter__(self) -> Harness:
         progress(f"starting tritonserver on {self.repo}", "reliability")
@@ -820,9 +831,7 @@ class Harness:
         counters over the same calls."""
         self.tally = Tally()
         report: dict = {"rate": round(rate, 1)}
-        lifetimes = [[scrape(self.server), None]]
-        report["_lifetimes"] = lifetimes
-        self.retired = Counts()
+        self.scrapes = [scrape(self.server)]
         self.load = OpenLoop(
             client or self.client, self.requests, rate, self.tally, workers or self.workers
         ).start()
@@ -830,9 +839,8 @@ class Harness:
             yield report
         finally:
             seconds = self.load.stop()
-        lifetimes[-1][1] = scrape(self.server)
-        lifetimes = [tuple(pair) for pair in report.pop("_lifetimes")]
-        server = lifetime_counts(lifetimes) + self.retired
+        self.scrapes.append(scrape(self.server))
+        server = entry_counts(counter_increase(self.scrapes))
         report.update(self.tally.summary(seconds))
         report["accounting"] = accounting(self.tally, server, report.pop("_gate", (0, 0)))
 
@@ -842,13 +850,14 @@ class Harness:
         changed = {m for m in after if before.get(m) != after[m]}
         unload, load = load_plan(changed, set(before) - set(after), entries)
         started = time.monotonic()
-        # an unloaded model's counters leave /metrics: keep what it served (no call goes
-        # there any more)
-        self.retired += scrape(self.server, set(unload))
+        # An unloaded model's counters may leave /metrics, and a reloaded one's may start
+        # again: read them before (once the unloaded ones' last calls are counted) and after.
+        self.scrapes.append(scrape(self.server, set(unload)))
         for model in unload:
             self.server.unload_model(model)
         for model in load:
             self.server.load_model(model)
+        self.scrapes.append(scrape(self.server, set()))
         return {"unloaded": unload, "loaded": load, "seconds": round(time.monotonic() - started, 2)}
 
     def build(self, only: tuple[str, ...], seed: int, invert_ranker: bool = False) -> float:
@@ -893,8 +902,8 @@ class Settings:
     overload_workers: int = 256
     #: Every stage's queue timeout (µs) in place of the built one; None keeps the build's.
     queue_timeout_us: int | None = None
-    #: `overload`: the spike client's in-flight limit (`in_flight_limit`): "auto", "none"
-    #: or a number.
+    #: `overload`: the spike client's in-flight limit (`in_flight_limit`): "auto", "none",
+    #: "adaptive", "adaptive:N" or a number.
     client_in_flight: str = "auto"
 
 
@@ -1052,16 +1061,15 @@ def server_restart(harness: Harness, settings: Settings, rate: float) -> dict:
     with harness.under_load(rate) as report:
         time.sleep(settings.seconds / 3)
         # No call may complete between the last scrape and the kill, so that the dying
-        # server's counters are exactly what it served: start no new call, freeze the Python
-        # stages (search calls wait there, and meet the kill in flight) and let the
-        # recommend calls, which have no Python stage, end.
+        # server's counters are exactly what it served: start no new call and freeze the
+        # Python stages. Calls waiting there meet the kill in flight; any call past them
+        # ends before the scrape's counters hold still. Kill at once then: a frozen stub
+        # soon fails its calls as "not healthy", and their retries would freeze again.
         harness.watchdog.stop()
         harness.load.hold()
         for pid in server_stubs(server.pid):
             os.kill(pid, signal.SIGSTOP)
-        harness.load.drain(lambda index: Requests.kind(index) == names.SEARCH)
-        lifetimes = report["_lifetimes"]
-        lifetimes[-1][1] = scrape(server)
+        harness.scrapes.append(scrape(server))
         killed_at = time.monotonic()
         os.killpg(server.pid, signal.SIGKILL)
         harness.load.release()  # calls made while the server is down must retry
@@ -1071,7 +1079,7 @@ def server_restart(harness: Harness, settings: Settings, rate: float) -> dict:
         server.start()
         report["down_seconds"] = round(time.monotonic() - killed_at, 2)
         harness.watchdog.start()
-        lifetimes.append([Counts(), None])  # a new process counts from zero
+        harness.scrapes.append({})  # a new process counts from zero
         time.sleep(settings.seconds / 3)
     report["server_lifetimes"] = 2
     report["recovered"] = server.is_ready()
@@ -1139,6 +1147,16 @@ def overload(harness: Harness, settings: Settings, rate: float) -> dict:
     the client retries what they shed within its budget."""
     slo_s = settings.slo_ms / 1000
     limit = in_flight_limit(settings.client_in_flight, rate, settings.slo_ms)
+    adaptive = limit if isinstance(limit, AdaptiveInFlightLimit) else None
+    limits: list[float] = []  # an adaptive limit, each second
+
+    def wait(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(1.0, left))
+            if adaptive is not None:
+                limits.append(round(adaptive.limit, 1))
+
     client = Client(
         harness.server.grpc_url,
         timeout=DEADLINE_SLOS * slo_s,
@@ -1152,7 +1170,7 @@ def overload(harness: Harness, settings: Settings, rate: float) -> dict:
     before_spike = canary_gate.fetch_text(harness.server.metrics_url)
     with client, ReadinessProbe(harness.server.http_url) as probe, load as report:
         spike_start = harness.load.started_at
-        time.sleep(settings.spike_seconds)
+        wait(settings.spike_seconds)
         spike_end = time.monotonic()
         during_spike = stage_work(
             before_spike,
@@ -1161,7 +1179,7 @@ def overload(harness: Harness, settings: Settings, rate: float) -> dict:
             members,
         )
         harness.load.change_rate(settings.after_spike * rate)
-        time.sleep(settings.after_spike_seconds)
+        wait(settings.after_spike_seconds)
         end = time.monotonic()
     timeouts = settled(lambda: read_stage_timeouts(harness.server)) - timeouts
     timeline = harness.tally.timeline
@@ -1169,7 +1187,7 @@ def overload(harness: Harness, settings: Settings, rate: float) -> dict:
     after = window(timeline, spike_end, end, slo_s)
     seconds = per_second(timeline, spike_start, int(end - spike_start))
     p99s = [percentile_ms(latencies, 99, 2, seconds=True) for latencies in seconds]
-    recovery = recovery_seconds(p99s[int(spike_end - spike_start) :], settings.slo_ms)
+    recovery = recovery_seconds(seconds[int(spike_end - spike_start) :], settings.slo_ms)
     rejections = rejection_accounting(
         harness.tally, report["accounting"]["server_failure"], timeouts
     )
@@ -1177,7 +1195,7 @@ def overload(harness: Harness, settings: Settings, rate: float) -> dict:
     report["overload"] = {
         "slo_ms": settings.slo_ms,
         "saturation": round(rate, 1),
-        "client_in_flight_limit": limit,
+        "client_in_flight_limit": adaptive.initial if adaptive else limit,
         "spike": {"rate": round(settings.spike * rate, 1), **spike},
         "after_spike": {"rate": round(settings.after_spike * rate, 1), **after},
         "goodput_share": round(goodput_share, 3),
@@ -1188,6 +1206,17 @@ def overload(harness: Harness, settings: Settings, rate: float) -> dict:
             "p99_ms": p99s,
         },
         "rejections": rejections,
+        **(
+            {
+                "client_in_flight_adaptive": {
+                    "target_ms": settings.slo_ms,
+                    "cuts": adaptive.cuts,
+                    "per_second": limits,
+                }
+            }
+            if adaptive
+            else {}
+        ),
         "stage_work": during_spike,
         "readiness": probe.summary(),
         "checks": {
@@ -1243,6 +1272,16 @@ def run(repo: Path, work: Path, settings: Settings, scenarios: tuple[str, ...]) 
         }
         for name in scenarios:
             fraction = {"soak": settings.load, "overload": 1.0}.get(name, settings.fault_load)
+            if name == "overload" and results["scenarios"]:
+                # its goodput is a share of what the server sustains now, after the
+                # scenarios before it swapped releases, reloaded stages and restarted it
+                progress("overload: measuring saturation again", "reliability")
+                peak = saturation(
+                    harness.client,
+                    harness.requests,
+                    settings.saturation_seconds,
+                    settings.concurrency,
+                )
             progress(f"{name}: open-loop at {fraction:.0%} of {peak:.0f} calls/s", "reliability")
             report = RUNNERS[name](harness, settings, fraction * peak)
             report["passed"] = scenario_passed(report)
@@ -1282,9 +1321,12 @@ def fraction(text: str) -> float:
 
 
 def in_flight_setting(text: str) -> str:
-    if text in ("auto", "none") or (text.isdigit() and int(text) > 0):
+    number = text.removeprefix("adaptive:")
+    if text in ("auto", "none", "adaptive") or (number.isdigit() and int(number) > 0):
         return text
-    raise argparse.ArgumentTypeError(f"expected auto, none or a positive number, got {text!r}")
+    raise argparse.ArgumentTypeError(
+        f"expected auto, none, adaptive, adaptive:N or a positive number N, got {text!r}"
+    )
 
 
 def scenario_list(text: str) -> tuple[str, ...]:
@@ -1356,8 +1398,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--client-in-flight",
         type=in_flight_setting,
-        help="overload: the spike client's limit on calls in flight: a number, none, or auto "
-        f"(default {full.client_in_flight}: the calls answered in half the SLO at saturation)",
+        help="overload: the spike client's limit on calls in flight: a number, none, auto "
+        f"(default {full.client_in_flight}: the calls answered in half the SLO at saturation), "
+        "or adaptive[:N] (AIMD on the SLO, from N; default auto's)",
     )
     parser.add_argument(
         "--crash-stage",
@@ -1404,6 +1447,16 @@ def readme_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def in_flight_label(report: dict) -> str:
+    """The spike client's in-flight limit in a table: "none", N, or "adaptive, N to M" (the
+    limit an adaptive one started and ended the spike at)."""
+    limit, adaptive = report["client_in_flight_limit"], report.get("client_in_flight_adaptive")
+    if adaptive:
+        spike = adaptive["per_second"][: round(report["spike"]["seconds"])]
+        return f"adaptive, {limit} to {spike[-1]:.0f}"
+    return str(limit) if limit else "none"
+
+
 def overload_table(results: dict) -> str:
     """The tables README.md quotes for the `overload` scenario ("" when it did not run)."""
     if "overload" not in results["scenarios"]:
@@ -1430,7 +1483,7 @@ def overload_table(results: dict) -> str:
         "| shed attempts, client / server | queue timeouts, client / server "
         "| readiness probes failed |",
         "|---|---|---|---|---|",
-        f"| {report['recovery_seconds']} s | {report['client_in_flight_limit'] or 'none'} "
+        f"| {report['recovery_seconds']} s | {in_flight_label(report)} "
         f"({shed['client_in_flight_refusals']:,}) | {shed['client_rejections']:,} / "
         f"{shed['server_rejections']:,.0f} | {shed['client_queue_timeout']:,} / "
         f"{shed['server_queue_timeouts']:,.0f} | {probes['not_ready']} of {probes['probes']} |",
@@ -1488,7 +1541,7 @@ def in_flight_table(runs: list[dict]) -> str:
         report = results["scenarios"]["overload"]["overload"]
         spike, shed = report["spike"], report["rejections"]
         lines.append(
-            f"| {report['client_in_flight_limit'] or 'none'} | {report['saturation']:,.0f} "
+            f"| {in_flight_label(report)} | {report['saturation']:,.0f} "
             f"| {spike['rate']:,.0f} | {spike['answered'] / spike['seconds']:,.0f} "
             f"| {report['goodput_share']:.2f} | {spike['p99_ms']:.0f} "
             f"| {shed['client_in_flight_refusals']:,} | {shed['client_rejections']:,} "

@@ -16,7 +16,7 @@ from clients.errors import (
     OverloadedError,
 )
 from clients.results import Response
-from clients.retry import RetryPolicy
+from clients.retry import AdaptiveInFlightLimit, RetryPolicy
 
 #: What each endpoint answers, call after call: a value, or an exception to raise.
 SCRIPTS: dict[str, list] = {}
@@ -167,6 +167,18 @@ def test_a_failed_or_abandoned_attempt_gives_its_slot_back():
         failing.throw(InvalidArgumentError("bad k", "a:1"))
     abandoned.close()  # e.g. an asyncio call cancelled mid-attempt
     assert core.in_flight.in_flight == 0
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_limit_of_its_own_is_used_and_hears_how_each_attempt_ended(driver):
+    core_class, carry_out = DRIVERS[driver]
+    limit = AdaptiveInFlightLimit(4, target=60.0)
+    script = {"a:1": [OverloadedError("busy", "a:1"), response("a:1")]}
+    core = scripted(core_class, script, max_in_flight=limit)
+    assert carry_out(core._infer("search", {}, None, None)).attempts == 2
+    assert core.in_flight is limit and limit.cuts == 1  # the shed attempt cut it
+    assert limit.limit == pytest.approx(4 * 0.9)  # the answer, 1 of 3.6 in flight, did not raise it
+    assert limit.in_flight == 0
 
 
 def test_an_in_flight_limit_is_at_least_one():

@@ -14,6 +14,7 @@ from clients.core import split_urls
 from clients.errors import (
     ContractError,
     DeadlineExceededError,
+    InFlightLimitError,
     InvalidArgumentError,
     NotFoundError,
     OverloadedError,
@@ -22,7 +23,13 @@ from clients.errors import (
     error_for_status,
 )
 from clients.results import Catalog, Response, make_result
-from clients.retry import Attempts, FailureCounts, RetryBudget, RetryPolicy
+from clients.retry import (
+    AdaptiveInFlightLimit,
+    Attempts,
+    FailureCounts,
+    RetryBudget,
+    RetryPolicy,
+)
 from clients.routing import RoundRobin, Route, parse_split, user_point, version_at
 from clients.transport import request_timeout_us
 
@@ -315,6 +322,67 @@ def test_a_spent_budget_stops_retries():
     call.start()
     with pytest.raises(UnavailableError, match="retry budget spent"):
         call.after_failure(UnavailableError("down"))
+
+
+def answer(limit: AdaptiveInFlightLimit, clock: FakeClock, seconds: float, busy: int = 0) -> None:
+    """One attempt answered in `seconds`, while `busy` others are in flight."""
+    limit.in_flight = busy
+    with limit.slot():
+        clock.now += seconds
+    limit.in_flight = 0
+
+
+def test_an_adaptive_limit_grows_by_one_a_round_of_fast_answers_while_it_is_used():
+    clock = FakeClock()
+    limit = AdaptiveInFlightLimit(10, target=0.1, clock=clock)
+    for _ in range(10):
+        answer(limit, clock, 0.05, busy=5)  # over half of it in use
+    assert 10.9 < limit.limit < 11.0  # ten answers of 1/limit each
+    for _ in range(500):
+        answer(limit, clock, 0.05, busy=int(limit.limit) - 1)
+    # additive: limit² grows by about 2 an answer
+    assert limit.limit == pytest.approx((10**2 + 2 * 510) ** 0.5, rel=0.02)
+    grown = limit.limit
+    for _ in range(100):
+        answer(limit, clock, 0.05)  # one call in flight: the limit is not what holds it
+    assert limit.limit == grown
+
+
+def test_an_adaptive_limit_is_cut_once_a_target_by_slow_answers_and_rejections():
+    clock = FakeClock()
+    limit = AdaptiveInFlightLimit(20, target=0.1, clock=clock)
+    answer(limit, clock, 0.2)  # slower than the target
+    assert limit.limit == pytest.approx(18.0) and limit.cuts == 1
+    answer(limit, clock, 0.05)  # one burst of slow answers is one signal: no second cut
+    assert limit.limit == pytest.approx(18.0)  # nor growth: 1 of 18 in use
+    with pytest.raises(OverloadedError), limit.slot():
+        raise OverloadedError("server overloaded")
+    assert limit.cuts == 1
+    clock.now += 0.1
+    with pytest.raises(DeadlineExceededError), limit.slot():
+        raise DeadlineExceededError("no answer within 1 s")
+    assert limit.limit == pytest.approx(18 * 0.9) and limit.cuts == 2
+    with pytest.raises(InvalidArgumentError), limit.slot():  # not a sign of load
+        raise InvalidArgumentError("bad k")
+    assert limit.cuts == 2 and limit.in_flight == 0
+
+
+def test_an_adaptive_limit_stays_within_its_bounds_and_refuses_at_its_floor():
+    clock = FakeClock()
+    limit = AdaptiveInFlightLimit(2, target=0.1, minimum=2, maximum=3, clock=clock)
+    for _ in range(5):
+        clock.now += 1
+        answer(limit, clock, 1.0)
+    assert limit.limit == 2
+    with limit.slot(), limit.slot(), pytest.raises(InFlightLimitError, match="limit of 2"):
+        limit.slot().__enter__()
+    for _ in range(100):
+        answer(limit, clock, 0.01, busy=1)
+    assert limit.limit == 3
+    with pytest.raises(ValueError, match="minimum <= initial <= maximum"):
+        AdaptiveInFlightLimit(1, target=0.1, minimum=2)
+    with pytest.raises(ValueError, match="target > 0"):
+        AdaptiveInFlightLimit(4, target=0.0)
 
 
 # -- contract --------------------------------------------------------------------

@@ -3,10 +3,12 @@ short run of each scenario on the real server (zero lost calls, client and serve
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import threading
 import time
+from collections import Counter
 
 import pytest
 
@@ -37,8 +39,9 @@ nv_inference_request_duration_us{model="search",version="2"} 12345
 
 
 def test_only_entry_ensembles_are_counted_and_failures_are_halved():
-    assert reliability.entry_counts(METRICS) == Counts(success=150, failure=2)
-    assert reliability.entry_counts(METRICS, {"search_v1"}) == Counts(success=10)
+    series = reliability.entry_series(METRICS)
+    assert {model for _, model, _, _ in series} == {"search", "search_v1", "recommend"}
+    assert reliability.entry_counts(series) == Counts(success=150, failure=2)
     assert [reliability.is_entry_model(m) for m in ("search_v3", "recommend", "top_k")] == [
         True,
         True,
@@ -119,6 +122,17 @@ def test_the_spike_clients_in_flight_limit_is_half_an_slo_of_saturation():
     assert reliability.in_flight_limit("auto", saturation=5.0, slo_ms=100.0) == 1
     assert reliability.in_flight_limit("none", 670.0, 100.0) is None
     assert reliability.in_flight_limit("12", 670.0, 100.0) == 12
+    adaptive = reliability.in_flight_limit("adaptive", 670.0, 100.0)
+    assert adaptive.limit == 34 and adaptive.target == 0.1
+    assert reliability.in_flight_limit("adaptive:120", 670.0, 100.0).limit == 120
+    assert [reliability.in_flight_setting(t) for t in ("adaptive:8", "none", "7")] == [
+        "adaptive:8",
+        "none",
+        "7",
+    ]
+    for text in ("adaptive:0", "adaptive:x", "-3", "auto:4"):
+        with pytest.raises(argparse.ArgumentTypeError, match="adaptive:N"):
+            reliability.in_flight_setting(text)
 
 
 def test_rejections_are_told_apart_and_counted_on_both_sides():
@@ -159,9 +173,16 @@ def test_goodput_p99_and_recovery_come_from_the_timeline():
         "due_p99_ms": 297.5,
     }
     assert reliability.per_second(timeline, 0.0, 2) == [[0.05, pytest.approx(0.2)], [0.02]]
-    assert reliability.recovery_seconds([250.0, None, 120.0, 80.0, 90.0], 100) == 3
-    assert reliability.recovery_seconds([80.0, 90.0], 100) == 0
-    assert reliability.recovery_seconds([80.0, 120.0], 100) is None
+
+
+def test_recovery_ends_with_the_backlog_not_with_the_last_slow_second():
+    fast, slow = [0.03] * 100, [0.25] * 100
+    assert reliability.recovery_seconds([slow, [], slow, fast, fast], 100) == 3
+    # a lone slow second long after the spike: 1 % of what follows is no backlog
+    assert reliability.recovery_seconds([slow] + [fast] * 98 + [[0.2]], 100) == 1
+    assert reliability.recovery_seconds([fast, fast], 100) == 0
+    assert reliability.recovery_seconds([fast, slow], 100) is None
+    assert reliability.recovery_seconds([[], []], 100) is None
     assert reliability.recovery_seconds([], 100) is None
 
 
@@ -179,9 +200,33 @@ def test_an_overload_passes_with_shed_calls_but_not_with_other_errors():
     assert not reliability.scenario_passed({k: v for k, v in report.items() if k != "overload"})
 
 
-def test_lifetimes_add_up_after_a_restart():
-    lifetimes = [(Counts(10, 1), Counts(110, 3)), (Counts(), Counts(40, 0))]
-    assert reliability.lifetime_counts(lifetimes) == Counts(140, 2)
+SEARCH_OK = ("nv_inference_request_success", "search", "1", "")
+CANARY_OK = ("nv_inference_request_success", "search_v3", "1", "")
+CANARY_FAILED = ("nv_inference_request_failure", "search_v3", "3", "OTHER")
+
+
+def test_counters_add_up_across_a_restart():
+    before_kill = {SEARCH_OK: 110}
+    # the new process counts from zero (`{}`), even past what the old one had counted
+    scrapes = [{SEARCH_OK: 10}, before_kill, {}, {SEARCH_OK: 130}]
+    assert reliability.counter_increase(scrapes) == {SEARCH_OK: 230}
+
+
+def test_an_unloaded_models_counters_count_once_whether_they_go_or_stay():
+    start, before_unload = {SEARCH_OK: 5}, {SEARCH_OK: 50, CANARY_OK: 7, CANARY_FAILED: 2}
+    gone = {SEARCH_OK: 90}
+    stayed = {SEARCH_OK: 90, CANARY_FAILED: 2}  # Triton 2.51 keeps some of them
+    expected = {SEARCH_OK: 85, CANARY_OK: 7, CANARY_FAILED: 2}
+    assert reliability.counter_increase([start, before_unload, gone]) == expected
+    assert reliability.counter_increase([start, before_unload, stayed]) == expected
+
+
+def test_a_reloaded_models_counters_that_start_again_are_added():
+    assert reliability.counter_increase([{SEARCH_OK: 40}, {SEARCH_OK: 60}, {SEARCH_OK: 3}]) == {
+        SEARCH_OK: 23
+    }
+    # a model loaded during the scenario counts from zero
+    assert reliability.counter_increase([{}, {CANARY_OK: 4}]) == {CANARY_OK: 4}
 
 
 def test_failed_attempts_that_reached_no_model_are_told_apart():
@@ -236,12 +281,31 @@ class StuckSearches:
         return reliability.Requests.kind(index), 1, 1
 
 
-def test_a_held_load_starts_no_call_and_drains_to_the_calls_allowed_to_stay():
+class SlowSearches:
+    """Calls for the closed loop: searches take ten times as long as recommends."""
+
+    def __init__(self) -> None:
+        self.kinds: Counter = Counter()
+
+    def send(self, client, index: int) -> tuple[str, int, int]:
+        kind = reliability.Requests.kind(index)
+        self.kinds[kind] += 1
+        time.sleep(0.01 if kind == "search" else 0.001)
+        return kind, 1, 1
+
+
+def test_saturation_sends_both_kinds_alike_whatever_each_costs():
+    calls = SlowSearches()
+    assert reliability.saturation(None, calls, 0.3, concurrency=4) > 0
+    assert abs(calls.kinds["search"] - calls.kinds["recommend"]) <= 4  # one a worker at most
+
+
+def test_a_held_load_starts_no_call_until_released():
     calls, tally = StuckSearches(), Tally()
     load = reliability.OpenLoop(None, calls, rate=200.0, tally=tally, workers=8).start()
     time.sleep(0.05)
     load.hold()
-    load.drain(lambda index: reliability.Requests.kind(index) == "search")
+    time.sleep(0.05)  # the calls started before the hold end (recommends) or stay (searches)
     started = len(calls.started)
     time.sleep(0.1)
     assert len(calls.started) == started  # held: nothing new starts
@@ -443,6 +507,23 @@ def test_the_clients_in_flight_limit_refuses_before_the_server_sees_the_call(har
 
 
 @pytest.mark.slow
+def test_an_adaptive_limit_is_reported_every_second_and_grows_only_in_use(harness):
+    """16 threads never use half of a limit of 64: it may be cut, never raised."""
+    short = Settings(
+        spike_seconds=2.0,
+        after_spike_seconds=1.0,
+        overload_workers=16,
+        client_in_flight="adaptive:64",
+    )
+    report = reliability.overload(harness, short, RATE)
+    overload = report["overload"]
+    adaptive = overload["client_in_flight_adaptive"]
+    assert overload["client_in_flight_limit"] == 64 and adaptive["target_ms"] == short.slo_ms
+    assert len(adaptive["per_second"]) == 3 and max(adaptive["per_second"]) <= 64
+    assert overload["rejections"]["agree"] and report["accounting"]["agree"]
+
+
+@pytest.mark.slow
 def test_calls_ride_out_a_server_restart(harness):
     report = reliability.server_restart(harness, SHORT, RATE)
     assert_nothing_lost(report)
@@ -489,6 +570,10 @@ def test_the_overload_tables_quote_its_report():
     assert lines[2] == "| spike at 500 calls/s | 60 | 500.0 | 230.0 | 225 | 0.90 | 16,200 | 98.5 |"
     assert lines[3].startswith("| after_spike at 125 calls/s | 30 | 125.0 | 125.0 | 124 |")
     assert lines[-1] == "| 2 s | 12 (4,000) | 17,000 / 17,000 | 16,000 / 16,000 | 0 of 90 |"
+    # an adaptive limit: where it started, and where it was when the spike ended
+    report["client_in_flight_adaptive"] = {"per_second": [11.0] * 59 + [27.6] + [30.2] * 30}
+    tables = reliability.overload_table({"scenarios": {"overload": {"overload": report}}})
+    assert tables.splitlines()[-1].startswith("| 2 s | adaptive, 12 to 28 (4,000) |")
     assert reliability.overload_table({"scenarios": {}}) == ""
 
 
