@@ -169,7 +169,7 @@ class AdaptiveInFlightLimit(InFlightLimit):
     def _observe(self, latency: float | None) -> None:
         with self._lock:
             if latency is not None and latency <= self.target:
-                if 2 * self.in_flight >= self.limit:  # used: room to grow is a signal
+                if 2 * self.in_flight >= self.limit:  # in use: a fast answer says there is room
                     self.limit = min(self.maximum, self.limit + 1 / self.limit)
                 return
             now = self._clock()

@@ -386,8 +386,8 @@ def recovery_seconds(seconds: list[list[float]], slo_ms: float) -> int | None:
     """Seconds until p99 came back under the SLO: the first second from which the calls
     answered to the end (latencies in seconds, one list a second) have their p99 under it;
     None when none does. A backlog keeps the p99 of what follows it above the SLO for as
-    long as it lasts; a lone slow second later on (a few calls of the ~250 a second at half
-    saturation) is not one, and does not undo the recovery."""
+    long as it lasts; a lone slow second later on (a few slow calls) is not one, and does
+    not undo the recovery."""
     for start in range(len(seconds)):
         rest = [latency for second in seconds[start:] for latency in second]
         p99 = percentile_ms(rest, 99, seconds=True)
@@ -668,6 +668,16 @@ def saturation(client: Client, requests: Requests, seconds: float, concurrency: 
 
 
 # -- the server, its processes and its repository --------------------------------------------
+
+
+def generator_cores(work: Callable[[], T]) -> tuple[T, float]:
+    """What `work` returns, and the CPU this process (the load generator, which shares the
+    machine with the server) used meanwhile, in cores."""
+    cpu, started = os.times(), time.monotonic()
+    result = work()
+    end = os.times()
+    used = end.user + end.system - cpu.user - cpu.system
+    return result, round(used / (time.monotonic() - started), 3)
 
 
 def rss_kb(pid: int) -> int | None:
@@ -1170,7 +1180,7 @@ def overload(harness: Harness, settings: Settings, rate: float) -> dict:
     before_spike = canary_gate.fetch_text(harness.server.metrics_url)
     with client, ReadinessProbe(harness.server.http_url) as probe, load as report:
         spike_start = harness.load.started_at
-        wait(settings.spike_seconds)
+        _, spike_cores = generator_cores(lambda: wait(settings.spike_seconds))
         spike_end = time.monotonic()
         during_spike = stage_work(
             before_spike,
@@ -1196,6 +1206,7 @@ def overload(harness: Harness, settings: Settings, rate: float) -> dict:
         "slo_ms": settings.slo_ms,
         "saturation": round(rate, 1),
         "client_in_flight_limit": adaptive.initial if adaptive else limit,
+        "generator_cores_in_spike": spike_cores,
         "spike": {"rate": round(settings.spike * rate, 1), **spike},
         "after_spike": {"rate": round(settings.after_spike * rate, 1), **after},
         "goodput_share": round(goodput_share, 3),
@@ -1206,17 +1217,6 @@ def overload(harness: Harness, settings: Settings, rate: float) -> dict:
             "p99_ms": p99s,
         },
         "rejections": rejections,
-        **(
-            {
-                "client_in_flight_adaptive": {
-                    "target_ms": settings.slo_ms,
-                    "cuts": adaptive.cuts,
-                    "per_second": limits,
-                }
-            }
-            if adaptive
-            else {}
-        ),
         "stage_work": during_spike,
         "readiness": probe.summary(),
         "checks": {
@@ -1233,6 +1233,12 @@ def overload(harness: Harness, settings: Settings, rate: float) -> dict:
             and report["start_lag_p99_ms"] <= LAG_SLOS * settings.slo_ms,
         },
     }
+    if adaptive is not None:
+        report["overload"]["client_in_flight_adaptive"] = {
+            "target_ms": settings.slo_ms,
+            "cuts": adaptive.cuts,
+            "per_second": limits,
+        }
     return report
 
 
@@ -1254,9 +1260,18 @@ def run(repo: Path, work: Path, settings: Settings, scenarios: tuple[str, ...]) 
     ) as harness:
         progress(f"measuring saturation for {settings.saturation_seconds:g} s", "reliability")
         saturation(harness.client, harness.requests, 2.0, settings.concurrency)  # warm-up
-        peak = saturation(
-            harness.client, harness.requests, settings.saturation_seconds, settings.concurrency
-        )
+
+        def measure() -> tuple[float, float]:
+            return generator_cores(
+                lambda: saturation(
+                    harness.client,
+                    harness.requests,
+                    settings.saturation_seconds,
+                    settings.concurrency,
+                )
+            )
+
+        peak, cores = measure()
         results: dict = {
             "date": time.strftime("%Y-%m-%d"),
             "machine": machine.describe(),
@@ -1267,6 +1282,7 @@ def run(repo: Path, work: Path, settings: Settings, scenarios: tuple[str, ...]) 
                 "throughput": round(peak, 1),
                 "concurrency": settings.concurrency,
                 "mix": "search and recommend alternating",
+                "generator_cores": cores,
             },
             "scenarios": {},
         }
@@ -1276,14 +1292,11 @@ def run(repo: Path, work: Path, settings: Settings, scenarios: tuple[str, ...]) 
                 # its goodput is a share of what the server sustains now, after the
                 # scenarios before it swapped releases, reloaded stages and restarted it
                 progress("overload: measuring saturation again", "reliability")
-                peak = saturation(
-                    harness.client,
-                    harness.requests,
-                    settings.saturation_seconds,
-                    settings.concurrency,
-                )
+                peak, cores = measure()
             progress(f"{name}: open-loop at {fraction:.0%} of {peak:.0f} calls/s", "reliability")
             report = RUNNERS[name](harness, settings, fraction * peak)
+            if name == "overload":
+                report["overload"]["generator_cores_at_saturation"] = cores
             report["passed"] = scenario_passed(report)
             results["scenarios"][name] = report
             progress(

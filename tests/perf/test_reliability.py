@@ -521,6 +521,7 @@ def test_an_adaptive_limit_is_reported_every_second_and_grows_only_in_use(harnes
     assert overload["client_in_flight_limit"] == 64 and adaptive["target_ms"] == short.slo_ms
     assert len(adaptive["per_second"]) == 3 and max(adaptive["per_second"]) <= 64
     assert overload["rejections"]["agree"] and report["accounting"]["agree"]
+    assert overload["generator_cores_in_spike"] > 0  # the load generator's own CPU
 
 
 @pytest.mark.slow
