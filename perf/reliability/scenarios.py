@@ -4,7 +4,7 @@ Serves a scratch copy of a built repository with the real `tritonserver` (explic
 control, a `StubWatchdog`) and drives `search` + `recommend` with the project's `Client`
 (retries on) as open-loop load, then runs each scenario under that load:
 
-* `soak`: at `--load` (80 %) of the saturation throughput measured first in the same run;
+* `soak`: at `--load` (60 %) of the saturation throughput measured first in the same run;
   the resident memory of tritonserver and of every backend stub, after a warm-up and at
   the end, must grow less than 5 %;
 * `hot_swap`: a new search release (a retrained ranker) is built and loaded;
@@ -102,6 +102,7 @@ RETRY = RetryPolicy(max_attempts=200, initial_backoff=0.05, max_backoff=2.0)
 DEADLINE_S = 120.0
 T = TypeVar("T")
 QUIET_S, SETTLE_S = 0.5, 10.0  # a scrape's counters must hold still this long (at most)
+KILL_QUIET_S, KILL_WITHIN_S, FREEZE_TRIES = 0.15, 0.5, 10  # see `freeze_stages`
 CANARY_SHARE = 10
 K = 10
 # `overload` passes when: goodput during the spike >= GOODPUT_SHARE of saturation, p99 of the
@@ -713,13 +714,23 @@ def settled(read: Callable[[], T], quiet: float = QUIET_S, timeout: float = SETT
     return value
 
 
-def scrape(server: TritonServer, models: set[str] | None = None) -> dict[SeriesKey, float]:
-    """The entry models' counters, read once those of `models` (default: all) hold still."""
+def scrape(
+    server: TritonServer,
+    models: set[str] | None = None,
+    quiet: float = QUIET_S,
+    timeout: float = SETTLE_S,
+) -> dict[SeriesKey, float]:
+    """The entry models' counters, read once those of `models` (default: all) hold still
+    (see `settled`)."""
 
     def read() -> dict[SeriesKey, float]:
         return entry_series(canary_gate.fetch_text(server.metrics_url))
 
-    settled(lambda: {key: v for key, v in read().items() if models is None or key[1] in models})
+    settled(
+        lambda: {key: v for key, v in read().items() if models is None or key[1] in models},
+        quiet,
+        timeout,
+    )
     return read()
 
 
@@ -1065,21 +1076,39 @@ def stage_crash(harness: Harness, settings: Settings, rate: float) -> dict:
     return report
 
 
+def freeze_stages(harness: Harness) -> tuple[int, dict[SeriesKey, float]]:
+    """Hold the load and freeze the server's Python stages until no call can complete before
+    a kill: (tries, the server's counters then).
+
+    Every pipeline ends at a Python stage, so once they are frozen only the calls already
+    past the last one can complete, within `KILL_QUIET_S`. A frozen stage fails its calls
+    as "not healthy" (the Python backend gives a stub a second to show it is alive, and
+    the stub shows it every 0.3 s), never sooner than 0.7 s after the freeze. A freeze whose
+    counters did not hold still within `KILL_WITHIN_S` of it (a slow machine) is thawed and
+    tried again, so the kill never comes after a failure the counters missed."""
+    stubs = list(server_stubs(harness.server.pid))
+    for tries in itertools.count(1):
+        harness.load.hold()
+        frozen_at = time.monotonic()
+        for pid in stubs:
+            os.kill(pid, signal.SIGSTOP)
+        counters = scrape(harness.server, quiet=KILL_QUIET_S, timeout=KILL_WITHIN_S)
+        if time.monotonic() - frozen_at < KILL_WITHIN_S or tries == FREEZE_TRIES:
+            return tries, counters
+        for pid in stubs:
+            os.kill(pid, signal.SIGCONT)
+        harness.load.release()
+        time.sleep(1.0)
+
+
 def server_restart(harness: Harness, settings: Settings, rate: float) -> dict:
     """Kill the server under load and start it again on the same ports."""
     server = harness.server
     with harness.under_load(rate) as report:
         time.sleep(settings.seconds / 3)
-        # No call may complete between the last scrape and the kill, so that the dying
-        # server's counters are exactly what it served: start no new call and freeze the
-        # Python stages. Calls waiting there meet the kill in flight; any call past them
-        # ends before the scrape's counters hold still. Kill at once then: a frozen stub
-        # soon fails its calls as "not healthy", and their retries would freeze again.
         harness.watchdog.stop()
-        harness.load.hold()
-        for pid in server_stubs(server.pid):
-            os.kill(pid, signal.SIGSTOP)
-        harness.scrapes.append(scrape(server))
+        report["freezes"], last = freeze_stages(harness)
+        harness.scrapes.append(last)
         killed_at = time.monotonic()
         os.killpg(server.pid, signal.SIGKILL)
         harness.load.release()  # calls made while the server is down must retry

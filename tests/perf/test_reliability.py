@@ -412,10 +412,15 @@ def harness(tmp_path_factory, small_repository):
         yield running
 
 
+def assert_accounting_agrees(report: dict) -> None:
+    seen = {"accounting": report["accounting"], "failures": report["failed_attempts_by_error"]}
+    assert report["accounting"]["agree"], json.dumps(seen)
+
+
 def assert_nothing_lost(report: dict) -> None:
     assert report["errors"] == 0, report["failed_attempts_by_error"]
     assert report["requests"] > 0
-    assert report["accounting"]["agree"], json.dumps(report["accounting"])
+    assert_accounting_agrees(report)
     assert reliability.scenario_passed(report), json.dumps(report)
 
 
@@ -497,7 +502,7 @@ def test_the_clients_in_flight_limit_refuses_before_the_server_sees_the_call(har
     rejections = report["overload"]["rejections"]
     assert report["overload"]["client_in_flight_limit"] == 1
     assert rejections["client_in_flight_refusals"] > 0 and rejections["agree"]
-    assert report["accounting"]["agree"], json.dumps(report["accounting"])
+    assert_accounting_agrees(report)
     assert report["overload"]["checks"]["only_overload_failures"]
     refused = "InFlightLimitError: client at its limit of 1 calls in flight"
     assert (
