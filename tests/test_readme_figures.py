@@ -109,6 +109,16 @@ def test_the_adaptive_limit_runs_table_is_the_one_in_their_results():
     assert len({r["date"] for r in runs}) == 1 and f"runs of {runs[0]['date']}" in text
 
 
+def test_the_scheduler_tick_runs_table_is_the_one_in_their_results():
+    runs = [json.loads((RESULTS / "overload" / f"tick_{n}.json").read_text()) for n in (1, 2)]
+    text = (ROOT / "README.md").read_text()
+    assert reliability.in_flight_table(runs) in text
+    assert [r["settings"]["client_in_flight"] for r in runs] == ["auto", "auto"]
+    assert {r["date"] for r in runs} == {
+        json.loads((RESULTS / "reliability.json").read_text())["date"]
+    }
+
+
 def test_the_queue_timeout_table_is_the_one_in_its_results():
     runs = [
         json.loads((RESULTS / "queue_timeouts" / f"{us}.json").read_text())

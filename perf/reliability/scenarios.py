@@ -103,6 +103,9 @@ DEADLINE_S = 120.0
 T = TypeVar("T")
 QUIET_S, SETTLE_S = 0.5, 10.0  # a scrape's counters must hold still this long (at most)
 KILL_QUIET_S, KILL_WITHIN_S, FREEZE_TRIES = 0.15, 0.5, 10  # see `freeze_stages`
+# The open loop's scheduler wakes at most this often: waking for every call (a thousand a
+# second in a spike) took from the 2 cores the server shares with the load generator.
+SCHEDULE_TICK_S = 0.005
 CANARY_SHARE = 10
 K = 10
 # `overload` passes when: goodput during the spike >= GOODPUT_SHARE of saturation, p99 of the
@@ -566,8 +569,9 @@ class OpenLoop:
     """Calls scheduled at `rate` a second whatever the answers, run by `workers` threads.
 
     A call's latency runs from its scheduled time, so time spent queued behind slow
-    answers counts. `change_rate` sets another rate from then on. `stop` stops scheduling
-    and waits for every scheduled call.
+    answers counts, and so does the scheduler's tick: it wakes at most every
+    `SCHEDULE_TICK_S` and hands out every call due by then. `change_rate` sets another rate
+    from then on. `stop` stops scheduling and waits for every scheduled call.
     """
 
     def __init__(
@@ -606,7 +610,7 @@ class OpenLoop:
             due = since + (index - first) / rate
             delay = due - time.monotonic()
             if delay > 0:
-                self._stop.wait(min(delay, 0.1))
+                self._stop.wait(min(max(delay, SCHEDULE_TICK_S), 0.1))
                 continue
             self._queue.put((index, due))
             index += 1

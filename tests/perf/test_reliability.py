@@ -330,6 +330,16 @@ def test_an_open_loop_takes_a_new_rate():
     assert len(calls.started) <= scheduled + 1 + 4  # the next one, and those already queued
 
 
+def test_a_ticking_scheduler_starts_every_call_once_and_none_before_it_is_due():
+    calls, tally = StuckSearches(), Tally()
+    calls.unstick.set()
+    load = reliability.OpenLoop(None, calls, rate=2000.0, tally=tally, workers=4).start()
+    time.sleep(0.2)  # 40 ticks
+    load.stop()
+    assert sorted(calls.started) == list(range(len(calls.started))) and len(calls.started) > 40
+    assert all(call.lag >= 0 for call in tally.timeline)
+
+
 def test_memory_growth():
     growth = reliability.memory_growth({"a": 1000, "b": 1000}, {"a": 1040, "b": 1050}, 0.05)
     assert (growth["growth"], growth["passed"]) == (0.045, True)
