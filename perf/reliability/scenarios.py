@@ -1111,6 +1111,8 @@ def server_restart(harness: Harness, settings: Settings, rate: float) -> dict:
     with harness.under_load(rate) as report:
         time.sleep(settings.seconds / 3)
         harness.watchdog.stop()
+        # The dying server's last counters must be all it served: nothing may complete
+        # between that reading and the kill.
         report["freezes"], last = freeze_stages(harness)
         harness.scrapes.append(last)
         killed_at = time.monotonic()
