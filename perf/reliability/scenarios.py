@@ -18,7 +18,8 @@ control, a `StubWatchdog`) and drives `search` + `recommend` with the project's 
   (`InFlightLimitError`) and the stages' bounded queues shed what still comes too fast
   (UNAVAILABLE, the client's `OverloadedError`, retried within the client's budget);
   the server stays ready, and the report
-  gives the goodput (answers within the SLO a second), the p99 of the answered calls,
+  gives the goodput (answers within the SLO a second, as a share of the saturation read
+  before and after the spike), the p99 of the answered calls,
   the rejections as client and server count them, how long p99 took to come back under
   the SLO, and where the spike's work went (`stage_work`: what each stage answered and
   shed, and how much of it went to calls a later stage shed).
@@ -73,9 +74,10 @@ from clients import (
 )
 from k8s import canary_gate
 from perf import write_results
+from perf.benchmarks import stage_cpu
 from perf.latency import percentile_ms
 from perf.tuning.sweep import apply_tunables, configs_current_value
-from server.launcher import TritonServer, free_ports
+from server.launcher import TritonServer, free_ports, processes_in_group
 from server.stub_watchdog import StubWatchdog, server_stubs
 
 SCENARIOS = ("soak", "hot_swap", "canary_rollback", "stage_crash", "server_restart", "overload")
@@ -108,8 +110,9 @@ KILL_QUIET_S, KILL_WITHIN_S, FREEZE_TRIES = 0.15, 0.5, 10  # see `freeze_stages`
 SCHEDULE_TICK_S = 0.005
 CANARY_SHARE = 10
 K = 10
-# `overload` passes when: goodput during the spike >= GOODPUT_SHARE of saturation, p99 of the
-# answered calls <= P99_SLOS x the SLO, and p99 back under the SLO within RECOVERY_S.
+# `overload` passes when: goodput during the spike >= GOODPUT_SHARE of saturation (the mean of
+# the readings before and after the spike), p99 of the answered calls <= P99_SLOS x the SLO,
+# and p99 back under the SLO within RECOVERY_S.
 GOODPUT_SHARE, P99_SLOS, RECOVERY_S = 0.9, 2.0, 10.0
 # Its client: a deadline of DEADLINE_SLOS x the SLO (the stages' queues shed long before;
 # a deadline the server outlasts would end calls the server still counts), and up to 3
@@ -672,6 +675,37 @@ def saturation(client: Client, requests: Requests, seconds: float, concurrency: 
     return tally.answered / (time.monotonic() - started)
 
 
+class Saturation(NamedTuple):
+    """A saturation reading and what it cost: the load generator's CPU (in cores) and the
+    server's (tritonserver and its stubs) per answered call. The server's CPU per call
+    shows how fast the machine was: on shared virtual cores the same work can cost more
+    CPU at one time than at another."""
+
+    throughput: float
+    generator_cores: float
+    server_cpu_us_per_call: float | None
+
+
+def measure_saturation(harness: Harness, settings: Settings) -> Saturation:
+    """`saturation` over `settings.saturation_seconds`, with what it cost, through a client
+    without retries: a call the server sheds is not answered, and not waited for."""
+    client = Client(
+        harness.server.grpc_url,
+        timeout=DEADLINE_SLOS * settings.slo_ms / 1000,
+        retry=RetryPolicy(max_attempts=1),
+    )
+    with client:
+        before, started = server_cpu(harness.server), time.monotonic()
+        throughput, cores = generator_cores(
+            lambda: saturation(
+                client, harness.requests, settings.saturation_seconds, settings.concurrency
+            )
+        )
+        after, seconds = server_cpu(harness.server), time.monotonic() - started
+    cpu_us = cpu_us_per_call(before, after, throughput * seconds)
+    return Saturation(round(throughput, 1), cores, cpu_us)
+
+
 # -- the server, its processes and its repository --------------------------------------------
 
 
@@ -683,6 +717,20 @@ def generator_cores(work: Callable[[], T]) -> tuple[T, float]:
     end = os.times()
     used = end.user + end.system - cpu.user - cpu.system
     return result, round(used / (time.monotonic() - started), 3)
+
+
+def server_cpu(server: TritonServer) -> stage_cpu.Snapshot:
+    """The CPU seconds of tritonserver and of its stubs (its process group) so far."""
+    return stage_cpu.snapshot({pid: "server" for pid in processes_in_group(server.pid)})
+
+
+def cpu_us_per_call(
+    before: stage_cpu.Snapshot, after: stage_cpu.Snapshot, calls: float
+) -> float | None:
+    """The server's CPU between two `server_cpu` readings per call answered meanwhile, in
+    µs (processes in both readings; None when no call was answered)."""
+    spent = sum(seconds - before[pid][1] for pid, (_, seconds) in after.items() if pid in before)
+    return round(spent / calls * 1e6, 1) if calls > 0 else None
 
 
 def rss_kb(pid: int) -> int | None:
@@ -1189,7 +1237,8 @@ def overload(harness: Harness, settings: Settings, rate: float) -> dict:
     through a client whose deadline (`DEADLINE_SLOS`) outlasts the stages' queue timeouts
     and whose in-flight limit (`settings.client_in_flight`) refuses at once what the server
     could not answer within the SLO; the bounded queues shed what still comes too fast, and
-    the client retries what they shed within its budget."""
+    the client retries what they shed within its budget. Saturation is read again after it:
+    the goodput is a share of the mean of `rate` and that reading."""
     slo_s = settings.slo_ms / 1000
     limit = in_flight_limit(settings.client_in_flight, rate, settings.slo_ms)
     adaptive = limit if isinstance(limit, AdaptiveInFlightLimit) else None
@@ -1214,9 +1263,9 @@ def overload(harness: Harness, settings: Settings, rate: float) -> dict:
     load = harness.under_load(settings.spike * rate, client, settings.overload_workers)
     before_spike = canary_gate.fetch_text(harness.server.metrics_url)
     with client, ReadinessProbe(harness.server.http_url) as probe, load as report:
-        spike_start = harness.load.started_at
+        spike_start, cpu_at_start = harness.load.started_at, server_cpu(harness.server)
         _, spike_cores = generator_cores(lambda: wait(settings.spike_seconds))
-        spike_end = time.monotonic()
+        spike_end, cpu_at_end = time.monotonic(), server_cpu(harness.server)
         during_spike = stage_work(
             before_spike,
             canary_gate.fetch_text(harness.server.metrics_url),
@@ -1227,6 +1276,11 @@ def overload(harness: Harness, settings: Settings, rate: float) -> dict:
         wait(settings.after_spike_seconds)
         end = time.monotonic()
     timeouts = settled(lambda: read_stage_timeouts(harness.server)) - timeouts
+    # The machine's speed can drift between the reading before the spike and the spike:
+    # read saturation after it too, and count the goodput against the two readings' mean.
+    progress("overload: measuring saturation after the spike", "reliability")
+    after_reading = measure_saturation(harness, settings)
+    capacity = (rate + after_reading.throughput) / 2
     timeline = harness.tally.timeline
     spike = window(timeline, spike_start, spike_end, slo_s)
     after = window(timeline, spike_end, end, slo_s)
@@ -1236,10 +1290,16 @@ def overload(harness: Harness, settings: Settings, rate: float) -> dict:
     rejections = rejection_accounting(
         harness.tally, report["accounting"]["server_failure"], timeouts
     )
-    goodput_share = spike["goodput"] / rate
+    goodput_share = spike["goodput"] / capacity
     report["overload"] = {
         "slo_ms": settings.slo_ms,
         "saturation": round(rate, 1),
+        "saturation_after": after_reading.throughput,
+        "capacity": round(capacity, 1),
+        "server_cpu_us_per_call": {
+            "spike": cpu_us_per_call(cpu_at_start, cpu_at_end, spike["answered"]),
+            "saturation_after": after_reading.server_cpu_us_per_call,
+        },
         "client_in_flight_limit": adaptive.initial if adaptive else limit,
         "generator_cores_in_spike": spike_cores,
         "spike": {"rate": round(settings.spike * rate, 1), **spike},
@@ -1295,18 +1355,7 @@ def run(repo: Path, work: Path, settings: Settings, scenarios: tuple[str, ...]) 
     ) as harness:
         progress(f"measuring saturation for {settings.saturation_seconds:g} s", "reliability")
         saturation(harness.client, harness.requests, 2.0, settings.concurrency)  # warm-up
-
-        def measure() -> tuple[float, float]:
-            return generator_cores(
-                lambda: saturation(
-                    harness.client,
-                    harness.requests,
-                    settings.saturation_seconds,
-                    settings.concurrency,
-                )
-            )
-
-        peak, cores = measure()
+        reading = measure_saturation(harness, settings)
         results: dict = {
             "date": time.strftime("%Y-%m-%d"),
             "machine": machine.describe(),
@@ -1314,10 +1363,9 @@ def run(repo: Path, work: Path, settings: Settings, scenarios: tuple[str, ...]) 
             "settings": asdict(settings),
             "queue_timeouts_us": queue_timeouts(harness.repo),
             "saturation": {
-                "throughput": round(peak, 1),
                 "concurrency": settings.concurrency,
                 "mix": "search and recommend alternating",
-                "generator_cores": cores,
+                **reading._asdict(),
             },
             "scenarios": {},
         }
@@ -1327,11 +1375,15 @@ def run(repo: Path, work: Path, settings: Settings, scenarios: tuple[str, ...]) 
                 # its goodput is a share of what the server sustains now, after the
                 # scenarios before it swapped releases, reloaded stages and restarted it
                 progress("overload: measuring saturation again", "reliability")
-                peak, cores = measure()
+                reading = measure_saturation(harness, settings)
+            peak = reading.throughput
             progress(f"{name}: open-loop at {fraction:.0%} of {peak:.0f} calls/s", "reliability")
             report = RUNNERS[name](harness, settings, fraction * peak)
             if name == "overload":
-                report["overload"]["generator_cores_at_saturation"] = cores
+                report["overload"]["generator_cores_at_saturation"] = reading.generator_cores
+                report["overload"]["server_cpu_us_per_call"]["saturation"] = (
+                    reading.server_cpu_us_per_call
+                )
             report["passed"] = scenario_passed(report)
             results["scenarios"][name] = report
             progress(
@@ -1521,11 +1573,18 @@ def overload_table(results: dict) -> str:
         rows.append(
             f"| {phase} at {part['rate']:g} calls/s | {seconds:g} "
             f"| {part['requests'] / seconds:.1f} | {part['answered'] / seconds:.1f} "
-            f"| {part['goodput']:g} | {part['goodput'] / report['saturation']:.2f} "
+            f"| {part['goodput']:g} | {part['goodput'] / report['capacity']:.2f} "
             f"| {part['requests'] - part['answered']:,} | {part['p99_ms']} |"
         )
     shed, probes = report["rejections"], report["readiness"]
+    cpu = report["server_cpu_us_per_call"]
     rows += [
+        "",
+        "| saturation before the spike, calls/s | after it | their mean "
+        "| the server's CPU per answered call, µs: before / spike / after |",
+        "|---|---|---|---|",
+        f"| {report['saturation']:g} | {report['saturation_after']:g} | {report['capacity']:g} "
+        f"| {cpu['saturation']:,.0f} / {cpu['spike']:,.0f} / {cpu['saturation_after']:,.0f} |",
         "",
         "| p99 under the SLO again after | client's in-flight limit (attempts it refused) "
         "| shed attempts, client / server | queue timeouts, client / server "
@@ -1618,6 +1677,46 @@ def queue_timeout_table(runs: list[dict]) -> str:
             f"| {swap['errors']:,} ({swap['failed_attempts']:,}) "
             f"| {restart['errors']:,}, {restart['p99_ms'] / 1000:.1f} "
             f"| {spike['goodput_share']:.2f} | {spike['spike']['p99_ms']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def full_runs_table(runs: list[dict]) -> str:
+    """One row per full run, in order (README.md quotes docs/results/reliability_runs/): the
+    saturation readings and the server's CPU per call at each, what the spike gave, and the
+    scenarios that passed; "–" for what a run did not record."""
+
+    def figure(value: float | None, spec: str = ",.0f") -> str:
+        return "–" if value is None else format(value, spec)
+
+    lines = [
+        "| run | saturation calls/s: start / before the spike / after it "
+        "| the server's CPU per call, µs: the same three | spike goodput ÷ the reading before "
+        "| ÷ the mean of before and after | spike answered p99 ms | scenarios passed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for n, results in enumerate(runs, 1):
+        scenarios = results["scenarios"]
+        report = scenarios["overload"]["overload"]
+        cpu = report.get("server_cpu_us_per_call", {})
+        readings = (
+            results["saturation"]["throughput"],
+            report["saturation"],
+            report.get("saturation_after"),
+        )
+        costs = (
+            results["saturation"].get("server_cpu_us_per_call"),
+            cpu.get("saturation"),
+            cpu.get("saturation_after"),
+        )
+        goodput = report["spike"]["goodput"]
+        capacity = report.get("capacity")
+        passed = sum(r["passed"] for r in scenarios.values())
+        lines.append(
+            f"| {n} | {' / '.join(map(figure, readings))} | {' / '.join(map(figure, costs))} "
+            f"| {goodput / report['saturation']:.2f} "
+            f"| {figure(None if capacity is None else goodput / capacity, '.2f')} "
+            f"| {report['spike']['p99_ms']:.0f} | {passed} of {len(scenarios)} |"
         )
     return "\n".join(lines) + "\n"
 

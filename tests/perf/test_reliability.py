@@ -300,6 +300,14 @@ def test_saturation_sends_both_kinds_alike_whatever_each_costs():
     assert abs(calls.kinds["search"] - calls.kinds["recommend"]) <= 4  # one a worker at most
 
 
+def test_the_servers_cpu_per_call_counts_the_processes_it_read_twice():
+    before = {10: ("server", 5.0), 11: ("server", 1.0), 12: ("server", 2.0)}
+    # 12 ended (a reloaded stub), 13 started meanwhile: neither counts
+    after = {10: ("server", 5.3), 11: ("server", 1.1), 13: ("server", 9.0)}
+    assert reliability.cpu_us_per_call(before, after, calls=200) == 2000.0
+    assert reliability.cpu_us_per_call(before, after, calls=0) is None
+
+
 def test_a_held_load_starts_no_call_until_released():
     calls, tally = StuckSearches(), Tally()
     load = reliability.OpenLoop(None, calls, rate=200.0, tally=tally, workers=8).start()
@@ -476,7 +484,11 @@ def test_an_overload_sheds_with_unavailable_and_both_sides_count_it(harness):
         ranker, config=apply_tunables(original, {"default_timeout_microseconds": 1})
     )
     short = Settings(
-        spike_seconds=3.0, after_spike_seconds=2.0, overload_workers=16, client_in_flight="none"
+        spike_seconds=3.0,
+        after_spike_seconds=2.0,
+        overload_workers=16,
+        client_in_flight="none",
+        saturation_seconds=1.0,
     )
     try:
         report = reliability.overload(harness, short, RATE)
@@ -506,7 +518,11 @@ def test_the_clients_in_flight_limit_refuses_before_the_server_sees_the_call(har
     """One call in flight at a time from 16 threads: the client refuses most attempts
     itself; the server counts exactly the calls that reached it."""
     short = Settings(
-        spike_seconds=2.0, after_spike_seconds=1.0, overload_workers=16, client_in_flight="1"
+        spike_seconds=2.0,
+        after_spike_seconds=1.0,
+        overload_workers=16,
+        client_in_flight="1",
+        saturation_seconds=1.0,
     )
     report = reliability.overload(harness, short, RATE)
     rejections = report["overload"]["rejections"]
@@ -529,6 +545,7 @@ def test_an_adaptive_limit_is_reported_every_second_and_grows_only_in_use(harnes
         after_spike_seconds=1.0,
         overload_workers=16,
         client_in_flight="adaptive:64",
+        saturation_seconds=1.0,
     )
     report = reliability.overload(harness, short, RATE)
     overload = report["overload"]
@@ -537,6 +554,9 @@ def test_an_adaptive_limit_is_reported_every_second_and_grows_only_in_use(harnes
     assert len(adaptive["per_second"]) == 3 and max(adaptive["per_second"]) <= 64
     assert overload["rejections"]["agree"] and report["accounting"]["agree"]
     assert overload["generator_cores_in_spike"] > 0  # the load generator's own CPU
+    # saturation read again after the spike; the goodput counts against both readings
+    assert overload["saturation_after"] > 0 and overload["server_cpu_us_per_call"]["spike"] > 0
+    assert overload["capacity"] == round((RATE + overload["saturation_after"]) / 2, 1)
 
 
 @pytest.mark.slow
@@ -567,7 +587,10 @@ def test_the_overload_tables_quote_its_report():
     spike = {"seconds": 60.0, "requests": 30000, "answered": 13800, "goodput": 225.0}
     after = {"seconds": 30.0, "requests": 3750, "answered": 3750, "goodput": 124.0}
     report = {
-        "saturation": 250.0,
+        "saturation": 240.0,
+        "saturation_after": 260.0,
+        "capacity": 250.0,
+        "server_cpu_us_per_call": {"saturation": 2950, "spike": 3104.4, "saturation_after": 3020},
         "spike": {"rate": 500.0, **spike, "p99_ms": 98.5},
         "after_spike": {"rate": 125.0, **after, "p99_ms": 61.2},
         "recovery_seconds": 2,
@@ -585,12 +608,31 @@ def test_the_overload_tables_quote_its_report():
     lines = tables.splitlines()
     assert lines[2] == "| spike at 500 calls/s | 60 | 500.0 | 230.0 | 225 | 0.90 | 16,200 | 98.5 |"
     assert lines[3].startswith("| after_spike at 125 calls/s | 30 | 125.0 | 125.0 | 124 |")
+    # goodput counts against the mean of the readings before and after the spike
+    assert lines[7] == "| 240 | 260 | 250 | 2,950 / 3,104 / 3,020 |"
     assert lines[-1] == "| 2 s | 12 (4,000) | 17,000 / 17,000 | 16,000 / 16,000 | 0 of 90 |"
     # an adaptive limit: where it started, and where it was when the spike ended
     report["client_in_flight_adaptive"] = {"per_second": [11.0] * 59 + [27.6] + [30.2] * 30}
     tables = reliability.overload_table({"scenarios": {"overload": {"overload": report}}})
     assert tables.splitlines()[-1].startswith("| 2 s | adaptive, 12 to 28 (4,000) |")
     assert reliability.overload_table({"scenarios": {}}) == ""
+
+
+def test_the_full_runs_table_gives_each_runs_readings_and_dashes_what_it_lacks():
+    def run(after: float | None) -> dict:
+        overload = {"saturation": 400.0, "spike": {"goodput": 380.0, "p99_ms": 91.4}}
+        if after is not None:
+            overload |= {
+                "saturation_after": after,
+                "capacity": (400.0 + after) / 2,
+                "server_cpu_us_per_call": {"saturation": 3100.0, "saturation_after": 3300.0},
+            }
+        scenarios = {"soak": {"passed": True}, "overload": {"passed": True, "overload": overload}}
+        return {"saturation": {"throughput": 450.0}, "scenarios": scenarios}
+
+    lines = reliability.full_runs_table([run(None), run(360.0)]).splitlines()
+    assert lines[2] == "| 1 | 450 / 400 / – | – / – / – | 0.95 | – | 91 | 2 of 2 |"
+    assert lines[3] == "| 2 | 450 / 400 / 360 | – / 3,100 / 3,300 | 0.95 | 1.00 | 91 | 2 of 2 |"
 
 
 def test_the_stage_work_table_gives_each_runs_figures():
