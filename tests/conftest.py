@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,11 @@ from builders.data import Dataset, load_dataset
 from server import TritonServer
 
 pytest_plugins = ["server.pytest_plugin"]
+
+# A background job of a non-interactive shell (`make test &` in a script) starts with SIGINT
+# ignored, and the CLIs the tests start would inherit that and never see the tests' Ctrl-C.
+# A handler is not inherited: they start with the default, as from a terminal.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
