@@ -35,6 +35,16 @@ def snapshot(labels: dict[int, str]) -> Snapshot:
     return found
 
 
+def spent(before: Snapshot, after: Snapshot) -> dict[str, float]:
+    """CPU seconds of each process label between two snapshots (processes present in both;
+    a label's processes, e.g. two instances of one model, add up)."""
+    seconds: dict[str, float] = {}
+    for pid, (label, cpu) in after.items():
+        if pid in before:
+            seconds[label] = seconds.get(label, 0.0) + cpu - before[pid][1]
+    return seconds
+
+
 def breakdown(
     before: Snapshot,
     after: Snapshot,
@@ -42,23 +52,19 @@ def breakdown(
     wall_s: float,
     cores: int,
 ) -> dict:
-    """CPU per request of each process label between two snapshots (processes present in
-    both; a label's processes, e.g. two instances of one model, add up), with each label's
-    share of what the cores could have spent."""
+    """CPU per request of each process label between two snapshots (`spent`), with each
+    label's share of what the cores could have spent."""
     if requests <= 0 or wall_s <= 0:
         raise ValueError("a breakdown needs requests answered over a positive time")
-    spent: dict[str, float] = {}
-    for pid, (label, seconds) in after.items():
-        if pid in before:
-            spent[label] = spent.get(label, 0.0) + seconds - before[pid][1]
+    by_label = spent(before, after)
     rows = {
         label: {
             "cpu_us_per_request": round(seconds / requests * 1e6, 1),
             "share_of_cores": round(seconds / (cores * wall_s), 4),
         }
-        for label, seconds in sorted(spent.items(), key=lambda item: -item[1])
+        for label, seconds in sorted(by_label.items(), key=lambda item: -item[1])
     }
-    total = sum(spent.values())
+    total = sum(by_label.values())
     return {
         "requests": requests,
         "wall_s": round(wall_s, 3),

@@ -729,7 +729,7 @@ def cpu_us_per_call(
 ) -> float | None:
     """The server's CPU between two `server_cpu` readings per call answered meanwhile, in
     µs (processes in both readings; None when no call was answered)."""
-    spent = sum(seconds - before[pid][1] for pid, (_, seconds) in after.items() if pid in before)
+    spent = sum(stage_cpu.spent(before, after).values())
     return round(spent / calls * 1e6, 1) if calls > 0 else None
 
 
