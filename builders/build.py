@@ -29,6 +29,7 @@ from builders.pipelines import PIPELINE_FILE, PipelineSpec, Stage
 from builders.progress import progress
 from builders.repository import (
     CONFIG,
+    MANIFEST,
     RepositoryError,
     VersionExistsError,
     model_versions,
@@ -933,6 +934,8 @@ def build_pipeline(ctx: BuildContext, kind: str) -> None:
     index_manifest = read_manifest(ctx.repo, stages["index"].model, stages["index"].version)
     if index_manifest["metrics"]["index"] == "exact":
         stages = build_release_retrieval(ctx, kind, stages)
+        if "hybrid" in stages and ctx.options.profile == "cpu":
+            stages = build_release_query(ctx, stages)
     spec = PipelineSpec(kind, int(index_manifest["metrics"]["num_candidates"]), stages)
 
     def populate(folder: Path) -> None:
@@ -1001,6 +1004,42 @@ def build_release_retrieval(ctx: BuildContext, kind: str, stages: dict) -> dict[
         )
     roles = {r: s for r, s in stages.items() if r not in (role, "index")}
     return {"retrieval": Stage(name, ctx.version), **roles}
+
+
+def build_release_query(ctx: BuildContext, stages: dict) -> dict[str, Stage]:
+    """The release's tokenizer, `retrieval` and hybrid stages as one Python model
+    (`runtime.query_model`), written at the release's version from their version folders; it
+    takes their place in the release as the role `query` (its manifest names them). Only the
+    cpu profile composes it: there every stage is a process of its own, and one stage instead
+    of three saves two hops; the gpu profile keeps the encoder in a stage of its own, on the
+    GPU."""
+    parts = {role: stages[role] for role in pipelines.QUERY_PARTS.values()}
+    folders = {role: ctx.repo / s.model / str(s.version) for role, s in parts.items()}
+    progress(f"composing {', '.join(s.model for s in parts.values())} into {names.SEARCH_QUERY}")
+    tokenizer = parse_pbtxt((ctx.repo / parts["tokenizer"].model / CONFIG).read_text())
+    parameters = {k: v["string_value"] for k, v in tokenizer.get("parameters", {}).items()}
+    hybrid = read_manifest(ctx.repo, parts["hybrid"].model, parts["hybrid"].version)
+
+    def populate(folder: Path) -> None:
+        # The hybrid stage's data (BM25 index, synonyms, fusion settings, item embeddings).
+        for path in folders["hybrid"].iterdir():
+            if path.suffix == ".py" or path.name in (MANIFEST, "__pycache__"):
+                continue
+            copy = shutil.copytree if path.is_dir() else shutil.copy2
+            copy(path, folder / path.name)
+        shutil.copy2(folders["tokenizer"] / "tokenizer.json", folder / "tokenizer.json")
+        shutil.copy2(folders["retrieval"] / "model.onnx", folder / "model.onnx")
+        modules = ("lexical", "synonyms", "fusion", "tokenization")
+        # With the tokenizer's and the hybrid stage's own glue, which the composed stage runs.
+        copy_runtime(folder, *modules, "tokenizer_model", "hybrid_model", glue="query_model")
+
+    ctx.write(
+        names.search_query_spec(int(hybrid["metrics"]["num_candidates"]), parameters),
+        populate,
+        depends_on={s.model: s.version for s in parts.values()},
+    )
+    kept = {r: s for r, s in stages.items() if r not in parts}
+    return {"query": Stage(names.SEARCH_QUERY, ctx.version), **kept}
 
 
 #: The index's outputs, in the order the parity check compares them.

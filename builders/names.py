@@ -8,6 +8,8 @@ and get.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from builders.runtime import features
 from builders.specs import DynamicBatching, ModelSpec, TensorSpec, queue_policy
 
@@ -19,6 +21,7 @@ QUERY_ENCODER_SHALLOW = "query_encoder_shallow"
 SEARCH_INDEX = "search_index"
 SEARCH_RETRIEVAL = "search_retrieval"
 HYBRID_RETRIEVAL = "hybrid_retrieval"
+SEARCH_QUERY = "search_query"
 RANKING_FEATURES = "ranking_features"
 SEARCH_RANKER = "search_ranker"
 USER_TOWER = "user_tower"
@@ -88,6 +91,7 @@ QUERY_ONLY_STAGES = (
     SEARCH_INDEX,
     SEARCH_RETRIEVAL,
     HYBRID_RETRIEVAL,
+    SEARCH_QUERY,
 )
 #: A release's exact index served inside its producer's graph (`retrieval.compose_retrieval`),
 #: by pipeline kind; written with each release, at the release's version.
@@ -204,13 +208,35 @@ def hybrid_retrieval_spec(num_candidates: int, dim: int) -> ModelSpec:
             TensorSpec("dense_scores", "FP32", (-1,)),
             TensorSpec("query_embedding", "FP32", (dim,)),
         ),
-        outputs=(
-            TensorSpec("candidate_indexes", "INT64", (num_candidates,)),
-            TensorSpec("candidate_scores", "FP32", (num_candidates,)),
-            TensorSpec("candidate_dense_scores", "FP32", (num_candidates,)),
-            TensorSpec("candidate_lexical_scores", "FP32", (num_candidates,)),
-        ),
+        outputs=fused_candidates(num_candidates),
         dynamic_batching=_batching(500),
+        response_cache=True,
+    )
+
+
+def fused_candidates(num_candidates: int) -> tuple[TensorSpec, ...]:
+    """The hybrid candidates, in fused order: their indexes, fused, dense and lexical scores."""
+    return (
+        TensorSpec("candidate_indexes", "INT64", (num_candidates,)),
+        TensorSpec("candidate_scores", "FP32", (num_candidates,)),
+        TensorSpec("candidate_dense_scores", "FP32", (num_candidates,)),
+        TensorSpec("candidate_lexical_scores", "FP32", (num_candidates,)),
+    )
+
+
+def search_query_spec(num_candidates: int, tokenizer_parameters: Mapping[str, str]) -> ModelSpec:
+    """A search release's tokenizer, query encoder with its exact index, and hybrid retrieval
+    in one Python model (`runtime.query_model`): the query in, the hybrid stage's candidates
+    out; the tokenizer's parameters, and the encoder's batching (the costly part).
+    `intra_op_thread_count` sets ONNX Runtime's threads (0: its default)."""
+    return ModelSpec(
+        name=SEARCH_QUERY,
+        backend="python",
+        max_batch_size=STAGE_MAX_BATCH,
+        inputs=(TensorSpec("query", "STRING", (1,), warmup_value=WARMUP_QUERY),),
+        outputs=fused_candidates(num_candidates),
+        dynamic_batching=_batching(),
+        parameters={**tokenizer_parameters, "intra_op_thread_count": "0"},
         response_cache=True,
     )
 

@@ -61,7 +61,7 @@ class OfflinePipeline:
         self.repo = Path(repo)
         self.folder = self.repo / kind / str(version)
         self.spec = PipelineSpec.load(self.folder / PIPELINE_FILE)
-        self.stages = lineage(self.repo, self.spec)  # with the parts of `retrieval`
+        self.stages = lineage(self.repo, self.spec)  # with the parts of `query`, `retrieval`
         self.item_ids = np.load(self.stage_folder("top_k") / "item_ids.npy")
         self._sessions: dict[str, object] = {}
 
@@ -123,7 +123,7 @@ class OfflinePipeline:
         item indexes and scores [requests, N], best first: by the release's `retrieval`
         model where it serves one, else by its producer and then its index."""
         search = self.spec.kind == "search"
-        if "retrieval" in self.spec.stages:
+        if "retrieval" in self.stages:
             feeds = (
                 self._tokens(queries)
                 if search
@@ -190,7 +190,7 @@ class OfflinePipeline:
         """What the retrieval stages hand to the ranker (or, without one, to top-k); `fusion`
         replaces the fusion version's settings (to compare methods)."""
         embeddings, *dense = self.retrieve(queries, user_ids)
-        if "hybrid" not in self.spec.stages:
+        if "hybrid" not in self.stages:
             return Candidates(dense[0], dense[1], dense[1], None)
         folder = self.stage_folder("hybrid")
         if "fusion" not in self._sessions:

@@ -72,14 +72,25 @@ class PipelineSpec:
         return json.dumps(body, indent=2, sort_keys=True) + "\n"
 
 
+#: The models a search release's `query` stage is composed of, and their roles.
+QUERY_PARTS = {
+    names.QUERY_TOKENIZER: "tokenizer",
+    names.SEARCH_RETRIEVAL: "retrieval",
+    names.HYBRID_RETRIEVAL: "hybrid",
+}
 #: The role whose model embeds the queries (search) or the users (recommend).
 PRODUCER_ROLE = {names.SEARCH: "encoder", names.RECOMMEND: "user_tower"}
 
 
 def lineage(repo: Path, spec: PipelineSpec) -> dict[str, Stage]:
-    """The release's stages by role, and where it serves `retrieval` (its producer and
-    exact index as one model), the producer and the index that model was composed from."""
+    """The release's stages by role, and the stages its composed models were made from:
+    where it serves `query` (tokenizer, retrieval and hybrid as one model), those three;
+    where it serves `retrieval` (its producer and exact index as one model), those two."""
     stages = dict(spec.stages)
+    if "query" in stages:
+        query = stages["query"]
+        parts = read_manifest(repo, query.model, query.version)["depends_on"]
+        stages.update({QUERY_PARTS[model]: Stage(model, v) for model, v in parts.items()})
     if "retrieval" in stages:
         retrieval = stages["retrieval"]
         parts = read_manifest(repo, retrieval.model, retrieval.version)["depends_on"]
@@ -117,10 +128,14 @@ def _step(stage: Stage, input_map: dict[str, str], output_map: dict[str, str]) -
 def ensemble_steps(spec: PipelineSpec) -> tuple[EnsembleStep, ...]:
     """The steps of a release, in order; tensor names are the stages' own where they meet.
 
-    Retrieval is the role `retrieval` where the release serves its exact index inside the
-    producer's graph (`retrieval.compose_retrieval`), else the producer (`encoder` or
-    `user_tower`) and then the `index` (ANN)."""
+    Search serves the role `query` where the release composed its tokenizer, retrieval and
+    hybrid stages into one model (`build.build_release_query`). Else retrieval is the role
+    `retrieval` where the release serves its exact index inside the producer's graph
+    (`retrieval.compose_retrieval`), else the producer (`encoder` or `user_tower`) and then
+    the `index` (ANN)."""
     stages = spec.stages
+    if "query" in stages:
+        return _ranked_steps(stages, [_query_step(stages)], "fused_scores", hybrid=True)
     hybrid = "hybrid" in stages  # dense and BM25 candidates, fused
     retrieved = (
         {"candidate_indexes": "dense_indexes", "candidate_scores": "dense_scores"}
@@ -150,34 +165,46 @@ def ensemble_steps(spec: PipelineSpec) -> tuple[EnsembleStep, ...]:
             _step(stages["index"], {"query_embedding": "query_embedding"}, retrieved),
         ]
     final_scores = "retrieval_scores"  # without a ranker: retrieval order
+    if hybrid:
+        hybrid_inputs = {
+            "query": "query",
+            "dense_indexes": "dense_indexes",
+            "dense_scores": "dense_scores",
+            "query_embedding": "query_embedding",
+        }
+        steps.append(_step(stages["hybrid"], hybrid_inputs, _fused_outputs(stages)))
+        final_scores = "fused_scores"
+    return _ranked_steps(stages, steps, final_scores, hybrid)
+
+
+def _query_step(stages: dict[str, Stage]) -> EnsembleStep:
+    """The `query` stage: the query in, the fused candidates out."""
+    return _step(stages["query"], {"query": "query"}, _fused_outputs(stages))
+
+
+def _fused_outputs(stages: dict[str, Stage]) -> dict[str, str]:
+    """What the hybrid candidates hand on: the ranker reads the two scores, top-k without a
+    ranker the fused one."""
+    if "ranker" in stages:
+        return {
+            "candidate_indexes": "candidate_indexes",
+            "candidate_dense_scores": "retrieval_scores",
+            "candidate_lexical_scores": "lexical_scores",
+        }
+    return {"candidate_indexes": "candidate_indexes", "candidate_scores": "fused_scores"}
+
+
+def _ranked_steps(
+    stages: dict[str, Stage], steps: list[EnsembleStep], final_scores: str, hybrid: bool
+) -> tuple[EnsembleStep, ...]:
+    """`steps` (retrieval), then the features and the ranker where the release has them, and
+    top-k over `final_scores` (the ranker's where it ranks)."""
     features_map = {
         "user_id": "user_id",
         "candidate_ids": "candidate_indexes",
         "candidate_scores": "retrieval_scores",
     }
     if hybrid:
-        steps.append(
-            _step(
-                stages["hybrid"],
-                {
-                    "query": "query",
-                    "dense_indexes": "dense_indexes",
-                    "dense_scores": "dense_scores",
-                    "query_embedding": "query_embedding",
-                },
-                # The ranker reads the two scores, top-k without a ranker the fused one.
-                {"candidate_indexes": "candidate_indexes"}
-                | (
-                    {
-                        "candidate_dense_scores": "retrieval_scores",
-                        "candidate_lexical_scores": "lexical_scores",
-                    }
-                    if "ranker" in stages
-                    else {"candidate_scores": "fused_scores"}
-                ),
-            )
-        )
-        final_scores = "fused_scores"
         features_map["lexical_scores"] = "lexical_scores"
     if "ranker" in stages:
         steps += [

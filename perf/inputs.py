@@ -22,6 +22,7 @@ SUPPORTED = (
     names.SEARCH,
     names.RECOMMEND,
     names.QUERY_TOKENIZER,
+    names.SEARCH_QUERY,
     *names.QUERY_ENCODERS,
 )
 
@@ -70,7 +71,7 @@ def input_data(model: str, dataset: Dataset, repo: Path, n: int = 256, seed: int
         users = dataset.sample_user_ids(n, seed)
         return {"data": [{"user_id": [int(u)], "k": [DEFAULT_K]} for u in users]}
     queries = dataset.sample_queries(n, seed)
-    if model == names.QUERY_TOKENIZER:
+    if model in (names.QUERY_TOKENIZER, names.SEARCH_QUERY):
         return {"data": [{"query": [q]} for q in queries]}
     if model == names.SEARCH:
         users = dataset.sample_user_ids(n, seed + 1)

@@ -40,10 +40,11 @@ import onnxruntime as ort
 import torch
 import tritonclient.http as httpclient
 
-from builders import machine, names
+from builders import machine, names, pipelines
 from builders.offline import OfflinePipeline
 from builders.pipelines import (
     PIPELINE_FILE,
+    QUERY_PARTS,
     PipelineSpec,
     Stage,
     ensemble_steps,
@@ -51,9 +52,9 @@ from builders.pipelines import (
     query_encoder,
 )
 from builders.ranking_metrics import ndcg
-from builders.repository import model_versions, read_manifest
-from builders.retrieval import compose_retrieval, save_index
-from builders.specs import WARMUP_FOLDER
+from builders.repository import MANIFEST, model_versions, read_manifest
+from builders.retrieval import EXTERNAL_DATA_FILE, compose_retrieval, save_index
+from builders.specs import WARMUP_FOLDER, parse_pbtxt
 from perf import RESULTS, ROOT, inputs, loadgen, triton_stats
 from perf.benchmarks import stage_cpu
 from perf.tuning import report, spec
@@ -82,8 +83,10 @@ CACHE_MB = 256
 STAGE_CPU_CONCURRENCY = 16
 #: The stage CPU breakdown of search with the teacher swapped in for a served student.
 TEACHER_SEARCH = "search_with_teacher"
-#: The teacher and the exact index in one graph, loaded from files for that breakdown.
-TEACHER_RETRIEVAL = "search_retrieval_with_teacher"
+#: The stage CPU breakdown of search with its composed query stage's three parts apart.
+APART_SEARCH = "search_stages_apart"
+#: Names the copy of the query stage that holds the teacher, loaded for that breakdown.
+TEACHER_SUFFIX = "_with_teacher"
 REPLAY_CONCURRENCY = 32
 BATCH = 32
 
@@ -374,18 +377,55 @@ def stage_cpu_breakdown(
 
 
 def stage_cpu_all(server: TritonServer, requests: dict[str, list], seconds: float) -> dict:
-    """`perf.benchmarks.stage_cpu` of each pipeline on the loaded configs, and of search with the
-    teacher in place of a served student."""
+    """`perf.benchmarks.stage_cpu` of each pipeline on the loaded configs, of search with the
+    teacher in place of a served student, and of search with its composed query stage's three
+    parts apart."""
     costs = {}
     for kind, pipeline_requests in requests.items():
         print(f"CPU per stage: {kind}", flush=True)
         bodies = triton_bodies(kind, pipeline_requests)
         costs[kind] = stage_cpu_breakdown(server, kind, bodies, seconds)
+    search_bodies = triton_bodies(names.SEARCH, requests[names.SEARCH])
     if served_encoder(server.model_repository).model != names.TEXT_ENCODER:
         print("CPU per stage: search with the teacher as its query encoder", flush=True)
-        bodies = triton_bodies(names.SEARCH, requests[names.SEARCH])
-        costs[TEACHER_SEARCH] = teacher_stage_cpu(server, bodies, seconds)
+        costs[TEACHER_SEARCH] = teacher_stage_cpu(server, search_bodies, seconds)
+    if "query" in newest_search(server.model_repository).stages:
+        print("CPU per stage: search with its query stage's three parts apart", flush=True)
+        costs[APART_SEARCH] = apart_stage_cpu(server, search_bodies, seconds)
     return costs
+
+
+def apart_stage_cpu(server: TritonServer, bodies: list[bytes], seconds: float) -> dict:
+    """`perf.benchmarks.stage_cpu` of search with the release's `query` stage replaced by the
+    three stages it was composed of (the versions its manifest names), one step each, as
+    releases served them before: what the composition saves, on the same server and configs.
+    Parts the server has not loaded are loaded for the measurement (without the response
+    cache, as the other stages run here) and unloaded after it."""
+    repo = server.model_repository
+    release = newest_search(repo)
+    parts = {r: s for r, s in lineage(repo, release).items() if r in QUERY_PARTS.values()}
+    roles = {r: s for r, s in release.stages.items() if r != "query"} | parts
+    number = model_versions(repo, names.SEARCH)[-1]
+    ensemble = pipelines.ensemble(PipelineSpec(release.kind, release.num_candidates, roles), number)
+    search = spec.model_config(repo, names.SEARCH)
+    apart = parse_pbtxt(ensemble.to_pbtxt())["ensemble_scheduling"]
+    part_configs = {
+        s.model: without_cache(spec.model_config(repo, s.model))
+        | {"version_policy": {"specific": {"versions": [str(s.version)]}}}
+        for s in parts.values()
+    }
+    loaded = {m for m in part_configs if server.is_model_ready(m)}  # e.g. `load_models=["*"]`
+    try:
+        load_configs(server, {m: c for m, c in part_configs.items() if m not in loaded})
+        load_configs(server, {names.SEARCH: {**search, "ensemble_scheduling": apart}})
+        stages = {step.model for step in ensemble.steps}
+        measured = stage_cpu_breakdown(server, names.SEARCH, bodies, seconds, stages)
+        composed = release.stages["query"].model
+        return {**measured, "compared": {"composed": composed, "apart": sorted(part_configs)}}
+    finally:
+        load_configs(server, {names.SEARCH: search})
+        for model in set(part_configs) - loaded:
+            server.unload_model(model)
 
 
 def newest_search(repo: Path) -> PipelineSpec:
@@ -398,22 +438,30 @@ def served_encoder(repo: Path) -> Stage:
     return query_encoder(repo, newest_search(repo))
 
 
+def teacher_stage(model: str) -> str:
+    """The model that stands for `model` (a composed query stage) with the teacher inside."""
+    return f"{model}{TEACHER_SUFFIX}"
+
+
 def served_query_stage(release: PipelineSpec) -> Stage:
-    """The stage of a search release that runs its query encoder: `retrieval` (the encoder
-    and the exact index in one model) or the encoder itself."""
-    return release.stages.get("retrieval") or release.stages["encoder"]
+    """The stage of a search release that runs its query encoder: `query` (the tokenizer,
+    the encoder with the exact index, and hybrid retrieval in one model), `retrieval` (the
+    encoder and the exact index in one model) or the encoder itself."""
+    stages = release.stages
+    return stages.get("query") or stages.get("retrieval") or stages["encoder"]
 
 
 def teacher_stage_cpu(server: TritonServer, bodies: list[bytes], seconds: float) -> dict:
     """`perf.benchmarks.stage_cpu` of search with its query encoder swapped for the teacher the
     served student was distilled from (the index holds that teacher's item embeddings): what the
-    student saves, measured on the same server and configs. Where the release serves its
-    `retrieval` model (the encoder and the exact index in one graph), the teacher and that
-    index are composed here into `TEACHER_RETRIEVAL`, with the same config, in a model
-    folder of the repository that lives only while it is measured (a Triton ensemble can
-    only name models of its repository). The teacher's stage runs without the response
-    cache, as the other stages of the breakdown do (`make bench` measures it on a server
-    with a cache, where repeated queries would skip it)."""
+    student saves, measured on the same server and configs. Where the release serves the
+    encoder inside a composed stage (`query`, or `retrieval`: the encoder and the exact index
+    in one graph), the teacher and that index are composed here and take the encoder's place
+    in a copy of that stage, `teacher_stage(<stage>)`, with the same config, in a model folder
+    of the repository that lives only while it is measured (a Triton ensemble can only name
+    models of its repository). The teacher's stage runs without the response cache, as the
+    other stages of the breakdown do (`make bench` measures it on a server with a cache, where
+    repeated queries would skip it)."""
     repo = server.model_repository
     release = newest_search(repo)
     student = query_encoder(repo, release)
@@ -422,8 +470,8 @@ def teacher_stage_cpu(server: TritonServer, bodies: list[bytes], seconds: float)
         read_manifest(repo, student.model, student.version)["depends_on"][names.TEXT_ENCODER],
     )
     swapped_out = served_query_stage(release)
-    temporary = repo / TEACHER_RETRIEVAL
-    if "retrieval" in release.stages:
+    temporary = repo / teacher_stage(swapped_out.model)
+    if swapped_out != student:
         index = lineage(repo, release)["index"]
         composed = compose_retrieval(
             onnx.load(str(repo / teacher.model / str(teacher.version) / "model.onnx")),
@@ -431,12 +479,19 @@ def teacher_stage_cpu(server: TritonServer, bodies: list[bytes], seconds: float)
             onnx.load(str(repo / index.model / str(index.version) / "model.onnx")),
         )
         shutil.copytree(repo / swapped_out.model / WARMUP_FOLDER, temporary / WARMUP_FOLDER)
-        (temporary / "1").mkdir()
+        # The stage's own files (a `query` stage's tokenizer and BM25 index), then the graph.
+        shutil.copytree(
+            repo / swapped_out.model / str(swapped_out.version),
+            temporary / "1",
+            ignore=shutil.ignore_patterns(
+                MANIFEST, "__pycache__", "model.onnx", EXTERNAL_DATA_FILE
+            ),
+        )
         save_index(composed, temporary / "1")
         config = without_cache(spec.model_config(repo, swapped_out.model))
-        config["name"] = TEACHER_RETRIEVAL
+        config["name"] = temporary.name
         config["version_policy"] = {"specific": {"versions": ["1"]}}
-        swapped_in, loaded = Stage(TEACHER_RETRIEVAL, 1), False
+        swapped_in, loaded = Stage(temporary.name, 1), False
     else:
         swapped_in, loaded = teacher, server.is_model_ready(names.TEXT_ENCODER)
         config = without_cache(spec.model_config(repo, teacher.model))
@@ -599,10 +654,11 @@ def in_process(
 
 
 def stage_cpu_only(repo: Path, seconds: float, repetitions: int) -> dict:
-    """Only the CPU per stage of both pipelines (and of search with the teacher), on the
-    built configs, `repetitions` times on one server: what `make bench` measures last, in a
-    minute a repetition. `stage_cpu` holds the last repetition's breakdowns, `repetitions`
-    every repetition's totals and the query stage's ratio to the teacher's."""
+    """Only the CPU per stage of both pipelines (and of search with the teacher, and with its
+    query stage's parts apart), on the built configs, `repetitions` times on one server: what
+    `make bench` measures last, in a minute a repetition. `stage_cpu` holds the last
+    repetition's breakdowns, `repetitions` every repetition's totals, the query stage's ratio
+    to the teacher's and search's ratio to search with the parts apart."""
     requests = bench_requests(repo)
     stages = sorted({m for kind in requests for m in spec.pipeline_stages(repo, kind)})
     runs = []
@@ -624,6 +680,7 @@ def stage_cpu_only(repo: Path, seconds: float, repetitions: int) -> dict:
             {
                 **{kind: costs[kind]["cpu_us_per_request"] for kind in requests},
                 "search_encoder_cpu_vs_teacher": encoder_cpu_vs_teacher(costs),
+                "search_composed_cpu_vs_apart": composed_cpu_vs_apart(costs),
             }
             for costs in runs
         ],
@@ -634,16 +691,30 @@ def repetitions_table(measured: dict) -> str:
     """`stage_cpu_only`'s repetitions as the README quotes them (a test checks it against
     docs/results/stage_cpu.json)."""
     lines = [
-        "| repetition | search, CPU µs per request | recommend | query stage ÷ the teacher's |",
-        "|---|---|---|---|",
+        "| repetition | search, CPU µs per request | recommend | query stage ÷ the teacher's "
+        "| search ÷ search with the query stage's parts apart |",
+        "|---|---|---|---|---|",
     ]
+
+    def ratio(value: float | None) -> str:
+        return "–" if value is None else f"{value:.3f}×"
+
     for number, run in enumerate(measured["repetitions"], 1):
-        ratio = run["search_encoder_cpu_vs_teacher"]
         lines.append(
             f"| {number} | {run[names.SEARCH]:,.0f} | {run[names.RECOMMEND]:,.0f} | "
-            f"{'–' if ratio is None else f'{ratio:.3f}×'} |"
+            f"{ratio(run['search_encoder_cpu_vs_teacher'])} | "
+            f"{ratio(run.get('search_composed_cpu_vs_apart'))} |"
         )
     return "\n".join(lines)
+
+
+def composed_cpu_vs_apart(costs: dict) -> float | None:
+    """CPU per search request with the release's composed query stage over with its three
+    parts apart (`stage_cpu_all`); None where the release serves no `query` stage."""
+    if APART_SEARCH not in costs:
+        return None
+    composed = costs[names.SEARCH]["cpu_us_per_request"]
+    return round(composed / costs[APART_SEARCH]["cpu_us_per_request"], 4)
 
 
 def encoder_cpu_vs_teacher(costs: dict) -> float | None:
@@ -822,6 +893,8 @@ def summarise(
     with_products(costs, peak_gflops, query_stage)
     if TEACHER_SEARCH in costs:
         summary["search_encoder_cpu_vs_teacher"] = encoder_cpu_vs_teacher(costs)
+    if APART_SEARCH in costs:
+        summary["search_composed_cpu_vs_apart"] = composed_cpu_vs_apart(costs)
     summary["search_cache"] = serving_results["search_cache"]
     summary["search_ndcg_at_10"] = serving_results.get("search_ndcg_at_10", {})
     return summary

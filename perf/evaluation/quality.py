@@ -143,7 +143,7 @@ def search_quality(repo: Path, dataset, relevance, client, kinds: dict | None = 
         "dense": as_ids(offline.dense(queries)[0]),
         "bm25": [catalog_ids[row].tolist() for row in bm25(queries, n)],
     }
-    if "hybrid" in offline.spec.stages:
+    if "hybrid" in offline.stages:
         systems["lexical"] = as_ids(offline.lexical(queries)[0])
         systems["hybrid"] = as_ids(offline.candidates(queries).indexes)
         rank_fusion = FusionSettings(method="rrf")

@@ -273,3 +273,56 @@ def test_the_lineage_of_a_release_names_the_parts_of_its_retrieval(tmp_path):
     assert query_encoder(tmp_path, spec) == Stage(names.QUERY_ENCODER_SHALLOW, 2)
     two_step = PipelineSpec("search", 50, SEARCH_STAGES)  # an ANN release: no retrieval
     assert query_encoder(tmp_path, two_step) == SEARCH_STAGES["encoder"]
+
+
+def test_a_release_with_a_composed_query_stage_runs_it_in_place_of_three():
+    stages = {r: SEARCH_STAGES[r] for r in ("features", "ranker", "top_k")}
+    stages["query"] = Stage(names.SEARCH_QUERY, 3)
+    steps = ensemble(PipelineSpec("search", 50, stages), 3).steps
+    assert [step.model for step in steps] == [
+        names.SEARCH_QUERY,
+        names.RANKING_FEATURES,
+        names.SEARCH_RANKER,
+        names.TOP_K,
+    ]
+    assert steps[0].input_map == {"query": "query"}
+    # What the hybrid stage hands the features: the candidates and both scores.
+    assert steps[0].output_map == {
+        "candidate_indexes": "candidate_indexes",
+        "candidate_dense_scores": "retrieval_scores",
+        "candidate_lexical_scores": "lexical_scores",
+    }
+    assert steps[1].input_map["lexical_scores"] == "lexical_scores"
+    assert steps[3].input_map["candidate_scores"] == "ranker_scores"
+    # Without a ranker, top-k orders by the fused score.
+    unranked = {r: s for r, s in stages.items() if r not in ("features", "ranker")}
+    steps = ensemble(PipelineSpec("search", 50, unranked), 3).steps
+    assert [step.model for step in steps] == [names.SEARCH_QUERY, names.TOP_K]
+    assert steps[0].output_map == {
+        "candidate_indexes": "candidate_indexes",
+        "candidate_scores": "fused_scores",
+    }
+    assert steps[1].input_map["candidate_scores"] == "fused_scores"
+
+
+def test_the_lineage_of_a_composed_query_stage_names_its_parts_and_theirs(tmp_path):
+    manifests = {
+        (names.SEARCH_QUERY, 3): {
+            names.QUERY_TOKENIZER: 1,
+            names.SEARCH_RETRIEVAL: 3,
+            names.HYBRID_RETRIEVAL: 2,
+        },
+        (names.SEARCH_RETRIEVAL, 3): {names.QUERY_ENCODER_STATIC: 1, names.SEARCH_INDEX: 1},
+    }
+    for (model, version), parts in manifests.items():
+        folder = tmp_path / model / str(version)
+        folder.mkdir(parents=True)
+        (folder / "manifest.json").write_text(json.dumps({"depends_on": parts}))
+    kept = {r: SEARCH_STAGES[r] for r in ("features", "ranker", "top_k")}
+    spec = PipelineSpec("search", 50, {"query": Stage(names.SEARCH_QUERY, 3), **kept})
+    found = lineage(tmp_path, spec)
+    assert found["tokenizer"] == Stage(names.QUERY_TOKENIZER, 1)
+    assert found["retrieval"] == Stage(names.SEARCH_RETRIEVAL, 3)
+    assert found["hybrid"] == Stage(names.HYBRID_RETRIEVAL, 2)
+    assert found["index"] == Stage(names.SEARCH_INDEX, 1)
+    assert query_encoder(tmp_path, spec) == Stage(names.QUERY_ENCODER_STATIC, 1)

@@ -18,7 +18,7 @@ from builders import names
 from builders.build import BuildOptions, build
 from builders.data import load_dataset
 from builders.offline import OfflinePipeline
-from builders.pipelines import query_encoder, release_model
+from builders.pipelines import PipelineSpec, lineage, query_encoder, release_model
 from builders.repository import VersionExistsError, model_versions, read_manifest, verify_version
 from builders.specs import parse_pbtxt
 from server import TritonServer
@@ -96,10 +96,13 @@ def test_every_version_is_intact_and_pinned(repo):
     release = OfflinePipeline(repo, names.SEARCH, 2).spec
     encoder = query_encoder(repo, release)
     assert encoder.model in names.QUERY_ENCODERS and encoder.version == 1
-    # Each release serves its encoder and exact index as one model, composed for it.
-    retrieval = release.stages["retrieval"]
-    assert search_v1[names.SEARCH_RETRIEVAL] == 1 and search_v2[names.SEARCH_RETRIEVAL] == 2
-    composed = read_manifest(repo, retrieval.model, retrieval.version)
+    # Each release serves its tokenizer, retrieval and hybrid stages as one model, composed for
+    # it, and its retrieval is its encoder and exact index as one graph, composed for it too.
+    query = release.stages["query"]
+    assert search_v1[names.SEARCH_QUERY] == 1 and search_v2[names.SEARCH_QUERY] == 2
+    parts = read_manifest(repo, query.model, query.version)["depends_on"]
+    assert parts[names.SEARCH_RETRIEVAL] == 2
+    composed = read_manifest(repo, names.SEARCH_RETRIEVAL, 2)
     assert composed["depends_on"] == {encoder.model: 1, names.SEARCH_INDEX: 1}
     assert composed["parity"]["max_abs_diff"] <= 1e-5
     ranker = read_manifest(repo, names.SEARCH_RANKER, 2)
@@ -112,7 +115,8 @@ def test_every_model_warms_up_before_it_is_ready(repo, server):
     """Each model but the ensembles runs its warm-up sample on every instance at load; a
     warm-up request the model refuses would have failed the load."""
     log = server.log_path.read_text()
-    for model in names.ALL_MODELS + tuple(p.name for p in repo.glob("*_v*")):
+    composed = (names.SEARCH_QUERY, *names.RETRIEVAL_OF.values())  # written with each release
+    for model in names.ALL_MODELS + composed + tuple(p.name for p in repo.glob("*_v*")):
         config = parse_pbtxt((repo / model / "config.pbtxt").read_text())
         if config.get("platform") == "ensemble":
             assert "model_warmup" not in config
@@ -267,7 +271,9 @@ def test_catalog_only_search_falls_back_to_retrieval_order(tmp_path, dataset):
     context = build(BuildOptions(repo=repo, num_candidates=20, slo_ms=TEST_SLO_MS), only_catalog)
     assert names.RECOMMEND not in context.built and names.SEARCH_RANKER not in context.built
     stages = json.loads((repo / "search" / "1" / "pipeline.json").read_text())["stages"]
-    assert set(stages) == {"tokenizer", "retrieval", "hybrid", "top_k"}
+    assert set(stages) == {"query", "top_k"}  # the tokenizer, retrieval and hybrid in one
+    parts = lineage(repo, PipelineSpec.load(repo / "search" / "1" / "pipeline.json"))
+    assert {"tokenizer", "retrieval", "hybrid"} <= set(parts)
     with TritonServer(repo, exit_timeout_secs=5) as triton:
         local = grpcclient.InferenceServerClient(triton.grpc_url)
         try:
@@ -305,9 +311,7 @@ def test_the_response_cache_answers_repeated_queries_at_every_query_only_stage(r
     query, users = "wool winter coat", [None, 3, UNKNOWN_USER]
     expected = [call(client, "search", 5, query, user) for user in users]
     release = OfflinePipeline(repo, names.SEARCH, 2).spec.stages
-    pinned = {
-        release[role].model: release[role].version for role in ("tokenizer", "retrieval", "hybrid")
-    }
+    pinned = {release["query"].model: release["query"].version}  # the three stages in one
     assert set(pinned) <= set(names.QUERY_ONLY_STAGES)
     with TritonServer(
         repo, model_control="explicit", load_models=["*"], exit_timeout_secs=5,

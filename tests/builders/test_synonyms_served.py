@@ -105,12 +105,14 @@ def test_a_synonyms_release_finds_what_only_a_synonym_matches(
     manifest = read_manifest(repo, names.HYBRID_RETRIEVAL, 2)
     assert manifest["metrics"]["synonyms"]["sha256"] == fingerprint(good.read_text())
     assert manifest["files"][FILE] == fingerprint(good.read_text())
-    assert read_manifest(repo, names.SEARCH, 2)["depends_on"][names.HYBRID_RETRIEVAL] == 2
+    # Release 2 serves it inside its query stage, composed of the new version.
+    assert read_manifest(repo, names.SEARCH, 2)["depends_on"][names.SEARCH_QUERY] == 2
+    assert read_manifest(repo, names.SEARCH_QUERY, 2)["depends_on"][names.HYBRID_RETRIEVAL] == 2
 
-    # Into the running server, no restart: the stage (now serving versions 1 and 2), the
-    # release's composed retrieval model, the release and `search`, now release 2.
+    # Into the running server, no restart: the release's query stage (now serving versions 1
+    # and 2), the release and `search`, now release 2.
     release = release_model(names.SEARCH, 2)
-    for model in (names.HYBRID_RETRIEVAL, names.SEARCH_RETRIEVAL, release, names.SEARCH):
+    for model in (names.SEARCH_QUERY, release, names.SEARCH):
         server.load_model(model)
     found = search(client, release, SHOPPER_WORD)
     assert targets <= set(found)

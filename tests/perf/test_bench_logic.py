@@ -106,21 +106,28 @@ def test_the_summary_compares_the_served_students_cpu_with_the_teachers():
             "processes": {encoder: {"cpu_us_per_request": us, "share_of_cores": 0.1}},
         }
 
+    teacher = bench.teacher_stage(names.SEARCH_QUERY)
     serving = {
         "skipped": {},
         "arms": {},
         "search_cache": {},
         "stage_cpu": {
-            "search": breakdown("search_retrieval", 150.0),
+            "search": breakdown(names.SEARCH_QUERY, 150.0),
             bench.TEACHER_SEARCH: {
-                **breakdown(bench.TEACHER_RETRIEVAL, 3000.0),
-                "compared": {"student": "search_retrieval", "teacher": bench.TEACHER_RETRIEVAL},
+                **breakdown(teacher, 3000.0),
+                "compared": {"student": names.SEARCH_QUERY, "teacher": teacher},
+            },
+            bench.APART_SEARCH: {
+                **breakdown(names.SEARCH_RETRIEVAL, 200.0),
+                "compared": {"composed": names.SEARCH_QUERY, "apart": []},
             },
         },
     }
-    summary = bench.summarise(serving, 100, 3, 100.0, "search_retrieval")
+    summary = bench.summarise(serving, 100, 3, 100.0, names.SEARCH_QUERY)
     assert summary["search_encoder_cpu_vs_teacher"] == 0.05
     assert summary["stage_cpu"][bench.TEACHER_SEARCH]["mflop_equivalent_per_request"] == 600.0
+    # The whole search as released (300 µs) over with the query stage's parts apart (400).
+    assert summary["search_composed_cpu_vs_apart"] == 0.75
 
 
 def test_the_repeat_share_is_the_hit_rate_of_a_cache_empty_at_the_start():

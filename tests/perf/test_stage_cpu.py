@@ -46,7 +46,7 @@ def test_the_bench_breakdown_of_search_on_the_real_server(small_server, small_re
     assert measured["errors"] == 0 and measured["requests"] > 0
     processes = measured["processes"]
     query_stage = bench.served_query_stage(bench.newest_search(small_repository)).model
-    for label in ("tritonserver", "load generator", query_stage, names.HYBRID_RETRIEVAL):
+    for label in ("tritonserver", "load generator", query_stage, names.TOP_K):
         assert processes[label]["cpu_us_per_request"] > 0, label
     assert names.USER_TOWER not in processes  # a stage of the other pipeline
 
@@ -72,16 +72,30 @@ def test_the_bench_measures_search_with_the_teacher_in_place_of_its_student(
     measured = bench.teacher_stage_cpu(small_server, bodies, seconds=1.0)
     # Measured as the other stages are, without the response cache (the repository's
     # config has it on: on a server with a cache, repeated queries would skip the stage).
-    assert spec.model_config(small_repository, names.SEARCH_RETRIEVAL)["response_cache"]
-    assert "response_cache" not in loaded[bench.TEACHER_RETRIEVAL]
+    query_stage = bench.served_query_stage(bench.newest_search(small_repository)).model
+    teacher = bench.teacher_stage(query_stage)
+    assert spec.model_config(small_repository, query_stage)["response_cache"]
+    assert "response_cache" not in loaded[teacher]
     assert measured["errors"] == 0 and measured["requests"] > 0
     # The teacher and the same exact index, composed for the measurement and gone after it.
-    assert measured["compared"] == {
-        "student": names.SEARCH_RETRIEVAL,
-        "teacher": bench.TEACHER_RETRIEVAL,
-    }
-    assert measured["processes"][bench.TEACHER_RETRIEVAL]["cpu_us_per_request"] > 0
-    assert names.SEARCH_RETRIEVAL not in measured["processes"]
+    assert measured["compared"] == {"student": query_stage, "teacher": teacher}
+    assert measured["processes"][teacher]["cpu_us_per_request"] > 0
+    assert query_stage not in measured["processes"]
     assert small_server.model_config(names.SEARCH) == before  # the release is back
-    assert not small_server.is_model_ready(bench.TEACHER_RETRIEVAL)
-    assert not (small_repository / bench.TEACHER_RETRIEVAL).exists()
+    assert not small_server.is_model_ready(teacher)
+    assert not (small_repository / teacher).exists()
+
+
+def test_the_bench_measures_search_with_its_query_stage_apart(small_server, small_repository):
+    dataset = inputs.dataset_of(small_repository, names.SEARCH)
+    requests = inputs.input_data(names.SEARCH, dataset, small_repository, 64)["data"]
+    bodies = bench.triton_bodies(names.SEARCH, requests)
+    before = small_server.model_config(names.SEARCH)
+    measured = bench.apart_stage_cpu(small_server, bodies, seconds=1.0)
+    assert measured["errors"] == 0 and measured["requests"] > 0
+    parts = [names.HYBRID_RETRIEVAL, names.QUERY_TOKENIZER, names.SEARCH_RETRIEVAL]
+    assert measured["compared"] == {"composed": names.SEARCH_QUERY, "apart": parts}
+    for part in parts:
+        assert measured["processes"][part]["cpu_us_per_request"] > 0, part
+    assert names.SEARCH_QUERY not in measured["processes"]
+    assert small_server.model_config(names.SEARCH) == before  # the release is back

@@ -30,6 +30,7 @@ SEARCH_MODELS = [
     names.SEARCH_INDEX,
     names.SEARCH_RETRIEVAL,
     names.HYBRID_RETRIEVAL,
+    names.SEARCH_QUERY,
     names.RANKING_FEATURES,
     names.SEARCH_RANKER,
     names.TOP_K,
@@ -154,8 +155,8 @@ def test_sigint_to_the_cli_restores(served, tmp_path):
 
 @pytest.mark.slow
 def test_pipeline_sweep_reports_stages_and_restores(served, tmp_path):
-    retrieval = spec.pipeline_roles(served.model_repository, names.SEARCH)["retrieval"]
-    originals = {m: delay(served, m) for m in (retrieval, "search_ranker")}
+    query = spec.pipeline_roles(served.model_repository, names.SEARCH)["query"]
+    originals = {m: delay(served, m) for m in (query, "search_ranker")}
     path = sweep_file(
         tmp_path,
         served,
@@ -163,7 +164,7 @@ def test_pipeline_sweep_reports_stages_and_restores(served, tmp_path):
         search="smart",
         load={"concurrency": [2]},
         space={
-            "retrieval": {"max_queue_delay_microseconds": [0, 3000]},  # by its role
+            "query": {"max_queue_delay_microseconds": [0, 3000]},  # by its role
             "search_ranker": {"max_queue_delay_microseconds": [0]},
         },
     )
@@ -171,7 +172,7 @@ def test_pipeline_sweep_reports_stages_and_restores(served, tmp_path):
     assert len(result.trials) == 2 and all(len(t.measurements) == 1 for t in result.trials)
     stages = result.trials[0].measurements[0].stages
     assert set(stages) == set(spec.pipeline_stages(served.model_repository, names.SEARCH))
-    assert stages[retrieval].compute_infer_us > 0
+    assert stages[query].compute_infer_us > 0
     assert {m: delay(served, m) for m in originals} == originals
 
 
