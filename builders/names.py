@@ -96,6 +96,9 @@ QUERY_ONLY_STAGES = (
 #: A release's exact index served inside its producer's graph (`retrieval.compose_retrieval`),
 #: by pipeline kind; written with each release, at the release's version.
 RETRIEVAL_OF = {SEARCH: SEARCH_RETRIEVAL, RECOMMEND: RECOMMEND_RETRIEVAL}
+#: The models a release writes from the stages it pins, at the release's version: the
+#: `RETRIEVAL_OF` graphs and, in the cpu profile, search's query stage (`SEARCH_QUERY`).
+COMPOSED_STAGES = (*RETRIEVAL_OF.values(), SEARCH_QUERY)
 
 
 #: The p99 latency SLO (ms) of a pipeline call: what the benchmarks measure throughput at

@@ -54,7 +54,7 @@ from builders.pipelines import (
 from builders.ranking_metrics import ndcg
 from builders.repository import MANIFEST, model_versions, read_manifest
 from builders.retrieval import EXTERNAL_DATA_FILE, compose_retrieval, save_index
-from builders.specs import WARMUP_FOLDER, parse_pbtxt
+from builders.specs import WARMUP_FOLDER
 from perf import RESULTS, ROOT, inputs, loadgen, triton_stats
 from perf.benchmarks import stage_cpu
 from perf.tuning import report, spec
@@ -406,9 +406,10 @@ def apart_stage_cpu(server: TritonServer, bodies: list[bytes], seconds: float) -
     parts = {r: s for r, s in lineage(repo, release).items() if r in QUERY_PARTS.values()}
     roles = {r: s for r, s in release.stages.items() if r != "query"} | parts
     number = model_versions(repo, names.SEARCH)[-1]
-    ensemble = pipelines.ensemble(PipelineSpec(release.kind, release.num_candidates, roles), number)
+    apart = pipelines.ensemble(
+        PipelineSpec(release.kind, release.num_candidates, roles), number, name=names.SEARCH
+    )
     search = spec.model_config(repo, names.SEARCH)
-    apart = parse_pbtxt(ensemble.to_pbtxt())["ensemble_scheduling"]
     part_configs = {
         s.model: without_cache(spec.model_config(repo, s.model))
         | {"version_policy": {"specific": {"versions": [str(s.version)]}}}
@@ -417,8 +418,8 @@ def apart_stage_cpu(server: TritonServer, bodies: list[bytes], seconds: float) -
     loaded = {m for m in part_configs if server.is_model_ready(m)}  # e.g. `load_models=["*"]`
     try:
         load_configs(server, {m: c for m, c in part_configs.items() if m not in loaded})
-        load_configs(server, {names.SEARCH: {**search, "ensemble_scheduling": apart}})
-        stages = {step.model for step in ensemble.steps}
+        load_configs(server, {names.SEARCH: apart.to_config()})
+        stages = {step.model for step in apart.steps}
         measured = stage_cpu_breakdown(server, names.SEARCH, bodies, seconds, stages)
         composed = release.stages["query"].model
         return {**measured, "compared": {"composed": composed, "apart": sorted(part_configs)}}

@@ -115,8 +115,8 @@ def test_every_model_warms_up_before_it_is_ready(repo, server):
     """Each model but the ensembles runs its warm-up sample on every instance at load; a
     warm-up request the model refuses would have failed the load."""
     log = server.log_path.read_text()
-    composed = (names.SEARCH_QUERY, *names.RETRIEVAL_OF.values())  # written with each release
-    for model in names.ALL_MODELS + composed + tuple(p.name for p in repo.glob("*_v*")):
+    releases = tuple(p.name for p in repo.glob("*_v*"))
+    for model in names.ALL_MODELS + names.COMPOSED_STAGES + releases:
         config = parse_pbtxt((repo / model / "config.pbtxt").read_text())
         if config.get("platform") == "ensemble":
             assert "model_warmup" not in config

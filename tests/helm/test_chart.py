@@ -195,8 +195,7 @@ def test_dashboard_has_a_per_stage_latency_panel(render, select):
     # The stage regex lists the stage models (with those each release composes), the model
     # variable the pipelines.
     pipelines = {names.SEARCH, names.RECOMMEND}
-    composed = {*names.RETRIEVAL_OF.values(), names.SEARCH_QUERY}
-    stages = (set(names.ALL_MODELS) | composed) - pipelines
+    stages = (set(names.ALL_MODELS) | set(names.COMPOSED_STAGES)) - pipelines
     stage = variables["stage"]
     assert set(stage["query"].split("|")) == stages
     assert stage["current"]["value"] == stage["query"]
