@@ -936,6 +936,8 @@ def build_pipeline(ctx: BuildContext, kind: str) -> None:
         stages = build_release_retrieval(ctx, kind, stages)
         if "hybrid" in stages and ctx.options.profile == "cpu":
             stages = build_release_query(ctx, stages)
+    if "ranker" in stages and ctx.options.profile == "cpu":
+        stages = build_release_ranking(ctx, kind, stages)
     spec = PipelineSpec(kind, int(index_manifest["metrics"]["num_candidates"]), stages)
 
     def populate(folder: Path) -> None:
@@ -1042,6 +1044,44 @@ def build_release_query(ctx: BuildContext, stages: dict) -> dict[str, Stage]:
     return {"query": Stage(names.SEARCH_QUERY, ctx.version), **kept}
 
 
+#: The ranker formats the composed ranking stage runs (ONNX Runtime, TensorFlow).
+RANKER_FILES = ("model.onnx", "model.savedmodel")
+
+
+def build_release_ranking(ctx: BuildContext, kind: str, stages: dict) -> dict[str, Stage]:
+    """The release's features, ranker and top-k stages as one Python model
+    (`runtime.ranking_model`), written at the release's version from their version folders; it
+    takes their place in the release as the role `ranking` (its manifest names them). Only the
+    cpu profile composes it, as `build_release_query`: the gpu profile serves the ranker on
+    the GPU."""
+    parts = {role: stages[role] for role in pipelines.RANKING_PARTS.values()}
+    folders = {role: ctx.repo / s.model / str(s.version) for role, s in parts.items()}
+    found = [folders["ranker"] / f for f in RANKER_FILES if (folders["ranker"] / f).exists()]
+    if not found:
+        raise ValueError(f"{folders['ranker']} holds no ranker in {' or '.join(RANKER_FILES)}")
+    ranker = found[0]
+    name = names.RANKING_OF[kind]
+    progress(f"composing {', '.join(s.model for s in parts.values())} into {name}")
+
+    def populate(folder: Path) -> None:
+        shutil.copy2(folders["features"] / "tables.npz", folder / "tables.npz")
+        shutil.copy2(folders["top_k"] / "item_ids.npy", folder / "item_ids.npy")
+        copy = shutil.copytree if ranker.is_dir() else shutil.copy2
+        copy(ranker, folder / f"ranker{ranker.suffix}")  # as `runtime.ranking_model` reads it
+        # With the features stage's and the top-k stage's own glue, which the composed stage runs.
+        copy_runtime(
+            folder, "features", "topk", "features_model", "topk_model", glue="ranking_model"
+        )
+
+    ctx.write(
+        names.ranking_spec(name),
+        populate,
+        depends_on={s.model: s.version for s in parts.values()},
+    )
+    kept = {r: s for r, s in stages.items() if r not in parts}
+    return {**kept, "ranking": Stage(name, ctx.version)}
+
+
 #: The index's outputs, in the order the parity check compares them.
 RANKED = ["candidate_indexes", "candidate_scores"]
 #: How far the composed model may differ from its two stages run apart (the same graphs).
@@ -1067,7 +1107,8 @@ def producer_sample(ctx: BuildContext, kind: str) -> dict[str, np.ndarray]:
 
 
 def reconcile_served_versions(repo: Path) -> dict[str, list[int]]:
-    """Serve the newest releases of each pipeline and exactly the stage versions they pin.
+    """Serve the newest releases of each pipeline and exactly the stage versions they pin
+    (with the parts of their composed stages, `pipelines.apart`).
 
     Writes the ensembles from the release records: `<kind>` for the newest release and
     `<kind>_v<R>` for each served release R; release ensembles no longer served are removed
@@ -1087,7 +1128,8 @@ def reconcile_served_versions(repo: Path) -> dict[str, list[int]]:
             ensemble = pipelines.ensemble(spec, release)
             write_config(repo / ensemble.name / CONFIG, ensemble)
             (repo / ensemble.name / str(release)).mkdir(exist_ok=True)
-            for stage in spec.stages.values():
+            # And the parts of its composed stages, which the bench and the quality report call.
+            for stage in (*spec.stages.values(), *pipelines.apart(repo, spec).stages.values()):
                 served.setdefault(stage.model, set()).add(stage.version)
         newest = PipelineSpec.load(repo / kind / str(releases[-1]) / PIPELINE_FILE)
         write_config(repo / kind / CONFIG, pipelines.ensemble(newest, releases[-1], name=kind))

@@ -29,6 +29,8 @@ RECOMMEND_INDEX = "recommend_index"
 RECOMMEND_RETRIEVAL = "recommend_retrieval"
 RECOMMEND_RANKER = "recommend_ranker"
 TOP_K = "top_k"
+SEARCH_RANKING = "search_ranking"
+RECOMMEND_RANKING = "recommend_ranking"
 SEARCH = "search"
 RECOMMEND = "recommend"
 
@@ -96,9 +98,12 @@ QUERY_ONLY_STAGES = (
 #: A release's exact index served inside its producer's graph (`retrieval.compose_retrieval`),
 #: by pipeline kind; written with each release, at the release's version.
 RETRIEVAL_OF = {SEARCH: SEARCH_RETRIEVAL, RECOMMEND: RECOMMEND_RETRIEVAL}
+#: A release's features, ranker and top-k in one Python model (cpu profile), by pipeline kind.
+RANKING_OF = {SEARCH: SEARCH_RANKING, RECOMMEND: RECOMMEND_RANKING}
 #: The models a release writes from the stages it pins, at the release's version: the
-#: `RETRIEVAL_OF` graphs and, in the cpu profile, search's query stage (`SEARCH_QUERY`).
-COMPOSED_STAGES = (*RETRIEVAL_OF.values(), SEARCH_QUERY)
+#: `RETRIEVAL_OF` graphs and, in the cpu profile, search's query stage (`SEARCH_QUERY`) and
+#: the `RANKING_OF` stages.
+COMPOSED_STAGES = (*RETRIEVAL_OF.values(), SEARCH_QUERY, *RANKING_OF.values())
 
 
 #: The p99 latency SLO (ms) of a pipeline call: what the benchmarks measure throughput at
@@ -274,6 +279,23 @@ def ranker_spec(name: str, backend: str) -> ModelSpec:
         ),
         outputs=(TensorSpec("score", "FP32", (-1,)),),
         dynamic_batching=_batching(),
+    )
+
+
+def ranking_spec(name: str) -> ModelSpec:
+    """A release's features, ranker and top-k in one Python model (`runtime.ranking_model`):
+    the features stage's inputs and `k` in, the pipelines' answer out; the ranker's batching
+    (the costly part). `intra_op_thread_count` sets the ranker's threads (0: the framework's
+    default)."""
+    features_spec, top_k = ranking_features_spec(), top_k_spec()
+    return ModelSpec(
+        name=name,
+        backend="python",
+        max_batch_size=STAGE_MAX_BATCH,
+        inputs=(*features_spec.inputs, *(t for t in top_k.inputs if t.name == "k")),
+        outputs=top_k.outputs,
+        dynamic_batching=_batching(),
+        parameters={"intra_op_thread_count": "0"},
     )
 
 

@@ -61,7 +61,7 @@ class OfflinePipeline:
         self.repo = Path(repo)
         self.folder = self.repo / kind / str(version)
         self.spec = PipelineSpec.load(self.folder / PIPELINE_FILE)
-        self.stages = lineage(self.repo, self.spec)  # with the parts of `query`, `retrieval`
+        self.stages = lineage(self.repo, self.spec)  # with the parts of its composed stages
         self.item_ids = np.load(self.stage_folder("top_k") / "item_ids.npy")
         self._sessions: dict[str, object] = {}
 
@@ -217,7 +217,7 @@ class OfflinePipeline:
         users = self._users(queries, user_ids)
         found = self.candidates(queries, user_ids)
         ranked = found.scores
-        if "ranker" in self.spec.stages:
+        if "ranker" in self.stages:
             if "features" not in self._sessions:
                 self._sessions["features"] = FeatureTables.load(
                     self.stage_folder("features") / "tables.npz"

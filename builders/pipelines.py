@@ -78,19 +78,36 @@ QUERY_PARTS = {
     names.SEARCH_RETRIEVAL: "retrieval",
     names.HYBRID_RETRIEVAL: "hybrid",
 }
+#: The models a release's `ranking` stage is composed of, and their roles.
+RANKING_PARTS = {
+    names.RANKING_FEATURES: "features",
+    names.SEARCH_RANKER: "ranker",
+    names.RECOMMEND_RANKER: "ranker",
+    names.TOP_K: "top_k",
+}
+#: The roles of the cpu profile's composed stages, and the parts of each.
+COMPOSED_PARTS = {"query": QUERY_PARTS, "ranking": RANKING_PARTS}
 #: The role whose model embeds the queries (search) or the users (recommend).
 PRODUCER_ROLE = {names.SEARCH: "encoder", names.RECOMMEND: "user_tower"}
 
 
-def lineage(repo: Path, spec: PipelineSpec) -> dict[str, Stage]:
-    """The release's stages by role, and the stages its composed models were made from:
-    where it serves `query` (tokenizer, retrieval and hybrid as one model), those three;
-    where it serves `retrieval` (its producer and exact index as one model), those two."""
+def apart(repo: Path, spec: PipelineSpec) -> PipelineSpec:
+    """The release with each composed stage (`query`, `ranking`) replaced by the stages its
+    manifest names, one role each, as releases served them before these were composed."""
     stages = dict(spec.stages)
-    if "query" in stages:
-        query = stages["query"]
-        parts = read_manifest(repo, query.model, query.version)["depends_on"]
-        stages.update({QUERY_PARTS[model]: Stage(model, v) for model, v in parts.items()})
+    for role, parts in COMPOSED_PARTS.items():
+        if role in stages:
+            composed = stages.pop(role)
+            depends_on = read_manifest(repo, composed.model, composed.version)["depends_on"]
+            stages.update({parts[model]: Stage(model, v) for model, v in depends_on.items()})
+    return PipelineSpec(spec.kind, spec.num_candidates, stages)
+
+
+def lineage(repo: Path, spec: PipelineSpec) -> dict[str, Stage]:
+    """The release's stages by role, and the stages its composed models were made from: the
+    parts of `query` and `ranking` (`apart`), and where it serves `retrieval` (its producer
+    and exact index as one model), those two."""
+    stages = {**spec.stages, **apart(repo, spec).stages}
     if "retrieval" in stages:
         retrieval = stages["retrieval"]
         parts = read_manifest(repo, retrieval.model, retrieval.version)["depends_on"]
@@ -98,6 +115,11 @@ def lineage(repo: Path, spec: PipelineSpec) -> dict[str, Stage]:
             is_index = model in (names.SEARCH_INDEX, names.RECOMMEND_INDEX)
             stages["index" if is_index else PRODUCER_ROLE[spec.kind]] = Stage(model, version)
     return stages
+
+
+def _ranks(stages: dict[str, Stage]) -> bool:
+    """Whether a release's stages rank the candidates (a ranker, apart or in `ranking`)."""
+    return "ranker" in stages or "ranking" in stages
 
 
 def query_encoder(repo: Path, spec: PipelineSpec) -> Stage:
@@ -132,7 +154,7 @@ def ensemble_steps(spec: PipelineSpec) -> tuple[EnsembleStep, ...]:
     hybrid stages into one model (`build.build_release_query`). Else retrieval is the role
     `retrieval` where the release serves its exact index inside the producer's graph
     (`retrieval.compose_retrieval`), else the producer (`encoder` or `user_tower`) and then
-    the `index` (ANN)."""
+    the `index` (ANN). The ranking follows (`_ranked_steps`)."""
     stages = spec.stages
     if "query" in stages:
         return _ranked_steps(stages, [_query_step(stages)], "fused_scores", hybrid=True)
@@ -185,7 +207,7 @@ def _query_step(stages: dict[str, Stage]) -> EnsembleStep:
 def _fused_outputs(stages: dict[str, Stage]) -> dict[str, str]:
     """What the hybrid candidates hand on: the ranker reads the two scores, top-k without a
     ranker the fused one."""
-    if "ranker" in stages:
+    if _ranks(stages):
         return {
             "candidate_indexes": "candidate_indexes",
             "candidate_dense_scores": "retrieval_scores",
@@ -197,8 +219,9 @@ def _fused_outputs(stages: dict[str, Stage]) -> dict[str, str]:
 def _ranked_steps(
     stages: dict[str, Stage], steps: list[EnsembleStep], final_scores: str, hybrid: bool
 ) -> tuple[EnsembleStep, ...]:
-    """`steps` (retrieval), then the features and the ranker where the release has them, and
-    top-k over `final_scores` (the ranker's where it ranks)."""
+    """`steps` (retrieval), then the ranking: the `ranking` stage (features, ranker and top-k
+    in one model, `build.build_release_ranking`), or the features and the ranker where the
+    release has them and top-k over `final_scores` (the ranker's where it ranks)."""
     features_map = {
         "user_id": "user_id",
         "candidate_ids": "candidate_indexes",
@@ -206,6 +229,10 @@ def _ranked_steps(
     }
     if hybrid:
         features_map["lexical_scores"] = "lexical_scores"
+    answer = {"item_ids": "item_ids", "scores": "scores", "truncated": "truncated"}
+    if "ranking" in stages:
+        steps.append(_step(stages["ranking"], features_map | {"k": "k"}, answer))
+        return tuple(steps)
     if "ranker" in stages:
         steps += [
             _step(stages["features"], features_map, {"sparse": "sparse", "dense": "dense"}),
@@ -220,7 +247,7 @@ def _ranked_steps(
         _step(
             stages["top_k"],
             {"candidate_indexes": "candidate_indexes", "candidate_scores": final_scores, "k": "k"},
-            {"item_ids": "item_ids", "scores": "scores", "truncated": "truncated"},
+            answer,
         )
     )
     return tuple(steps)
@@ -231,7 +258,7 @@ def ensemble(spec: PipelineSpec, release: int, name: str | None = None) -> Ensem
     serves exactly one version: `release`. Without a ranker (a catalog-only build) search
     takes no `user_id`: Triton refuses an ensemble input that no step reads."""
     inputs = names.SEARCH_INPUTS if spec.kind == names.SEARCH else names.RECOMMEND_INPUTS
-    if "features" not in spec.stages:
+    if not _ranks(spec.stages):
         inputs = tuple(t for t in inputs if t.name != "user_id")
     return EnsembleSpec(
         name=name or release_model(spec.kind, release),

@@ -3,8 +3,8 @@
 Copied next to `model.py` into every Python stage's version folder, so it imports only numpy;
 `triton_python_backend_utils` is imported when first needed (tests pass a fake one).
 
-A stage (its `TritonPythonModel`) declares `name` (for error messages), `inputs` and
-`outputs` (tensor names), `invalid` (the exception type of a malformed request) and
+A stage (its `TritonPythonModel`) declares `name` (for error messages), `inputs` and `outputs`
+(tensor names), `invalid` (the exception type, or a tuple of them, of a malformed request) and
 `answer(group)`. `execute` reads each request's inputs (an absent optional input is None),
 groups the requests whose inputs stack (the same inputs, shapes past the batch dimension and
 dtypes: Triton batches equal shapes only, so a batch is normally one group) and hands each

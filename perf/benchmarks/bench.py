@@ -44,7 +44,6 @@ from builders import machine, names, pipelines
 from builders.offline import OfflinePipeline
 from builders.pipelines import (
     PIPELINE_FILE,
-    QUERY_PARTS,
     PipelineSpec,
     Stage,
     ensemble_steps,
@@ -83,8 +82,8 @@ CACHE_MB = 256
 STAGE_CPU_CONCURRENCY = 16
 #: The stage CPU breakdown of search with the teacher swapped in for a served student.
 TEACHER_SEARCH = "search_with_teacher"
-#: The stage CPU breakdown of search with its composed query stage's three parts apart.
-APART_SEARCH = "search_stages_apart"
+#: The stage CPU breakdown of each pipeline with its composed stages' parts apart, by kind.
+APART = {kind: f"{kind}_stages_apart" for kind in pipelines.KINDS}
 #: Names the copy of the query stage that holds the teacher, loaded for that breakdown.
 TEACHER_SUFFIX = "_with_teacher"
 REPLAY_CONCURRENCY = 32
@@ -378,38 +377,39 @@ def stage_cpu_breakdown(
 
 def stage_cpu_all(server: TritonServer, requests: dict[str, list], seconds: float) -> dict:
     """`perf.benchmarks.stage_cpu` of each pipeline on the loaded configs, of search with the
-    teacher in place of a served student, and of search with its composed query stage's three
-    parts apart."""
+    teacher in place of a served student, and of each pipeline with its composed stages' parts
+    apart."""
+    repo = server.model_repository
     costs = {}
     for kind, pipeline_requests in requests.items():
         print(f"CPU per stage: {kind}", flush=True)
         bodies = triton_bodies(kind, pipeline_requests)
         costs[kind] = stage_cpu_breakdown(server, kind, bodies, seconds)
     search_bodies = triton_bodies(names.SEARCH, requests[names.SEARCH])
-    if served_encoder(server.model_repository).model != names.TEXT_ENCODER:
+    if served_encoder(repo).model != names.TEXT_ENCODER:
         print("CPU per stage: search with the teacher as its query encoder", flush=True)
         costs[TEACHER_SEARCH] = teacher_stage_cpu(server, search_bodies, seconds)
-    if "query" in newest_search(server.model_repository).stages:
-        print("CPU per stage: search with its query stage's three parts apart", flush=True)
-        costs[APART_SEARCH] = apart_stage_cpu(server, search_bodies, seconds)
+    for kind, pipeline_requests in requests.items():
+        if pipelines.apart(repo, newest_release(repo, kind)) != newest_release(repo, kind):
+            print(f"CPU per stage: {kind} with its composed stages' parts apart", flush=True)
+            bodies = triton_bodies(kind, pipeline_requests)
+            costs[APART[kind]] = apart_stage_cpu(server, kind, bodies, seconds)
     return costs
 
 
-def apart_stage_cpu(server: TritonServer, bodies: list[bytes], seconds: float) -> dict:
-    """`perf.benchmarks.stage_cpu` of search with the release's `query` stage replaced by the
-    three stages it was composed of (the versions its manifest names), one step each, as
-    releases served them before: what the composition saves, on the same server and configs.
-    Parts the server has not loaded are loaded for the measurement (without the response
-    cache, as the other stages run here) and unloaded after it."""
+def apart_stage_cpu(server: TritonServer, kind: str, bodies: list[bytes], seconds: float) -> dict:
+    """`perf.benchmarks.stage_cpu` of the newest `kind` release with its composed stages
+    (`query`, `ranking`) replaced by the stages they were composed of (the versions their
+    manifests name), one step each, as releases served them before: what the composition
+    saves, on the same server and configs. Parts the server has not loaded are loaded for the
+    measurement (without the response cache, as the other stages run here) and unloaded after
+    it."""
     repo = server.model_repository
-    release = newest_search(repo)
-    parts = {r: s for r, s in lineage(repo, release).items() if r in QUERY_PARTS.values()}
-    roles = {r: s for r, s in release.stages.items() if r != "query"} | parts
-    number = model_versions(repo, names.SEARCH)[-1]
-    apart = pipelines.ensemble(
-        PipelineSpec(release.kind, release.num_candidates, roles), number, name=names.SEARCH
-    )
-    search = spec.model_config(repo, names.SEARCH)
+    release = newest_release(repo, kind)
+    roles = pipelines.apart(repo, release)
+    parts = {r: s for r, s in roles.stages.items() if r not in release.stages}
+    number = model_versions(repo, kind)[-1]
+    ensemble = spec.model_config(repo, kind)
     part_configs = {
         s.model: without_cache(spec.model_config(repo, s.model))
         | {"version_policy": {"specific": {"versions": [str(s.version)]}}}
@@ -418,25 +418,26 @@ def apart_stage_cpu(server: TritonServer, bodies: list[bytes], seconds: float) -
     loaded = {m for m in part_configs if server.is_model_ready(m)}  # e.g. `load_models=["*"]`
     try:
         load_configs(server, {m: c for m, c in part_configs.items() if m not in loaded})
-        load_configs(server, {names.SEARCH: apart.to_config()})
+        apart = pipelines.ensemble(roles, number, name=kind)
+        load_configs(server, {kind: apart.to_config()})
         stages = {step.model for step in apart.steps}
-        measured = stage_cpu_breakdown(server, names.SEARCH, bodies, seconds, stages)
-        composed = release.stages["query"].model
+        measured = stage_cpu_breakdown(server, kind, bodies, seconds, stages)
+        composed = sorted(s.model for r, s in release.stages.items() if r not in roles.stages)
         return {**measured, "compared": {"composed": composed, "apart": sorted(part_configs)}}
     finally:
-        load_configs(server, {names.SEARCH: search})
+        load_configs(server, {kind: ensemble})
         for model in set(part_configs) - loaded:
             server.unload_model(model)
 
 
-def newest_search(repo: Path) -> PipelineSpec:
-    release = model_versions(repo, names.SEARCH)[-1]
-    return PipelineSpec.load(repo / names.SEARCH / str(release) / PIPELINE_FILE)
+def newest_release(repo: Path, kind: str) -> PipelineSpec:
+    release = model_versions(repo, kind)[-1]
+    return PipelineSpec.load(repo / kind / str(release) / PIPELINE_FILE)
 
 
 def served_encoder(repo: Path) -> Stage:
     """The query encoder the newest search release serves (the teacher or a student)."""
-    return query_encoder(repo, newest_search(repo))
+    return query_encoder(repo, newest_release(repo, names.SEARCH))
 
 
 def teacher_stage(model: str) -> str:
@@ -464,7 +465,7 @@ def teacher_stage_cpu(server: TritonServer, bodies: list[bytes], seconds: float)
     other stages of the breakdown do (`make bench` measures it on a server with a cache, where
     repeated queries would skip it)."""
     repo = server.model_repository
-    release = newest_search(repo)
+    release = newest_release(repo, names.SEARCH)
     student = query_encoder(repo, release)
     teacher = Stage(
         names.TEXT_ENCODER,
@@ -538,7 +539,7 @@ def cold_cache_replay(repo: Path, configs: dict[str, dict]) -> dict:
     ) as server:
         load_configs(server, {m: c for m, c in configs.items() if m in stages})
         host, port = server.http_url.split(":")
-        query_stage = served_query_stage(newest_search(repo)).model
+        query_stage = served_query_stage(newest_release(repo, names.SEARCH)).model
         counted = cache_counts(server, query_stage)
         load = loadgen.closed_loop(
             host,
@@ -670,7 +671,7 @@ def stage_cpu_only(repo: Path, seconds: float, repetitions: int) -> dict:
             print(f"repetition {repetition + 1}/{repetitions}", flush=True)
             runs.append(stage_cpu_all(server, requests, seconds))
     peak = max(gemm_peak("fp32").values()) / 1e9
-    query_stage = served_query_stage(newest_search(repo)).model
+    query_stage = served_query_stage(newest_release(repo, names.SEARCH)).model
     for costs in runs:
         with_products(costs, peak, query_stage)
     return {
@@ -681,7 +682,10 @@ def stage_cpu_only(repo: Path, seconds: float, repetitions: int) -> dict:
             {
                 **{kind: costs[kind]["cpu_us_per_request"] for kind in requests},
                 "search_encoder_cpu_vs_teacher": encoder_cpu_vs_teacher(costs),
-                "search_composed_cpu_vs_apart": composed_cpu_vs_apart(costs),
+                **{
+                    f"{kind}_composed_cpu_vs_apart": composed_cpu_vs_apart(costs, kind)
+                    for kind in requests
+                },
             }
             for costs in runs
         ],
@@ -693,8 +697,8 @@ def repetitions_table(measured: dict) -> str:
     docs/results/stage_cpu.json)."""
     lines = [
         "| repetition | search, CPU µs per request | recommend | query stage ÷ the teacher's "
-        "| search ÷ search with the query stage's parts apart |",
-        "|---|---|---|---|---|",
+        "| search ÷ its composed stages' parts apart | recommend ÷ its parts apart |",
+        "|---|---|---|---|---|---|",
     ]
 
     def ratio(value: float | None) -> str:
@@ -704,18 +708,19 @@ def repetitions_table(measured: dict) -> str:
         lines.append(
             f"| {number} | {run[names.SEARCH]:,.0f} | {run[names.RECOMMEND]:,.0f} | "
             f"{ratio(run['search_encoder_cpu_vs_teacher'])} | "
-            f"{ratio(run.get('search_composed_cpu_vs_apart'))} |"
+            f"{ratio(run.get('search_composed_cpu_vs_apart'))} | "
+            f"{ratio(run.get('recommend_composed_cpu_vs_apart'))} |"
         )
     return "\n".join(lines)
 
 
-def composed_cpu_vs_apart(costs: dict) -> float | None:
-    """CPU per search request with the release's composed query stage over with its three
-    parts apart (`stage_cpu_all`); None where the release serves no `query` stage."""
-    if APART_SEARCH not in costs:
+def composed_cpu_vs_apart(costs: dict, kind: str) -> float | None:
+    """CPU per `kind` request with the release's composed stages over with their parts apart
+    (`stage_cpu_all`); None where the release serves no composed `query` or `ranking`."""
+    if APART[kind] not in costs:
         return None
-    composed = costs[names.SEARCH]["cpu_us_per_request"]
-    return round(composed / costs[APART_SEARCH]["cpu_us_per_request"], 4)
+    composed = costs[kind]["cpu_us_per_request"]
+    return round(composed / costs[APART[kind]]["cpu_us_per_request"], 4)
 
 
 def encoder_cpu_vs_teacher(costs: dict) -> float | None:
@@ -783,7 +788,7 @@ def serving(repo: Path, slo_ms: float, seconds: float, repetitions: int, work: P
         ) as server:
             host, port = server.http_url.split(":")
             configs = arm_configs(originals, tuned)
-            query_stage = served_query_stage(newest_search(repo)).model
+            query_stage = served_query_stage(newest_release(repo, names.SEARCH)).model
             first_stages = {kind: first_stage(repo, kind) for kind in requests}
             offline = {
                 kind: OfflinePipeline(repo, kind, model_versions(repo, kind)[-1])
@@ -894,8 +899,9 @@ def summarise(
     with_products(costs, peak_gflops, query_stage)
     if TEACHER_SEARCH in costs:
         summary["search_encoder_cpu_vs_teacher"] = encoder_cpu_vs_teacher(costs)
-    if APART_SEARCH in costs:
-        summary["search_composed_cpu_vs_apart"] = composed_cpu_vs_apart(costs)
+    for kind in pipelines.KINDS:
+        if APART[kind] in costs:
+            summary[f"{kind}_composed_cpu_vs_apart"] = composed_cpu_vs_apart(costs, kind)
     summary["search_cache"] = serving_results["search_cache"]
     summary["search_ndcg_at_10"] = serving_results.get("search_ndcg_at_10", {})
     return summary
@@ -1028,7 +1034,7 @@ def main(argv: list[str] | None = None) -> int:
             args.slo_ms,
             args.repetitions,
             results["roofline"]["gemm_peak_gflops"]["fp32"],
-            served_query_stage(newest_search(repo)).model,
+            served_query_stage(newest_release(repo, names.SEARCH)).model,
         )
         (OUT / "summary.json").write_text(json.dumps(summary, indent=1))
     results["wall_s"] = time.monotonic() - started

@@ -78,7 +78,7 @@ def dense_expander(synonyms: Synonyms) -> Callable[[str], str]:
 
 def served_order(pipeline: OfflinePipeline, found: Candidates) -> np.ndarray:
     """The release's final order of `found` (no user), item indexes [Q, N] (-1 padding)."""
-    if "ranker" not in pipeline.spec.stages:
+    if "ranker" not in pipeline.stages:
         return found.indexes
     tables = FeatureTables.load(pipeline.stage_folder("features") / "tables.npz")
     users = np.full(len(found.indexes), NO_USER, dtype=np.int64)
@@ -107,7 +107,7 @@ def measure(repo: Path, relevance, synonyms: Synonyms, kinds: dict | None) -> di
     report = {
         "queries": len(queries),
         "queries_a_rule_expands": sum(t != q for q, t in zip(queries, dense_queries)),
-        "ranker": "ranker" in pipeline.spec.stages,
+        "ranker": "ranker" in pipeline.stages,
         "arms": {},
     }
     for arm in ARMS:

@@ -961,7 +961,7 @@ class Settings:
     #: open-loop (the load generator shares them), so its queue grew for the whole soak.
     load: float = 0.6
     fault_load: float = 0.5
-    crash_stage: str = names.TOP_K
+    crash_stage: str = names.SEARCH_RANKING
     concurrency: int = 16
     workers: int = 32
     #: `overload`: `spike` x saturation for `spike_seconds`, then `after_spike` x saturation
@@ -1505,7 +1505,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--crash-stage",
         help=f"the stage whose stub stage_crash kills, default {full.crash_stage} "
-        "(a step of both pipelines)",
+        "(search's last step)",
     )
     return parser
 

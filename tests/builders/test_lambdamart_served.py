@@ -46,7 +46,8 @@ def server(repo):
     with TritonServer(
         repo,
         model_control="explicit",
-        load_models=[names.SEARCH, "search_v1", names.RECOMMEND],
+        # The ensembles load the stages they run; `make quality` also calls the ranker alone.
+        load_models=[names.SEARCH, "search_v1", names.RECOMMEND, names.RECOMMEND_RANKER],
         exit_timeout_secs=5,
     ) as server:
         yield server

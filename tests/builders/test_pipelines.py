@@ -9,6 +9,7 @@ from builders import names
 from builders.pipelines import (
     PipelineSpec,
     Stage,
+    apart,
     ensemble,
     lineage,
     parse_release_model,
@@ -28,6 +29,16 @@ SEARCH_STAGES = {
     "ranker": Stage(names.SEARCH_RANKER, 2),
     "top_k": Stage(names.TOP_K, 1),
 }
+
+#: A search release's steps with its exact index composed (`retrieval`) and the rest apart.
+RETRIEVAL_APART_STEPS = [
+    names.QUERY_TOKENIZER,
+    names.SEARCH_RETRIEVAL,
+    names.HYBRID_RETRIEVAL,
+    names.RANKING_FEATURES,
+    names.SEARCH_RANKER,
+    names.TOP_K,
+]
 
 
 @pytest.mark.parametrize(
@@ -223,14 +234,7 @@ def test_a_release_with_composed_retrieval_runs_it_in_place_of_encoder_and_index
     stages = {r: s for r, s in SEARCH_STAGES.items() if r not in ("encoder", "index")}
     stages["retrieval"] = Stage(names.SEARCH_RETRIEVAL, 3)
     steps = ensemble(PipelineSpec("search", 50, stages), 3).steps
-    assert [step.model for step in steps] == [
-        names.QUERY_TOKENIZER,
-        names.SEARCH_RETRIEVAL,
-        names.HYBRID_RETRIEVAL,
-        names.RANKING_FEATURES,
-        names.SEARCH_RANKER,
-        names.TOP_K,
-    ]
+    assert [step.model for step in steps] == RETRIEVAL_APART_STEPS
     assert steps[1].input_map == {"input_ids": "input_ids", "attention_mask": "attention_mask"}
     assert steps[1].output_map == {
         "embedding": "query_embedding",
@@ -305,7 +309,41 @@ def test_a_release_with_a_composed_query_stage_runs_it_in_place_of_three():
     assert steps[1].input_map["candidate_scores"] == "fused_scores"
 
 
-def test_the_lineage_of_a_composed_query_stage_names_its_parts_and_theirs(tmp_path):
+def test_a_release_with_a_composed_ranking_stage_runs_it_in_place_of_three():
+    stages = {"query": Stage(names.SEARCH_QUERY, 3), "ranking": Stage(names.SEARCH_RANKING, 3)}
+    spec = ensemble(PipelineSpec("search", 50, stages), 3)
+    (query, ranking) = spec.steps
+    assert (query.model, ranking.model) == (names.SEARCH_QUERY, names.SEARCH_RANKING)
+    # The features stage's inputs, and the `k` the top-k stage reads.
+    assert ranking.input_map == {
+        "user_id": "user_id",
+        "candidate_ids": "candidate_indexes",
+        "candidate_scores": "retrieval_scores",
+        "lexical_scores": "lexical_scores",
+        "k": "k",
+    }
+    assert set(query.output_map.values()) == {
+        "candidate_indexes",
+        "retrieval_scores",
+        "lexical_scores",
+    }
+    assert ranking.output_map == {
+        "item_ids": "item_ids",
+        "scores": "scores",
+        "truncated": "truncated",
+    }
+    assert [t.name for t in spec.inputs] == ["query", "user_id", "k"]
+    recommend = {
+        "retrieval": Stage(names.RECOMMEND_RETRIEVAL, 4),
+        "ranking": Stage(names.RECOMMEND_RANKING, 4),
+    }
+    steps = ensemble(PipelineSpec("recommend", 100, recommend), 4).steps
+    assert [step.model for step in steps] == [names.RECOMMEND_RETRIEVAL, names.RECOMMEND_RANKING]
+    assert "lexical_scores" not in steps[1].input_map
+    assert steps[1].input_map["candidate_scores"] == "retrieval_scores"
+
+
+def test_a_release_apart_and_its_lineage_name_the_parts_of_each_composed_stage(tmp_path):
     manifests = {
         (names.SEARCH_QUERY, 3): {
             names.QUERY_TOKENIZER: 1,
@@ -313,16 +351,31 @@ def test_the_lineage_of_a_composed_query_stage_names_its_parts_and_theirs(tmp_pa
             names.HYBRID_RETRIEVAL: 2,
         },
         (names.SEARCH_RETRIEVAL, 3): {names.QUERY_ENCODER_STATIC: 1, names.SEARCH_INDEX: 1},
+        (names.SEARCH_RANKING, 3): {
+            names.RANKING_FEATURES: 1,
+            names.SEARCH_RANKER: 2,
+            names.TOP_K: 1,
+        },
     }
     for (model, version), parts in manifests.items():
         folder = tmp_path / model / str(version)
         folder.mkdir(parents=True)
         (folder / "manifest.json").write_text(json.dumps({"depends_on": parts}))
-    kept = {r: SEARCH_STAGES[r] for r in ("features", "ranker", "top_k")}
-    spec = PipelineSpec("search", 50, {"query": Stage(names.SEARCH_QUERY, 3), **kept})
-    found = lineage(tmp_path, spec)
-    assert found["tokenizer"] == Stage(names.QUERY_TOKENIZER, 1)
-    assert found["retrieval"] == Stage(names.SEARCH_RETRIEVAL, 3)
-    assert found["hybrid"] == Stage(names.HYBRID_RETRIEVAL, 2)
+    stages = {"query": Stage(names.SEARCH_QUERY, 3), "ranking": Stage(names.SEARCH_RANKING, 3)}
+    spec = PipelineSpec("search", 50, stages)
+    separate = apart(tmp_path, spec)
+    assert separate.stages == {
+        "tokenizer": Stage(names.QUERY_TOKENIZER, 1),
+        "retrieval": Stage(names.SEARCH_RETRIEVAL, 3),
+        "hybrid": Stage(names.HYBRID_RETRIEVAL, 2),
+        "features": Stage(names.RANKING_FEATURES, 1),
+        "ranker": Stage(names.SEARCH_RANKER, 2),
+        "top_k": Stage(names.TOP_K, 1),
+    }
+    assert [s.model for s in ensemble(separate, 3).steps] == RETRIEVAL_APART_STEPS
+    found = lineage(tmp_path, spec)  # and the parts of the query stage's retrieval
+    assert found["ranking"] == Stage(names.SEARCH_RANKING, 3)
+    assert found["ranker"] == Stage(names.SEARCH_RANKER, 2)
     assert found["index"] == Stage(names.SEARCH_INDEX, 1)
     assert query_encoder(tmp_path, spec) == Stage(names.QUERY_ENCODER_STATIC, 1)
+    assert apart(tmp_path, separate) == separate  # nothing composed: the release itself

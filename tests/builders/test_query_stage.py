@@ -99,10 +99,9 @@ def test_a_batch_answers_each_request_as_its_stages_apart_and_refuses_an_empty_q
     )
 
 
-def test_a_gpu_profile_release_keeps_the_query_stages_apart(
-    small_repository, small_dataset, tmp_path
-):
-    """On GPU nodes the encoder runs in a stage of its own (NVIDIA's backends, on the GPU)."""
+def test_a_gpu_profile_release_keeps_its_stages_apart(small_repository, small_dataset, tmp_path):
+    """On GPU nodes the encoder and the ranker run in stages of their own (NVIDIA's backends,
+    on the GPU)."""
     repo = tmp_path / "repo"
     shutil.copytree(small_repository, repo)
     options = BuildOptions(repo=repo, profile="gpu", only=(names.SEARCH,), slo_ms=TEST_SLO_MS)
@@ -111,4 +110,6 @@ def test_a_gpu_profile_release_keeps_the_query_stages_apart(
     stages = PipelineSpec.load(repo / names.SEARCH / str(release) / PIPELINE_FILE).stages
     assert "query" not in stages
     assert {"tokenizer", "retrieval", "hybrid"} <= set(stages)
-    assert model_versions(repo, names.SEARCH_QUERY) == [1]  # the cpu release's, untouched
+    assert "ranking" not in stages and {"features", "ranker", "top_k"} <= set(stages)
+    for composed in (names.SEARCH_QUERY, names.SEARCH_RANKING):
+        assert model_versions(repo, composed) == [1]  # the cpu release's, untouched

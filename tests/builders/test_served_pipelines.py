@@ -92,7 +92,11 @@ def test_every_version_is_intact_and_pinned(repo):
             assert verify_version(repo, model, version) == []
     search_v1 = read_manifest(repo, names.SEARCH, 1)["depends_on"]
     search_v2 = read_manifest(repo, names.SEARCH, 2)["depends_on"]
-    assert search_v1[names.SEARCH_RANKER] == 1 and search_v2[names.SEARCH_RANKER] == 2
+    # Each release serves its features, ranker and top-k as one model, composed for it.
+    assert search_v1[names.SEARCH_RANKING] == 1 and search_v2[names.SEARCH_RANKING] == 2
+    for release_number in (1, 2):
+        ranking = read_manifest(repo, names.SEARCH_RANKING, release_number)["depends_on"]
+        assert ranking[names.SEARCH_RANKER] == release_number
     release = OfflinePipeline(repo, names.SEARCH, 2).spec
     encoder = query_encoder(repo, release)
     assert encoder.model in names.QUERY_ENCODERS and encoder.version == 1
@@ -138,7 +142,7 @@ def test_the_entry_points_are_ensembles_of_their_releases(repo):
         model: next(
             s["model_version"]
             for s in config(model)["ensemble_scheduling"]["step"]
-            if s["model_name"] == names.SEARCH_RANKER
+            if s["model_name"] == names.SEARCH_RANKING
         )
         for model in (names.SEARCH, "search_v1", "search_v2")
     }
@@ -290,16 +294,16 @@ def test_catalog_only_search_falls_back_to_retrieval_order(tmp_path, dataset):
 
 
 def test_a_missing_stage_takes_out_only_the_pipelines_that_use_it(server, client):
-    server.unload_model(names.SEARCH_RANKER)
+    server.unload_model(names.SEARCH_RANKING)
     try:
         for release in (None, 1, 2):
             with pytest.raises(InferenceServerException, match="has no available versions"):
                 call(client, "search", 5, "running shoes", version=release)
         assert server.is_ready()
-        # recommend does not use the search ranker and keeps answering
+        # recommend does not use the search ranking stage and keeps answering
         assert len(call(client, "recommend", 5, user_id=UNKNOWN_USER)[0]) == 5
     finally:
-        server.load_model(names.SEARCH_RANKER)
+        server.load_model(names.SEARCH_RANKING)
     # loading the stage brings back the ensembles that depend on it
     for release in (None, 1, 2):
         assert len(call(client, "search", 5, "running shoes", version=release)[0]) == 5

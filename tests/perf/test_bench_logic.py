@@ -117,9 +117,14 @@ def test_the_summary_compares_the_served_students_cpu_with_the_teachers():
                 **breakdown(teacher, 3000.0),
                 "compared": {"student": names.SEARCH_QUERY, "teacher": teacher},
             },
-            bench.APART_SEARCH: {
+            bench.APART[names.SEARCH]: {
                 **breakdown(names.SEARCH_RETRIEVAL, 200.0),
-                "compared": {"composed": names.SEARCH_QUERY, "apart": []},
+                "compared": {"composed": [names.SEARCH_QUERY], "apart": []},
+            },
+            "recommend": breakdown(names.RECOMMEND_RANKING, 100.0),
+            bench.APART[names.RECOMMEND]: {
+                **breakdown(names.RECOMMEND_RANKER, 125.0),
+                "compared": {"composed": [names.RECOMMEND_RANKING], "apart": []},
             },
         },
     }
@@ -128,6 +133,7 @@ def test_the_summary_compares_the_served_students_cpu_with_the_teachers():
     assert summary["stage_cpu"][bench.TEACHER_SEARCH]["mflop_equivalent_per_request"] == 600.0
     # The whole search as released (300 µs) over with the query stage's parts apart (400).
     assert summary["search_composed_cpu_vs_apart"] == 0.75
+    assert summary["recommend_composed_cpu_vs_apart"] == 0.8
 
 
 def test_the_repeat_share_is_the_hit_rate_of_a_cache_empty_at_the_start():

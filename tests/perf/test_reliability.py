@@ -470,15 +470,15 @@ def test_the_gate_rolls_a_bad_canary_back_under_load(harness):
 def test_a_killed_stage_stub_is_reloaded_and_its_calls_retried(harness):
     report = reliability.stage_crash(harness, SHORT, RATE)
     assert_nothing_lost(report)
-    assert report["recovered"] and report["watchdog"][0]["model"] == "top_k"
+    assert report["recovered"] and report["watchdog"][0]["model"] == names.SEARCH_RANKING
     assert report["failed_attempts"] == report["accounting"]["server_failure"] > 0
 
 
 @pytest.mark.slow
 def test_an_overload_sheds_with_unavailable_and_both_sides_count_it(harness):
-    """Every recommend is shed: its ranker's queue rejects whatever waited at all (a 1 us
-    timeout). The client's and the server's counts of the shed attempts must agree."""
-    ranker = names.RECOMMEND_RANKER
+    """Every recommend is shed: its ranking stage's queue rejects whatever waited at all (a
+    1 us timeout). The client's and the server's counts of the shed attempts must agree."""
+    ranker = names.RECOMMEND_RANKING
     original = harness.server.model_config(ranker)
     harness.server.load_model(
         ranker, config=apply_tunables(original, {"default_timeout_microseconds": 1})
@@ -504,7 +504,7 @@ def test_an_overload_sheds_with_unavailable_and_both_sides_count_it(harness):
     assert report["answered_by_release"] and all(
         key.startswith("search") for key in report["answered_by_release"]
     )
-    # where the work went: all of recommend's first stage to calls shed at its ranker
+    # where the work went: all of recommend's first stage to calls shed at its ranking stage
     work, members = report["overload"]["stage_work"], reliability.pipeline_stages(harness.repo)
     assert work["pipelines"]["recommend"]["answered_per_second"] == 0
     assert work["pipelines"]["search"]["answered_per_second"] > 0

@@ -45,9 +45,12 @@ def test_the_bench_breakdown_of_search_on_the_real_server(small_server, small_re
     measured = bench.stage_cpu_breakdown(small_server, names.SEARCH, bodies, seconds=1.0)
     assert measured["errors"] == 0 and measured["requests"] > 0
     processes = measured["processes"]
-    query_stage = bench.served_query_stage(bench.newest_search(small_repository)).model
-    for label in ("tritonserver", "load generator", query_stage, names.TOP_K):
+    query_stage = bench.served_query_stage(
+        bench.newest_release(small_repository, names.SEARCH)
+    ).model
+    for label in ("tritonserver", "load generator", query_stage, names.SEARCH_RANKING):
         assert processes[label]["cpu_us_per_request"] > 0, label
+    assert names.TOP_K not in processes  # inside the ranking stage
     assert names.USER_TOWER not in processes  # a stage of the other pipeline
 
 
@@ -72,7 +75,9 @@ def test_the_bench_measures_search_with_the_teacher_in_place_of_its_student(
     measured = bench.teacher_stage_cpu(small_server, bodies, seconds=1.0)
     # Measured as the other stages are, without the response cache (the repository's
     # config has it on: on a server with a cache, repeated queries would skip the stage).
-    query_stage = bench.served_query_stage(bench.newest_search(small_repository)).model
+    query_stage = bench.served_query_stage(
+        bench.newest_release(small_repository, names.SEARCH)
+    ).model
     teacher = bench.teacher_stage(query_stage)
     assert spec.model_config(small_repository, query_stage)["response_cache"]
     assert "response_cache" not in loaded[teacher]
@@ -86,16 +91,34 @@ def test_the_bench_measures_search_with_the_teacher_in_place_of_its_student(
     assert not (small_repository / teacher).exists()
 
 
-def test_the_bench_measures_search_with_its_query_stage_apart(small_server, small_repository):
-    dataset = inputs.dataset_of(small_repository, names.SEARCH)
-    requests = inputs.input_data(names.SEARCH, dataset, small_repository, 64)["data"]
-    bodies = bench.triton_bodies(names.SEARCH, requests)
-    before = small_server.model_config(names.SEARCH)
-    measured = bench.apart_stage_cpu(small_server, bodies, seconds=1.0)
+#: Per pipeline: its composed stages, and the stages they were composed of.
+COMPOSED = {
+    names.SEARCH: (
+        [names.SEARCH_QUERY, names.SEARCH_RANKING],
+        [names.HYBRID_RETRIEVAL, names.QUERY_TOKENIZER, names.RANKING_FEATURES]
+        + [names.SEARCH_RANKER, names.SEARCH_RETRIEVAL, names.TOP_K],
+    ),
+    names.RECOMMEND: (
+        [names.RECOMMEND_RANKING],
+        [names.RANKING_FEATURES, names.RECOMMEND_RANKER, names.TOP_K],
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(COMPOSED))
+def test_the_bench_measures_each_pipeline_with_its_composed_stages_apart(
+    small_server, small_repository, kind
+):
+    dataset = inputs.dataset_of(small_repository, kind)
+    requests = inputs.input_data(kind, dataset, small_repository, 64)["data"]
+    bodies = bench.triton_bodies(kind, requests)
+    before = small_server.model_config(kind)
+    measured = bench.apart_stage_cpu(small_server, kind, bodies, seconds=1.0)
     assert measured["errors"] == 0 and measured["requests"] > 0
-    parts = [names.HYBRID_RETRIEVAL, names.QUERY_TOKENIZER, names.SEARCH_RETRIEVAL]
-    assert measured["compared"] == {"composed": names.SEARCH_QUERY, "apart": parts}
+    composed, parts = COMPOSED[kind]
+    assert measured["compared"] == {"composed": composed, "apart": parts}
     for part in parts:
         assert measured["processes"][part]["cpu_us_per_request"] > 0, part
-    assert names.SEARCH_QUERY not in measured["processes"]
-    assert small_server.model_config(names.SEARCH) == before  # the release is back
+    for model in composed:
+        assert model not in measured["processes"]
+    assert small_server.model_config(kind) == before  # the release is back

@@ -31,6 +31,7 @@ SEARCH_MODELS = [
     names.SEARCH_RETRIEVAL,
     names.HYBRID_RETRIEVAL,
     names.SEARCH_QUERY,
+    names.SEARCH_RANKING,
     names.RANKING_FEATURES,
     names.SEARCH_RANKER,
     names.TOP_K,
@@ -155,8 +156,9 @@ def test_sigint_to_the_cli_restores(served, tmp_path):
 
 @pytest.mark.slow
 def test_pipeline_sweep_reports_stages_and_restores(served, tmp_path):
-    query = spec.pipeline_roles(served.model_repository, names.SEARCH)["query"]
-    originals = {m: delay(served, m) for m in (query, "search_ranker")}
+    roles = spec.pipeline_roles(served.model_repository, names.SEARCH)
+    query = roles["query"]
+    originals = {m: delay(served, m) for m in (query, roles["ranking"])}
     path = sweep_file(
         tmp_path,
         served,
@@ -165,7 +167,7 @@ def test_pipeline_sweep_reports_stages_and_restores(served, tmp_path):
         load={"concurrency": [2]},
         space={
             "query": {"max_queue_delay_microseconds": [0, 3000]},  # by its role
-            "search_ranker": {"max_queue_delay_microseconds": [0]},
+            names.SEARCH_RANKING: {"max_queue_delay_microseconds": [0]},  # by its name
         },
     )
     result = Sweep(spec.load(path), served, tmp_path / "run", progress=None).run()

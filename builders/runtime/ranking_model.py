@@ -1,0 +1,91 @@
+"""Triton Python-backend model `search_ranking` or `recommend_ranking`: a release's features,
+ranker and top-k stages in one process, so the candidates cross one stage instead of three.
+
+A release writes it from the stages it pins (`build.build_release_ranking`): the features
+stage (`features_model.py`, `features.py`, `tables.npz`), the ranker (`ranker.onnx`, run in
+ONNX Runtime, or `ranker.savedmodel`, its `serving_default` signature in TensorFlow) and the
+top-k stage (`topk_model.py`, `topk.py`, `item_ids.npy`). It runs the features stage's and the
+top-k stage's own `answer` on the batch, and the ranker once between them on the whole batch,
+as Triton batches it. So the answers are those of the three stages one after the other.
+
+Config: `max_batch_size` > 0 with dynamic batching; inputs the features stage's (`user_id`,
+`candidate_ids`, `candidate_scores`, `lexical_scores`) and `k` TYPE_INT32 dims [1]; outputs the
+top-k stage's (`item_ids`, `scores`, `truncated`); parameter `intra_op_thread_count` (the
+ranker's threads, 0: its framework's default). A malformed request or a bad `k` gets an
+INVALID_ARG error response of its own.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+VERSION_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(VERSION_DIR))
+
+import features_model  # noqa: E402
+import stage_glue  # noqa: E402
+import topk_model  # noqa: E402
+
+#: The ranker's file in the folder, by format: the first that exists is served.
+RANKER_FILES = ("ranker.onnx", "ranker.savedmodel")
+
+
+class TritonPythonModel:
+    name = "ranking"
+    inputs = (*features_model.TritonPythonModel.inputs, "k")
+    outputs = topk_model.TritonPythonModel.outputs
+    invalid = (features_model.TritonPythonModel.invalid, topk_model.TritonPythonModel.invalid)
+
+    def initialize(self, args: dict) -> None:
+        self.features = features_model.TritonPythonModel()
+        self.features.initialize(args)
+        self.top_k = topk_model.TritonPythonModel()
+        self.top_k.initialize(args)
+        parameters = json.loads(args["model_config"]).get("parameters", {})
+        threads = int(parameters.get("intra_op_thread_count", {}).get("string_value", "0"))
+        self.rank = ranker(VERSION_DIR, threads)
+
+    def execute(self, requests: list) -> list:
+        return stage_glue.execute(requests, self)
+
+    def answer(self, group: list[dict]) -> list:
+        """Per request, its three outputs or the error refusing it. A malformed request makes
+        the features stage raise, so `stage_glue` answers each request of the group alone."""
+        features = self.features.answer(group)  # per request: (sparse, dense)
+        scores = self.rank(
+            np.concatenate([sparse for sparse, _ in features]),
+            np.concatenate([dense for _, dense in features]),
+        )
+        bounds = np.cumsum([len(sparse) for sparse, _ in features])[:-1]
+        ranked = [
+            {"candidate_indexes": inputs["candidate_ids"], "candidate_scores": s, "k": inputs["k"]}
+            for inputs, s in zip(group, np.split(scores, bounds))
+        ]
+        return self.top_k.answer(ranked)
+
+
+def ranker(folder: Path, threads: int):
+    """The ranker in `folder` as a function (sparse [B, N, S], dense [B, N, D]) -> scores
+    [B, N]; `threads` intra-op threads (0: the framework's default)."""
+    path = next((folder / f for f in RANKER_FILES if (folder / f).exists()), None)
+    if path is None:
+        raise FileNotFoundError(f"{folder} holds no ranker ({' or '.join(RANKER_FILES)})")
+    if path.suffix == ".onnx":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        # Idle threads sleep, as in the CPU onnxruntime backend: stages share the cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return lambda sparse, dense: session.run(["score"], {"sparse": sparse, "dense": dense})[0]
+    import tensorflow as tf
+
+    if threads != tf.config.threading.get_intra_op_parallelism_threads():  # 0 by default
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    return lambda sparse, dense: signature(sparse=tf.constant(sparse), dense=tf.constant(dense))[
+        "score"
+    ].numpy()
