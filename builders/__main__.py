@@ -73,10 +73,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     build.add_argument(
         "--slo-ms",
         type=float,
-        default=names.SLO_MS,
-        help="the p99 latency SLO in ms that every stage's queue bounds derive from: a request "
-        "waits at most half of it in a stage's queue before it is rejected as overload "
-        "(default %(default)s)",
+        default=None,
+        help="bound every stage's queue for this p99 latency SLO in ms: a request waits at "
+        "most half of it in a stage's queue before it is rejected as overload (default: "
+        "unbounded queues; Triton 2.51 can stall a bounded stage for up to 500 ms: README, "
+        "Building models, Queues)",
     )
     build.add_argument(
         "--index",

@@ -76,8 +76,9 @@ class BuildOptions:
     index: str = "auto"  # exact, ann or auto (by catalog size: builders.index_stage)
     ann_recall_target: float = 0.99  # recall@100 of the ANN index against exact search
     fusion: FusionSettings = FusionSettings()  # how search fuses dense and BM25 candidates
-    #: The p99 latency SLO every stage's queue bounds derive from (`specs.queue_policy`).
-    slo_ms: float = names.SLO_MS
+    #: A p99 latency SLO to bound every stage's queue for (`specs.with_slo`); None leaves the
+    #: queues unbounded, the default (`specs.QueuePolicy` says why).
+    slo_ms: float | None = None
     #: The rankers' kind: dcn (DCN-v2), lambdamart (LightGBM, `builders.gbdt`) or auto (both
     #: trained on the same groups, the better held-out figure served: `gbdt.choose`; DCN-v2
     #: alone with DP, which covers it only).
@@ -113,7 +114,7 @@ class BuildOptions:
             raise ValueError(f"index must be one of {', '.join(index_stage.INDEX_CHOICES)}")
         if not 0 < self.ann_recall_target <= 1:
             raise ValueError("ann_recall_target must be in (0, 1]")
-        if not self.slo_ms > 0:
+        if self.slo_ms is not None and not self.slo_ms > 0:
             raise ValueError(f"slo_ms must be a positive number of milliseconds, got {self.slo_ms}")
         check_buckets(self.length_buckets, self.max_length)
         if self.ranker not in RANKER_CHOICES:
@@ -224,7 +225,8 @@ class BuildContext:
         trees: bool = False,
         privacy: dp.PrivacyPlan | None = None,
     ) -> Path:
-        spec = with_slo(spec, self.options.slo_ms)
+        if self.options.slo_ms is not None:
+            spec = with_slo(spec, self.options.slo_ms)
         gpu = profiles.adapt(spec, "gpu", trees=trees)
         # A tree model rewrites the gpu config too: the one other versions left is not its own.
         named_configs = {"gpu": gpu} if gpu != spec or trees else {}

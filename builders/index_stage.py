@@ -199,11 +199,11 @@ def write_standalone(
     recall_target: float = 0.99,
     seed: int = 0,
     dataset: dict | None = None,
-    slo_ms: float = names.SLO_MS,
+    slo_ms: float | None = None,
 ) -> tuple[Path, dict]:
     """An index version written without a full build (benchmarks, tests, an external
     embedding job): the same files, config and manifest as the builder's, its queue
-    bounded for `slo_ms` as a build's (`specs.with_slo`)."""
+    bounded for `slo_ms` where given, as a build's (`specs.with_slo`)."""
     kind = choose_kind(len(embeddings), kind, existing_kind(repo, name))
     prepared = prepare_index(
         name,
@@ -221,7 +221,7 @@ def write_standalone(
         "metrics": prepared.metrics,
         "parity": {},
     }
-    spec = with_slo(prepared.spec, slo_ms)
+    spec = prepared.spec if slo_ms is None else with_slo(prepared.spec, slo_ms)
     gpu = profiles.adapt(spec, "gpu")
     path = write_version(
         repo,

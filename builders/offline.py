@@ -21,6 +21,7 @@ from builders.runtime.ann_index import AnnIndex
 from builders.runtime.features import FeatureTables, ranker_inputs
 from builders.runtime.fusion import EMBEDDINGS_FILE, FusionSettings, hybrid
 from builders.runtime.lexical import LexicalIndex
+from builders.runtime.stage_glue import onnx_session
 from builders.runtime.tokenization import QueryTokenizer
 from builders.runtime.topk import top_k
 from builders.specs import parse_pbtxt
@@ -72,18 +73,10 @@ class OfflinePipeline:
 
     def _onnx(self, role: str, inputs: dict, outputs: list[str]) -> list[np.ndarray]:
         if role not in self._sessions:
-            import onnxruntime as ort
-
-            # Idle threads sleep instead of spinning, as in the served CPU backend: in one
-            # process the index's and ranker's spinning threads starve the next call's
-            # encoder (a batch-1 search took 45-50 ms instead of 9 ms on 2 cores).
-            options = ort.SessionOptions()
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self._sessions[role] = ort.InferenceSession(
-                str(self.stage_folder(role) / "model.onnx"),
-                options,
-                providers=["CPUExecutionProvider"],
-            )
+            # Idle threads sleep instead of spinning: in one process the index's and ranker's
+            # spinning threads starve the next call's encoder (a batch-1 search took 45-50 ms
+            # instead of 9 ms on 2 cores).
+            self._sessions[role] = onnx_session(self.stage_folder(role) / "model.onnx")
         return self._sessions[role].run(outputs, inputs)
 
     def rank(self, sparse: np.ndarray, dense: np.ndarray) -> np.ndarray:

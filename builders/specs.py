@@ -151,6 +151,12 @@ class QueuePolicy:
     has waited `timeout_microseconds` is rejected when the batcher reaches it, never run
     late (`timeout_action: REJECT`). A request's own timeout may shorten the wait, never
     lengthen it (`allow_timeout_override`). Rejections are UNAVAILABLE (HTTP 503).
+
+    Builds leave it out unless asked (`BuildOptions.slo_ms`). Any queue policy turns off
+    Triton's payload prefetching, and then Triton 2.51's dynamic batcher can miss the
+    wake-up of an instance that finished its batch: the batcher sleeps up to 500 ms, until
+    another request arrives, and every request queued meanwhile waits (or times out). Under
+    closed-loop or bursty load that is most requests of a burst.
     """
 
     max_queue_size: int

@@ -26,12 +26,6 @@ def small_dataset() -> Dataset:
     return load_dataset("synthetic", seed=3, n_items=1500, n_users=300)
 
 
-#: The SLO the tests' repositories bound their queues with: generous, since the tests drive
-#: bursts, sweeps and the teacher on 2 shared cores and check mechanics, not latency (the
-#: overload tests set tight bounds themselves).
-TEST_SLO_MS = 2000.0
-
-
 @pytest.fixture(scope="session")
 def small_repository(tmp_path_factory: pytest.TempPathFactory, small_dataset: Dataset) -> Path:
     """Every model of both pipelines at version 1, 50 candidates, DCN-v2 rankers. Treat it as
@@ -41,7 +35,7 @@ def small_repository(tmp_path_factory: pytest.TempPathFactory, small_dataset: Da
     data this small may differ between machines, and the tests of the GPU profile and the
     SavedModel need the DCN; LightGBM rankers are served in `test_lambdamart_served.py`."""
     path = tmp_path_factory.mktemp("small_repository")
-    options = BuildOptions(repo=path, num_candidates=50, slo_ms=TEST_SLO_MS, ranker="dcn")
+    options = BuildOptions(repo=path, num_candidates=50, ranker="dcn")
     build(options, small_dataset)
     return path
 

@@ -24,7 +24,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 VERSION_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(VERSION_DIR))
@@ -52,14 +51,8 @@ class TritonPythonModel:
         self.hybrid = hybrid_model.TritonPythonModel()
         self.hybrid.initialize(args)
         parameters = json.loads(args["model_config"]).get("parameters", {})
-        options = ort.SessionOptions()
         threads = parameters.get("intra_op_thread_count", {}).get("string_value", "0")
-        options.intra_op_num_threads = int(threads)
-        # Idle threads sleep, as in the CPU onnxruntime backend: stages share the cores.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(
-            str(VERSION_DIR / RETRIEVAL_FILE), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = stage_glue.onnx_session(VERSION_DIR / RETRIEVAL_FILE, int(threads))
 
     def execute(self, requests: list) -> list:
         return stage_glue.execute(requests, self)

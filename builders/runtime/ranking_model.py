@@ -73,13 +73,7 @@ def ranker(folder: Path, threads: int):
     if path is None:
         raise FileNotFoundError(f"{folder} holds no ranker ({' or '.join(RANKER_FILES)})")
     if path.suffix == ".onnx":
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        # Idle threads sleep, as in the CPU onnxruntime backend: stages share the cores.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = stage_glue.onnx_session(path, threads)
         return lambda sparse, dense: session.run(["score"], {"sparse": sparse, "dense": dense})[0]
     import tensorflow as tf
 

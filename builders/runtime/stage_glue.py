@@ -1,7 +1,8 @@
 """Triton glue shared by the Python-backend stages: a whole dynamic batch in one call.
 
 Copied next to `model.py` into every Python stage's version folder, so it imports only numpy;
-`triton_python_backend_utils` is imported when first needed (tests pass a fake one).
+`triton_python_backend_utils` is imported when first needed (tests pass a fake one), and
+ONNX Runtime by the stages that run a graph (`onnx_session`).
 
 A stage (its `TritonPythonModel`) declares `name` (for error messages), `inputs` and `outputs`
 (tensor names), `invalid` (the exception type, or a tuple of them, of a malformed request) and
@@ -17,6 +18,18 @@ its message; any other is INTERNAL, "<name> failed: <type>: <message>".
 from __future__ import annotations
 
 import numpy as np
+
+
+def onnx_session(path, threads: int = 0):
+    """An ONNX Runtime session on the CPU with `threads` intra-op threads (0: its default)
+    whose idle threads sleep instead of spinning, as in the CPU onnxruntime backend: the
+    stages of a server, and the steps of one process, share the cores."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def execute(requests: list, stage, pb_utils=None) -> list:

@@ -390,7 +390,8 @@ def stage_cpu_all(server: TritonServer, requests: dict[str, list], seconds: floa
         print("CPU per stage: search with the teacher as its query encoder", flush=True)
         costs[TEACHER_SEARCH] = teacher_stage_cpu(server, search_bodies, seconds)
     for kind, pipeline_requests in requests.items():
-        if pipelines.apart(repo, newest_release(repo, kind)) != newest_release(repo, kind):
+        release = newest_release(repo, kind)
+        if pipelines.apart(repo, release) != release:
             print(f"CPU per stage: {kind} with its composed stages' parts apart", flush=True)
             bodies = triton_bodies(kind, pipeline_requests)
             costs[APART[kind]] = apart_stage_cpu(server, kind, bodies, seconds)

@@ -15,8 +15,9 @@ control, a `StubWatchdog`) and drives `search` + `recommend` with the project's 
 * `server_restart`: the server process is killed and started again on the same ports;
 * `overload`: a spike at twice the saturation throughput, then half of it: the client's
   in-flight limit refuses at once what the server could not answer within the SLO
-  (`InFlightLimitError`) and the stages' bounded queues shed what still comes too fast
-  (UNAVAILABLE, the client's `OverloadedError`, retried within the client's budget);
+  (`InFlightLimitError`); where the stages' queues are bounded (`--queue-timeout-us`, or a
+  repository built with `--slo-ms`), they shed what still comes too fast (UNAVAILABLE, the
+  client's `OverloadedError`, retried within the client's budget);
   the server stays ready, and the report
   gives the goodput (answers within the SLO a second, as a share of the saturation read
   before and after the spike), the p99 of the answered calls,
@@ -114,7 +115,7 @@ K = 10
 # the readings before and after the spike), p99 of the answered calls <= P99_SLOS x the SLO,
 # and p99 back under the SLO within RECOVERY_S.
 GOODPUT_SHARE, P99_SLOS, RECOVERY_S = 0.9, 2.0, 10.0
-# Its client: a deadline of DEADLINE_SLOS x the SLO (the stages' queues shed long before;
+# Its client: a deadline of DEADLINE_SLOS x the SLO (bounded stage queues shed long before;
 # a deadline the server outlasts would end calls the server still counts), and up to 3
 # attempts, backoff from a quarter of the SLO up to the SLO. Its load is only what was
 # asked for when 99 % of the calls started within LAG_SLOS x the SLO of their schedule.
@@ -422,17 +423,17 @@ def repository_state(repo: Path) -> dict[str, str]:
 
 
 def stage_configs(repo: Path) -> Iterator[tuple[Path, dict]]:
-    """Every config file (the served one and the profiles') of a model with a bounded
-    queue, parsed."""
+    """Every config file (the served one and the profiles') of a stage, a model with a
+    dynamic batcher (an ensemble has none), parsed."""
     for served in sorted(repo.glob(f"*/{CONFIG}")):
         for path in model_configs(served.parent):
             config = parse_pbtxt(path.read_text())
-            if "default_queue_policy" in config.get("dynamic_batching", {}):
+            if "dynamic_batching" in config:
                 yield path, config
 
 
 def queue_timeouts(repo: Path) -> dict[str, int]:
-    """Each stage's queue timeout (µs) in the served configs of `repo`."""
+    """Each stage's queue timeout (µs) in the served configs of `repo` (0: none)."""
     return {
         path.parent.name: configs_current_value(config, QUEUE_TIMEOUT_TUNABLE)
         for path, config in stage_configs(repo)
@@ -1236,9 +1237,9 @@ def overload(harness: Harness, settings: Settings, rate: float) -> dict:
     """`settings.spike` x the saturation throughput `rate`, then `settings.after_spike` x,
     through a client whose deadline (`DEADLINE_SLOS`) outlasts the stages' queue timeouts
     and whose in-flight limit (`settings.client_in_flight`) refuses at once what the server
-    could not answer within the SLO; the bounded queues shed what still comes too fast, and
-    the client retries what they shed within its budget. Saturation is read again after it:
-    the goodput is a share of the mean of `rate` and that reading."""
+    could not answer within the SLO; bounded stage queues, where set, shed what still comes
+    too fast, and the client retries what they shed within its budget. Saturation is read
+    again after it: the goodput is a share of the mean of `rate` and that reading."""
     slo_s = settings.slo_ms / 1000
     limit = in_flight_limit(settings.client_in_flight, rate, settings.slo_ms)
     adaptive = limit if isinstance(limit, AdaptiveInFlightLimit) else None
@@ -1487,13 +1488,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--slo-ms",
         type=positive,
-        help=f"overload: the p99 SLO the repository was built for, default {full.slo_ms:g}",
+        help=f"overload: the p99 SLO the calls are held to, default {full.slo_ms:g}",
     )
     parser.add_argument(
         "--queue-timeout-us",
         type=microseconds,
-        help="every stage's queue timeout in microseconds instead of the built one "
-        "(default_timeout_microseconds; releases the scenarios build get it too)",
+        help="bound every stage's queue with this timeout in microseconds "
+        "(default_timeout_microseconds; releases the scenarios build get it too; default: "
+        "the queues as built, unbounded unless built with --slo-ms)",
     )
     parser.add_argument(
         "--client-in-flight",

@@ -20,7 +20,6 @@ from builders.offline import OfflinePipeline
 from builders.repository import read_manifest
 from builders.specs import parse_pbtxt
 from server import TritonServer
-from tests.conftest import TEST_SLO_MS
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +35,7 @@ def repo(tmp_path_factory, small_repository, small_dataset):
 
     shutil.copytree(small_repository, path, ignore=recommend_parts)
     rankers = (names.SEARCH_RANKER, names.RECOMMEND_RANKER, names.SEARCH, names.RECOMMEND)
-    options = BuildOptions(repo=path, only=rankers, ranker="lambdamart", slo_ms=TEST_SLO_MS)
+    options = BuildOptions(repo=path, only=rankers, ranker="lambdamart")
     build(options, small_dataset)
     return path
 

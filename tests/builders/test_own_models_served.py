@@ -21,7 +21,6 @@ from builders.runtime.features import DENSE_FEATURES, SPARSE_FEATURES
 from builders.specs import parse_pbtxt
 from server import TritonServer
 from tests import own_model_files as files
-from tests.conftest import TEST_SLO_MS
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +60,7 @@ def example(tmp_path_factory):
     (folder / "models.yaml").write_text(models_file)
     args = [str(root / a) if a.startswith("my_models/") else a for a in args]
     repo = root / "repository"
-    assert main([*args, "--out", str(repo), "--slo-ms", str(TEST_SLO_MS)]) == 0
+    assert main([*args, "--out", str(repo)]) == 0
     return repo, dataset, ranker, features, encoder, "zorblat"
 
 
@@ -142,7 +141,7 @@ def test_a_partial_rebuild_keeps_the_teams_tokenizer(example, tmp_path):
     copy = tmp_path / "repository"
     shutil.copytree(repo, copy)
     only = (names.SEARCH_RANKER, names.SEARCH)
-    build(BuildOptions(repo=copy, only=only, num_candidates=20, slo_ms=TEST_SLO_MS), dataset)
+    build(BuildOptions(repo=copy, only=only, num_candidates=20), dataset)
     assert "own_model" not in read_manifest(copy, names.SEARCH_RANKER, 2)["metrics"]
     queries = dataset.sample_queries(3, seed=1)
     assert len(OfflinePipeline(copy, names.SEARCH, 2).run(5, queries=queries)) == 3

@@ -28,7 +28,6 @@ from builders.repository import RepositoryError, model_versions
 from clients import Client, Route
 from perf import inputs
 from server import TritonServer
-from tests.conftest import TEST_SLO_MS
 
 pytestmark = pytest.mark.slow
 
@@ -117,7 +116,6 @@ def builds(tmp_path_factory, small_dataset):
             version=version,
             only=RECOMMEND_MODELS,
             num_candidates=50,
-            slo_ms=TEST_SLO_MS,
             **extra,
         )
         with contextlib.redirect_stderr(io.StringIO()) as log:
@@ -195,7 +193,6 @@ def test_a_new_key_does_not_mix_with_stages_built_under_the_old_one(builds, tmp_
     options = BuildOptions(
         repo=repo,
         only=(names.RECOMMEND,),
-        slo_ms=TEST_SLO_MS,
         pseudonymise_users=True,
         user_key=OTHER_KEY,
     )

@@ -13,7 +13,6 @@ from builders.offline import OfflinePipeline
 from builders.pipelines import PIPELINE_FILE, PipelineSpec
 from builders.repository import model_versions, read_manifest
 from builders.specs import parse_pbtxt
-from tests.conftest import TEST_SLO_MS
 from tests.fake_pb_utils import import_model, outputs
 
 QUERY_MODULES = (
@@ -104,7 +103,7 @@ def test_a_gpu_profile_release_keeps_its_stages_apart(small_repository, small_da
     on the GPU)."""
     repo = tmp_path / "repo"
     shutil.copytree(small_repository, repo)
-    options = BuildOptions(repo=repo, profile="gpu", only=(names.SEARCH,), slo_ms=TEST_SLO_MS)
+    options = BuildOptions(repo=repo, profile="gpu", only=(names.SEARCH,))
     build(options, small_dataset)
     release = model_versions(repo, names.SEARCH)[-1]
     stages = PipelineSpec.load(repo / names.SEARCH / str(release) / PIPELINE_FILE).stages

@@ -22,7 +22,6 @@ from builders.pipelines import PipelineSpec, lineage, query_encoder, release_mod
 from builders.repository import VersionExistsError, model_versions, read_manifest, verify_version
 from builders.specs import parse_pbtxt
 from server import TritonServer
-from tests.conftest import TEST_SLO_MS
 
 pytestmark = pytest.mark.slow
 
@@ -39,9 +38,7 @@ def repo(tmp_path_factory, small_repository, dataset):
     """The small repository plus search_ranker + search at version 2."""
     path = tmp_path_factory.mktemp("pinned") / "repository"
     shutil.copytree(small_repository, path)
-    options = BuildOptions(
-        repo=path, only=(names.SEARCH_RANKER, names.SEARCH), seed=7, slo_ms=TEST_SLO_MS
-    )
+    options = BuildOptions(repo=path, only=(names.SEARCH_RANKER, names.SEARCH), seed=7)
     build(options, dataset)
     return path
 
@@ -272,7 +269,7 @@ def test_catalog_only_search_falls_back_to_retrieval_order(tmp_path, dataset):
     )
     only_catalog = load_dataset("files", catalog=catalog)
     repo = tmp_path / "repo"
-    context = build(BuildOptions(repo=repo, num_candidates=20, slo_ms=TEST_SLO_MS), only_catalog)
+    context = build(BuildOptions(repo=repo, num_candidates=20), only_catalog)
     assert names.RECOMMEND not in context.built and names.SEARCH_RANKER not in context.built
     stages = json.loads((repo / "search" / "1" / "pipeline.json").read_text())["stages"]
     assert set(stages) == {"query", "top_k"}  # the tokenizer, retrieval and hybrid in one

@@ -18,7 +18,6 @@ from builders.repository import model_versions, read_manifest
 from builders.runtime.lexical import words
 from builders.runtime.synonyms import FILE, SynonymsError, fingerprint
 from server import TritonServer
-from tests.conftest import TEST_SLO_MS
 
 pytestmark = pytest.mark.slow
 
@@ -89,7 +88,7 @@ def test_a_synonyms_release_finds_what_only_a_synonym_matches(
     bad.write_text(f"{SHOPPER_WORD} => {word}\nsofa,, couch\n")
     versions = {model: model_versions(repo, model) for model in names.ALL_MODELS}
     with pytest.raises(SynonymsError, match=f"{bad}:2: "):
-        build(BuildOptions(repo=repo, synonyms=bad, slo_ms=TEST_SLO_MS), small_dataset)
+        build(BuildOptions(repo=repo, synonyms=bad), small_dataset)
     assert {model: model_versions(repo, model) for model in names.ALL_MODELS} == versions
 
     good = tmp_path / "synonyms.txt"
@@ -99,7 +98,6 @@ def test_a_synonyms_release_finds_what_only_a_synonym_matches(
         synonyms=good,
         only=(names.HYBRID_RETRIEVAL, names.SEARCH),
         num_candidates=K,
-        slo_ms=TEST_SLO_MS,
     )
     build(options, small_dataset)
     manifest = read_manifest(repo, names.HYBRID_RETRIEVAL, 2)

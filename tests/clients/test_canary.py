@@ -36,7 +36,6 @@ from k8s import canary_gate
 from perf.reliability.scenarios import settled
 from server import TritonServer
 from server.launcher import free_ports
-from tests.conftest import TEST_SLO_MS
 
 pytestmark = pytest.mark.slow
 
@@ -50,9 +49,7 @@ def canary(tmp_path_factory, small_repository, small_dataset):
     only = (names.SEARCH_RANKER, names.SEARCH, names.RECOMMEND)
     # Release 2 of search serves the teacher (release 1 a student, where one passed the gate)
     # and a retrained ranker.
-    options = BuildOptions(
-        repo=repo, only=only, seed=7, encoder=names.TEXT_ENCODER, slo_ms=TEST_SLO_MS
-    )
+    options = BuildOptions(repo=repo, only=only, seed=7, encoder=names.TEXT_ENCODER)
     build(options, small_dataset)
     # fixed ports, so a restart comes back on them
     ports = dict(zip(("http_port", "grpc_port", "metrics_port"), free_ports(3)))

@@ -154,23 +154,20 @@ def test_the_bounded_queue_is_a_tunable(repo):
         "text_encoder.default_timeout_microseconds": [20_000],
     }
     original = parse_pbtxt((repo / "text_encoder" / "config.pbtxt").read_text())
-    assert configs_current_value(original, "max_queue_size") == 128  # from names.SLO_MS
-    assert configs_current_value(original, "default_timeout_microseconds") == 50_000
+    assert configs_current_value(original, "max_queue_size") == 0  # built unbounded
+    assert configs_current_value(original, "default_timeout_microseconds") == 0
     tuned = apply_tunables(original, {"max_queue_size": 16, "default_timeout_microseconds": 20_000})
-    policy = tuned["dynamic_batching"]["default_queue_policy"]
-    assert (policy["max_queue_size"], policy["default_timeout_microseconds"]) == (16, 20_000)
-    assert policy["allow_timeout_override"] is True
+    assert tuned["dynamic_batching"]["default_queue_policy"] == {
+        "timeout_action": "REJECT",
+        "allow_timeout_override": True,
+        "max_queue_size": 16,
+        "default_timeout_microseconds": 20_000,
+    }
     reloaded = parse_pbtxt(render_pbtxt(tuned))  # what load_model sends passes the proto
     assert configs_current_value(reloaded, "default_timeout_microseconds") == 20_000
-    unbounded = {"dynamic_batching": {}}
-    assert configs_current_value(unbounded, "max_queue_size") == 0
-    assert apply_tunables(unbounded, {"max_queue_size": 8})["dynamic_batching"] == {
-        "default_queue_policy": {
-            "timeout_action": "REJECT",
-            "allow_timeout_override": True,
-            "max_queue_size": 8,
-        }
-    }
+    retuned = apply_tunables(tuned, {"max_queue_size": 8})["dynamic_batching"]
+    assert retuned["default_queue_policy"]["max_queue_size"] == 8
+    assert retuned["default_queue_policy"]["default_timeout_microseconds"] == 20_000
     with pytest.raises(spec.SweepFileError, match="must be a positive integer"):
         spec.parse(document(repo, space={"encoder": {"max_queue_size": [0]}}))
 
@@ -191,7 +188,6 @@ def test_apply_tunables_and_validity(repo):
     assert tuned["dynamic_batching"] == {
         "max_queue_delay_microseconds": 0,
         "preferred_batch_size": [8, 16],
-        "default_queue_policy": original["dynamic_batching"]["default_queue_policy"],
     }
     assert tuned["parameters"]["intra_op_thread_count"] == {"string_value": "1"}
     assert original["max_batch_size"] == 64  # the original is untouched

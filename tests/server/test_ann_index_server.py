@@ -9,7 +9,6 @@ import tritonclient.http as httpclient
 
 from builders import ann, index_stage
 from builders.retrieval import exact_top_k
-from tests.conftest import TEST_SLO_MS
 
 MODEL = "ann_search_index"
 N = 50
@@ -35,7 +34,6 @@ def served(triton_server):
         np.arange(len(items)) + 1,
         kind="ann",
         num_candidates=N,
-        slo_ms=TEST_SLO_MS,
     )
     triton_server.load_model(MODEL)
     yield triton_server, items
