@@ -19,7 +19,6 @@ outputs the hybrid stage's (`candidate_indexes` TYPE_INT64 and `candidate_scores
 its own.
 """
 
-import json
 import sys
 from pathlib import Path
 
@@ -50,9 +49,9 @@ class TritonPythonModel:
         self.tokenizer.initialize(args)
         self.hybrid = hybrid_model.TritonPythonModel()
         self.hybrid.initialize(args)
-        parameters = json.loads(args["model_config"]).get("parameters", {})
-        threads = parameters.get("intra_op_thread_count", {}).get("string_value", "0")
-        self.session = stage_glue.onnx_session(VERSION_DIR / RETRIEVAL_FILE, int(threads))
+        self.session = stage_glue.onnx_session(
+            VERSION_DIR / RETRIEVAL_FILE, stage_glue.intra_op_threads(args)
+        )
 
     def execute(self, requests: list) -> list:
         return stage_glue.execute(requests, self)

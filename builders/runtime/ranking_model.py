@@ -15,7 +15,6 @@ ranker's threads, 0: its framework's default). A malformed request or a bad `k` 
 INVALID_ARG error response of its own.
 """
 
-import json
 import sys
 from pathlib import Path
 
@@ -43,9 +42,7 @@ class TritonPythonModel:
         self.features.initialize(args)
         self.top_k = topk_model.TritonPythonModel()
         self.top_k.initialize(args)
-        parameters = json.loads(args["model_config"]).get("parameters", {})
-        threads = int(parameters.get("intra_op_thread_count", {}).get("string_value", "0"))
-        self.rank = ranker(VERSION_DIR, threads)
+        self.rank = ranker(VERSION_DIR, stage_glue.intra_op_threads(args))
 
     def execute(self, requests: list) -> list:
         return stage_glue.execute(requests, self)

@@ -17,7 +17,16 @@ its message; any other is INTERNAL, "<name> failed: <type>: <message>".
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+
+
+def intra_op_threads(args: dict) -> int:
+    """The stage's `intra_op_thread_count` parameter (0, its framework's default, if absent),
+    from Triton's `initialize` args."""
+    parameters = json.loads(args["model_config"]).get("parameters", {})
+    return int(parameters.get("intra_op_thread_count", {}).get("string_value", "0"))
 
 
 def onnx_session(path, threads: int = 0):

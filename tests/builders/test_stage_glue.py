@@ -1,5 +1,6 @@
 """The glue every Python-backend stage shares, with a fake `triton_python_backend_utils`."""
 
+import json
 import sys
 
 import numpy as np
@@ -119,3 +120,9 @@ def test_the_builder_copies_the_glue_into_every_stage(tmp_path, monkeypatch):
 
 def test_an_empty_batch_gets_no_responses():
     assert run([])[0] == []
+
+
+def test_intra_op_threads_reads_the_config_parameter_or_zero():
+    config = {"parameters": {"intra_op_thread_count": {"string_value": "2"}}}
+    assert stage_glue.intra_op_threads({"model_config": json.dumps(config)}) == 2
+    assert stage_glue.intra_op_threads({"model_config": json.dumps({"name": "x"})}) == 0
