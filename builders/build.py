@@ -1055,8 +1055,13 @@ def build_release_ranking(ctx: BuildContext, kind: str, stages: dict) -> dict[st
     (`runtime.ranking_model`), written at the release's version from their version folders; it
     takes their place in the release as the role `ranking` (its manifest names them). Only the
     cpu profile composes it, as `build_release_query`: the gpu profile serves the ranker on
-    the GPU."""
-    parts = {role: stages[role] for role in pipelines.RANKING_PARTS.values()}
+    the GPU. In recommend with an exact index, it holds the release's `retrieval` graph too
+    (`retrieval.onnx`), so a recommendation is one stage."""
+    roles = ["features", "ranker", "top_k"]
+    retrieves = kind == names.RECOMMEND and "retrieval" in stages
+    if retrieves:
+        roles.append("retrieval")
+    parts = {role: stages[role] for role in roles}
     folders = {role: ctx.repo / s.model / str(s.version) for role, s in parts.items()}
     found = [folders["ranker"] / f for f in RANKER_FILES if (folders["ranker"] / f).exists()]
     if not found:
@@ -1070,13 +1075,15 @@ def build_release_ranking(ctx: BuildContext, kind: str, stages: dict) -> dict[st
         shutil.copy2(folders["top_k"] / "item_ids.npy", folder / "item_ids.npy")
         copy = shutil.copytree if ranker.is_dir() else shutil.copy2
         copy(ranker, folder / f"ranker{ranker.suffix}")  # as `runtime.ranking_model` reads it
+        if retrieves:
+            shutil.copy2(folders["retrieval"] / "model.onnx", folder / "retrieval.onnx")
         # With the features stage's and the top-k stage's own glue, which the composed stage runs.
         copy_runtime(
             folder, "features", "topk", "features_model", "topk_model", glue="ranking_model"
         )
 
     ctx.write(
-        names.ranking_spec(name),
+        names.ranking_spec(name, retrieves),
         populate,
         depends_on={s.model: s.version for s in parts.values()},
     )

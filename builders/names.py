@@ -280,17 +280,19 @@ def ranker_spec(name: str, backend: str) -> ModelSpec:
     )
 
 
-def ranking_spec(name: str) -> ModelSpec:
+def ranking_spec(name: str, retrieves: bool = False) -> ModelSpec:
     """A release's features, ranker and top-k in one Python model (`runtime.ranking_model`):
     the features stage's inputs and `k` in, the pipelines' answer out; the ranker's batching
     (the costly part). `intra_op_thread_count` sets the ranker's threads (0: the framework's
-    default)."""
+    default). With `retrieves` (recommend's exact retrieval graph inside too), the pipeline's
+    own inputs in: `user_id` and `k`."""
     features_spec, top_k = ranking_features_spec(), top_k_spec()
+    k = tuple(t for t in top_k.inputs if t.name == "k")
     return ModelSpec(
         name=name,
         backend="python",
         max_batch_size=STAGE_MAX_BATCH,
-        inputs=(*features_spec.inputs, *(t for t in top_k.inputs if t.name == "k")),
+        inputs=RECOMMEND_INPUTS if retrieves else (*features_spec.inputs, *k),
         outputs=top_k.outputs,
         dynamic_batching=_batching(),
         parameters={"intra_op_thread_count": "0"},

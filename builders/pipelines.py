@@ -78,8 +78,10 @@ QUERY_PARTS = {
     names.SEARCH_RETRIEVAL: "retrieval",
     names.HYBRID_RETRIEVAL: "hybrid",
 }
-#: The models a release's `ranking` stage is composed of, and their roles.
+#: The models a release's `ranking` stage is composed of, and their roles (in recommend, its
+#: exact retrieval too: `build.build_release_ranking`).
 RANKING_PARTS = {
+    names.RECOMMEND_RETRIEVAL: "retrieval",
     names.RANKING_FEATURES: "features",
     names.SEARCH_RANKER: "ranker",
     names.RECOMMEND_RANKER: "ranker",
@@ -143,6 +145,10 @@ def parse_release_model(name: str) -> tuple[str, int] | None:
     return (match["kind"], int(match["release"])) if match else None
 
 
+#: The last step's outputs: the pipeline's answer.
+ANSWER = {"item_ids": "item_ids", "scores": "scores", "truncated": "truncated"}
+
+
 def _step(stage: Stage, input_map: dict[str, str], output_map: dict[str, str]) -> EnsembleStep:
     return EnsembleStep(stage.model, stage.version, input_map, output_map)
 
@@ -154,10 +160,14 @@ def ensemble_steps(spec: PipelineSpec) -> tuple[EnsembleStep, ...]:
     hybrid stages into one model (`build.build_release_query`). Else retrieval is the role
     `retrieval` where the release serves its exact index inside the producer's graph
     (`retrieval.compose_retrieval`), else the producer (`encoder` or `user_tower`) and then
-    the `index` (ANN). The ranking follows (`_ranked_steps`)."""
+    the `index` (ANN). The ranking follows (`_ranked_steps`). A recommend release whose
+    `ranking` stage retrieves its own candidates (`build.build_release_ranking`) is that one
+    step."""
     stages = spec.stages
     if "query" in stages:
         return _ranked_steps(stages, [_query_step(stages)], "fused_scores", hybrid=True)
+    if spec.kind == names.RECOMMEND and set(stages) == {"ranking"}:
+        return (_step(stages["ranking"], {"user_id": "user_id", "k": "k"}, ANSWER),)
     hybrid = "hybrid" in stages  # dense and BM25 candidates, fused
     retrieved = (
         {"candidate_indexes": "dense_indexes", "candidate_scores": "dense_scores"}
@@ -229,9 +239,8 @@ def _ranked_steps(
     }
     if hybrid:
         features_map["lexical_scores"] = "lexical_scores"
-    answer = {"item_ids": "item_ids", "scores": "scores", "truncated": "truncated"}
     if "ranking" in stages:
-        steps.append(_step(stages["ranking"], features_map | {"k": "k"}, answer))
+        steps.append(_step(stages["ranking"], features_map | {"k": "k"}, ANSWER))
         return tuple(steps)
     if "ranker" in stages:
         steps += [
@@ -247,7 +256,7 @@ def _ranked_steps(
         _step(
             stages["top_k"],
             {"candidate_indexes": "candidate_indexes", "candidate_scores": final_scores, "k": "k"},
-            answer,
+            ANSWER,
         )
     )
     return tuple(steps)

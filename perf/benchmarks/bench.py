@@ -53,7 +53,7 @@ from builders.pipelines import (
 from builders.ranking_metrics import ndcg
 from builders.repository import MANIFEST, model_versions, read_manifest
 from builders.retrieval import EXTERNAL_DATA_FILE, compose_retrieval, save_index
-from builders.specs import WARMUP_FOLDER
+from builders.specs import WARMUP_FOLDER, EnsembleSpec
 from perf import RESULTS, ROOT, inputs, loadgen, triton_stats
 from perf.benchmarks import stage_cpu
 from perf.tuning import report, spec
@@ -409,7 +409,6 @@ def apart_stage_cpu(server: TritonServer, kind: str, bodies: list[bytes], second
     release = newest_release(repo, kind)
     roles = pipelines.apart(repo, release)
     parts = {r: s for r, s in roles.stages.items() if r not in release.stages}
-    number = model_versions(repo, kind)[-1]
     ensemble = spec.model_config(repo, kind)
     part_configs = {
         s.model: without_cache(spec.model_config(repo, s.model))
@@ -419,7 +418,7 @@ def apart_stage_cpu(server: TritonServer, kind: str, bodies: list[bytes], second
     loaded = {m for m in part_configs if server.is_model_ready(m)}  # e.g. `load_models=["*"]`
     try:
         load_configs(server, {m: c for m, c in part_configs.items() if m not in loaded})
-        apart = pipelines.ensemble(roles, number, name=kind)
+        apart = apart_ensemble(repo, kind)
         load_configs(server, {kind: apart.to_config()})
         stages = {step.model for step in apart.steps}
         measured = stage_cpu_breakdown(server, kind, bodies, seconds, stages)
@@ -429,6 +428,13 @@ def apart_stage_cpu(server: TritonServer, kind: str, bodies: list[bytes], second
         load_configs(server, {kind: ensemble})
         for model in set(part_configs) - loaded:
             server.unload_model(model)
+
+
+def apart_ensemble(repo: Path, kind: str) -> EnsembleSpec:
+    """The `kind` ensemble of the newest release with its composed stages apart
+    (`pipelines.apart`): one step per part, as releases served them before."""
+    release = model_versions(repo, kind)[-1]
+    return pipelines.ensemble(pipelines.apart(repo, newest_release(repo, kind)), release, kind)
 
 
 def newest_release(repo: Path, kind: str) -> PipelineSpec:

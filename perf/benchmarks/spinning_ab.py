@@ -1,9 +1,11 @@
 """Do ONNX Runtime's spinning threads cost the served pipelines? (`make bench-spinning`)
 
-Every ONNX Runtime stage of the newest `search` and `recommend` releases of `--repository` is
-loaded on one server with the `allow_spinning` parameter at 1 (ONNX Runtime's own default:
-idle intra-op threads spin) and at 0 (the served default: they sleep, since every stage is a
-process of its own on the same cores). Each pipeline then takes closed-loop HTTP load
+The newest `search` and `recommend` releases of `--repository` are served with their composed
+stages apart (`pipelines.apart`: the cpu profile's composed stages run their graphs in Python,
+with sleeping threads), and every stage on the onnxruntime backend is loaded on one server with
+the `allow_spinning` parameter at 1 (ONNX Runtime's own default: idle intra-op threads spin)
+and at 0 (the served default: they sleep, since every stage is a process of its own on the
+same cores). Each pipeline then takes closed-loop HTTP load
 (`perf.loadgen`, the bench's logged requests) at each concurrency, `--repetitions` times with
 the two arms interleaved, their order swapped every repetition. Writes throughput and p99
 per run to `perf/results/spinning_ab.json`, and prints the arms' medians.
@@ -19,7 +21,7 @@ import numpy as np
 
 from builders import machine
 from perf import RESULTS, ROOT, loadgen, write_results
-from perf.benchmarks.bench import bench_requests, load_configs, triton_bodies
+from perf.benchmarks.bench import apart_ensemble, bench_requests, load_configs, triton_bodies
 from perf.tuning import spec
 from perf.tuning.sweep import apply_tunables
 from server import TritonServer
@@ -37,12 +39,16 @@ def onnx_stages(repo: Path, stages: list[str]) -> list[str]:
 
 def measure(repo: Path, seconds: float, repetitions: int, concurrency=CONCURRENCY) -> dict:
     requests = bench_requests(repo)
-    stages = sorted({s for kind in requests for s in spec.pipeline_stages(repo, kind)})
+    ensembles = {kind: apart_ensemble(repo, kind) for kind in requests}
+    stages = sorted({step.model for e in ensembles.values() for step in e.steps})
     originals = {m: spec.model_config(repo, m) for m in onnx_stages(repo, stages)}
+    if not originals:
+        raise ValueError(f"the pipelines of {repo} serve no stage on the onnxruntime backend")
     rows = []
     with TritonServer(
-        repo, model_control="explicit", load_models=[*requests, *stages], exit_timeout_secs=5
+        repo, model_control="explicit", load_models=stages, exit_timeout_secs=5
     ) as server:
+        load_configs(server, {kind: e.to_config() for kind, e in ensembles.items()})
         host, port = server.http_url.split(":")
         for repetition in range(repetitions):
             arms = list(ARMS.items())

@@ -333,6 +333,7 @@ def test_a_release_with_a_composed_ranking_stage_runs_it_in_place_of_three():
         "truncated": "truncated",
     }
     assert [t.name for t in spec.inputs] == ["query", "user_id", "k"]
+    # A recommend release built before its ranking stage retrieved too still serves both.
     recommend = {
         "retrieval": Stage(names.RECOMMEND_RETRIEVAL, 4),
         "ranking": Stage(names.RECOMMEND_RANKING, 4),
@@ -341,6 +342,21 @@ def test_a_release_with_a_composed_ranking_stage_runs_it_in_place_of_three():
     assert [step.model for step in steps] == [names.RECOMMEND_RETRIEVAL, names.RECOMMEND_RANKING]
     assert "lexical_scores" not in steps[1].input_map
     assert steps[1].input_map["candidate_scores"] == "retrieval_scores"
+    # One that retrieves in its ranking stage is that one step, the pipeline's inputs in.
+    spec = ensemble(PipelineSpec("recommend", 100, {"ranking": recommend["ranking"]}), 5)
+    (step,) = spec.steps
+    assert step.model == names.RECOMMEND_RANKING
+    assert step.input_map == {"user_id": "user_id", "k": "k"}
+    assert step.output_map == ranking.output_map
+    assert [t.name for t in spec.inputs] == ["user_id", "k"]
+
+
+def write_manifests(repo, manifests: dict) -> None:
+    """A manifest naming its parts (`depends_on`) for each (model, version) of `manifests`."""
+    for (model, version), parts in manifests.items():
+        folder = repo / model / str(version)
+        folder.mkdir(parents=True)
+        (folder / "manifest.json").write_text(json.dumps({"depends_on": parts}))
 
 
 def test_a_release_apart_and_its_lineage_name_the_parts_of_each_composed_stage(tmp_path):
@@ -357,10 +373,7 @@ def test_a_release_apart_and_its_lineage_name_the_parts_of_each_composed_stage(t
             names.TOP_K: 1,
         },
     }
-    for (model, version), parts in manifests.items():
-        folder = tmp_path / model / str(version)
-        folder.mkdir(parents=True)
-        (folder / "manifest.json").write_text(json.dumps({"depends_on": parts}))
+    write_manifests(tmp_path, manifests)
     stages = {"query": Stage(names.SEARCH_QUERY, 3), "ranking": Stage(names.SEARCH_RANKING, 3)}
     spec = PipelineSpec("search", 50, stages)
     separate = apart(tmp_path, spec)
@@ -379,3 +392,29 @@ def test_a_release_apart_and_its_lineage_name_the_parts_of_each_composed_stage(t
     assert found["index"] == Stage(names.SEARCH_INDEX, 1)
     assert query_encoder(tmp_path, spec) == Stage(names.QUERY_ENCODER_STATIC, 1)
     assert apart(tmp_path, separate) == separate  # nothing composed: the release itself
+
+
+def test_a_recommend_release_apart_names_the_retrieval_its_ranking_stage_holds(tmp_path):
+    manifests = {
+        (names.RECOMMEND_RANKING, 2): {
+            names.RECOMMEND_RETRIEVAL: 2,
+            names.RANKING_FEATURES: 1,
+            names.RECOMMEND_RANKER: 1,
+            names.TOP_K: 1,
+        },
+        (names.RECOMMEND_RETRIEVAL, 2): {names.USER_TOWER: 1, names.RECOMMEND_INDEX: 1},
+    }
+    write_manifests(tmp_path, manifests)
+    spec = PipelineSpec("recommend", 100, {"ranking": Stage(names.RECOMMEND_RANKING, 2)})
+    separate = apart(tmp_path, spec)
+    assert set(separate.stages) == {"retrieval", "features", "ranker", "top_k"}
+    steps = ensemble(separate, 2).steps
+    assert [s.model for s in steps] == [
+        names.RECOMMEND_RETRIEVAL,
+        names.RANKING_FEATURES,
+        names.RECOMMEND_RANKER,
+        names.TOP_K,
+    ]
+    found = lineage(tmp_path, spec)
+    assert found["user_tower"] == Stage(names.USER_TOWER, 1)
+    assert found["index"] == Stage(names.RECOMMEND_INDEX, 1)

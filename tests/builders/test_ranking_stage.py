@@ -1,6 +1,7 @@
 """The composed ranking stages, `search_ranking` (an ONNX ranker) and `recommend_ranking` (a
-TensorFlow SavedModel): a release's features, ranker and top-k stages in one Python model
-(`builders.runtime.ranking_model`), run in this process with a fake `pb_utils`."""
+TensorFlow SavedModel, and recommend's exact retrieval graph): a release's features, ranker and
+top-k stages in one Python model (`builders.runtime.ranking_model`), run in this process with a
+fake `pb_utils`."""
 
 import json
 import shutil
@@ -32,7 +33,10 @@ def load_stage(repo, kind, tmp_path, monkeypatch):
 
 
 def request(candidates, row: int, user: int | None, k: int) -> dict:
-    """The ranking stage's inputs for one request: row `row` of retrieval's `candidates`."""
+    """The ranking stage's inputs for one request: row `row` of retrieval's `candidates` (in
+    recommend, where the stage retrieves them itself, the user alone)."""
+    if candidates is None:
+        return {"user_id": np.array([[user]], np.int64), "k": np.array([[k]], np.int32)}
     return {
         "user_id": None if user is None else np.array([[user]], np.int64),
         "candidate_ids": candidates.indexes[row : row + 1],
@@ -48,16 +52,24 @@ def request(candidates, row: int, user: int | None, k: int) -> dict:
 def test_the_release_serves_its_ranking_stage_composed_of_its_own_stages(small_repository, kind):
     release = model_versions(small_repository, kind)[-1]
     pinned = OfflinePipeline(small_repository, kind, release)
-    assert set(pinned.spec.stages) == {"query" if kind == names.SEARCH else "retrieval", "ranking"}
     model = names.RANKING_OF[kind]
+    folder = small_repository / model / str(release)
     parts = read_manifest(small_repository, model, release)["depends_on"]
-    assert parts == {
-        pinned.stages[r].model: pinned.stages[r].version for r in ("features", "ranker", "top_k")
-    }
+    roles = ["features", "ranker", "top_k"]
+    if kind == names.SEARCH:
+        assert set(pinned.spec.stages) == {"query", "ranking"}
+        assert not (folder / "retrieval.onnx").exists()
+    else:  # and recommend's exact retrieval: a recommendation is one stage
+        assert set(pinned.spec.stages) == {"ranking"}
+        roles.append("retrieval")
+        retrieval = pinned.stages["retrieval"]
+        graph = small_repository / retrieval.model / str(retrieval.version) / "model.onnx"
+        assert (folder / "retrieval.onnx").read_bytes() == graph.read_bytes()
+    assert parts == {pinned.stages[r].model: pinned.stages[r].version for r in roles}
     config = parse_pbtxt((small_repository / model / "config.pbtxt").read_text())
     assert "response_cache" not in config  # it reads the user: each answer is personal
     ranker = "ranker.onnx" if kind == names.SEARCH else "ranker.savedmodel"
-    assert (small_repository / model / str(release) / ranker).exists()
+    assert (folder / ranker).exists()
 
 
 @pytest.mark.parametrize("kind", [names.SEARCH, names.RECOMMEND])
@@ -75,16 +87,21 @@ def test_a_batch_answers_each_request_as_its_stages_apart_and_refuses_a_bad_one_
         candidates = offline.candidates(queries, users)
         expected = offline.run(K, queries, users)
     else:
-        candidates = offline.candidates(None, users)
+        candidates = None  # the stage retrieves them
         expected = offline.run(K, None, users)
     requests = [request(candidates, row, user, K) for row, user in enumerate(users)]
     bad_k = request(candidates, 0, users[0], 0)
-    malformed = request(candidates, 0, users[0], K) | {
-        "candidate_scores": candidates.dense_scores[:1, :-1]  # one score short
-    }
-    answers = [outputs(r) for r in stage.execute([*requests, bad_k, malformed])]
-    assert answers[-2][0] == "INVALID_ARG" and "at least 1, got 0" in answers[-2][1]
-    assert answers[-1][0] == "INVALID_ARG" and "same shape" in answers[-1][1]
+    refused = [bad_k]
+    if candidates is not None:
+        refused.append(
+            request(candidates, 0, users[0], K)
+            | {"candidate_scores": candidates.dense_scores[:1, :-1]}  # one score short
+        )
+    answers = [outputs(r) for r in stage.execute([*requests, *refused])]
+    assert answers[len(requests)][0] == "INVALID_ARG"
+    assert "at least 1, got 0" in answers[len(requests)][1]
+    if candidates is not None:
+        assert answers[-1][0] == "INVALID_ARG" and "same shape" in answers[-1][1]
     for answer, (item_ids, scores), single in zip(answers, expected, requests):
         np.testing.assert_array_equal(answer["item_ids"], item_ids[None])
         np.testing.assert_allclose(answer["scores"], scores[None], rtol=1e-5, atol=1e-6)

@@ -100,7 +100,7 @@ COMPOSED = {
     ),
     names.RECOMMEND: (
         [names.RECOMMEND_RANKING],
-        [names.RANKING_FEATURES, names.RECOMMEND_RANKER, names.TOP_K],
+        [names.RANKING_FEATURES, names.RECOMMEND_RANKER, names.RECOMMEND_RETRIEVAL, names.TOP_K],
     ),
 }
 
@@ -113,9 +113,9 @@ def test_the_bench_measures_each_pipeline_with_its_composed_stages_apart(
     requests = inputs.input_data(kind, dataset, small_repository, 64)["data"]
     bodies = bench.triton_bodies(kind, requests)
     before = small_server.model_config(kind)
+    composed, parts = COMPOSED[kind]
     measured = bench.apart_stage_cpu(small_server, kind, bodies, seconds=1.0)
     assert measured["errors"] == 0 and measured["requests"] > 0
-    composed, parts = COMPOSED[kind]
     assert measured["compared"] == {"composed": composed, "apart": parts}
     for part in parts:
         assert measured["processes"][part]["cpu_us_per_request"] > 0, part
