@@ -14,6 +14,7 @@ per run to `perf/results/spinning_ab.json`, and prints the arms' medians.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -126,7 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repetitions", type=int, default=3, help="%(default)s")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
-    results = measure(args.repository, args.seconds, args.repetitions)
+    try:
+        results = measure(args.repository, args.seconds, args.repetitions)
+    except ValueError as error:
+        print(f"spinning_ab: {error}", file=sys.stderr)
+        return 2
     write_results(args.out, results)
     print(readme_table(results))
     print(f"\nwrote {args.out}")

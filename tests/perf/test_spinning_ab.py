@@ -48,3 +48,14 @@ def test_a_short_run_measures_both_arms_without_errors(small_repository):
         (arm, kind) for arm in spinning_ab.ARMS for kind in ("search", "recommend")
     }
     assert all(r["errors"] == 0 and r["throughput"] > 0 for r in results["rows"])
+
+
+def test_a_repository_without_an_onnxruntime_stage_is_a_one_line_error(monkeypatch, capsys):
+    def measure(repo, seconds, repetitions):
+        raise ValueError(f"the pipelines of {repo} serve no stage on the onnxruntime backend")
+
+    monkeypatch.setattr(spinning_ab, "measure", measure)
+    assert spinning_ab.main(["--repository", "nowhere"]) == 2
+    assert capsys.readouterr().err == (
+        "spinning_ab: the pipelines of nowhere serve no stage on the onnxruntime backend\n"
+    )
