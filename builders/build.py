@@ -225,8 +225,7 @@ class BuildContext:
         trees: bool = False,
         privacy: dp.PrivacyPlan | None = None,
     ) -> Path:
-        if self.options.slo_ms is not None:
-            spec = with_slo(spec, self.options.slo_ms)
+        spec = with_slo(spec, self.options.slo_ms)
         gpu = profiles.adapt(spec, "gpu", trees=trees)
         # A tree model rewrites the gpu config too: the one other versions left is not its own.
         named_configs = {"gpu": gpu} if gpu != spec or trees else {}

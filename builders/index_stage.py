@@ -221,7 +221,7 @@ def write_standalone(
         "metrics": prepared.metrics,
         "parity": {},
     }
-    spec = prepared.spec if slo_ms is None else with_slo(prepared.spec, slo_ms)
+    spec = with_slo(prepared.spec, slo_ms)
     gpu = profiles.adapt(spec, "gpu")
     path = write_version(
         repo,

@@ -454,10 +454,11 @@ class EnsembleSpec:
         return render_pbtxt(self.to_config())
 
 
-def with_slo(spec: ModelSpec | EnsembleSpec, slo_ms: float) -> ModelSpec | EnsembleSpec:
+def with_slo(spec: ModelSpec | EnsembleSpec, slo_ms: float | None) -> ModelSpec | EnsembleSpec:
     """`spec` with the queue bounds of `slo_ms` on its dynamic batcher (`queue_policy`).
-    A model without one, or an ensemble (its steps queue, it does not), stays as it is."""
-    if isinstance(spec, EnsembleSpec) or spec.dynamic_batching is None:
+    Without an SLO (None: the builds' default, `QueuePolicy` says why), a model without a
+    batcher, or an ensemble (its steps queue, it does not), it stays as it is."""
+    if slo_ms is None or isinstance(spec, EnsembleSpec) or spec.dynamic_batching is None:
         return spec
     policy = queue_policy(slo_ms, spec.max_batch_size)
     return replace(spec, dynamic_batching=replace(spec.dynamic_batching, queue_policy=policy))

@@ -9,13 +9,14 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from builders import names
 from builders.build import BuildOptions, build
 from builders.specs import parse_pbtxt, queue_policy
+from clients.contract import recommend_inputs, search_inputs
+from clients.transport import infer_inputs
 
 BURSTS = 20
 BURST_SIZE = 16
@@ -53,16 +54,9 @@ def test_a_build_for_an_slo_bounds_every_stage_it_writes(small_dataset, tmp_path
 
 
 def _inputs(pipeline: str, user_id: int) -> list[grpcclient.InferInput]:
-    values = {"k": np.array([[10]], np.int32), "user_id": np.array([[user_id]], np.int64)}
     if pipeline == names.SEARCH:
-        values["query"] = np.array([[b"running shoes"]], dtype=object)
-    inputs = []
-    for name, value in values.items():
-        datatype = {np.int32: "INT32", np.int64: "INT64"}.get(value.dtype.type, "BYTES")
-        tensor = grpcclient.InferInput(name, list(value.shape), datatype)
-        tensor.set_data_from_numpy(value)
-        inputs.append(tensor)
-    return inputs
+        return infer_inputs(grpcclient, search_inputs("running shoes", user_id, 10))
+    return infer_inputs(grpcclient, recommend_inputs(user_id, 10))
 
 
 def test_bursts_of_calls_are_all_answered(small_server):

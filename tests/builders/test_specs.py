@@ -88,6 +88,7 @@ def test_a_build_slo_rebounds_the_queues_of_batching_models_only():
     assert bounded.dynamic_batching.preferred_batch_size == (4, 8)
     unbatched = ranker(dynamic_batching=None)
     assert with_slo(unbatched, 250) is unbatched
+    assert with_slo(ranker(), None) == ranker()  # no SLO: the queue stays unbounded
 
 
 def test_specific_version_policy():
