@@ -4,8 +4,8 @@ Copied into the `hybrid_retrieval` model's version folder next to `hybrid_model.
 the saved index (`bm25/`). The build, the offline pipeline and the ranker's training examples use
 the same `LexicalIndex`, so what the ranker learns from is what the stage serves.
 
-Terms: the words `bm25s` tokenises (lower case, English stop words removed, Snowball English
-stemming by PyStemmer; one-character words kept, unlike bm25s's default pattern, since
+Terms: the words as `bm25s` tokenises them (lower case, English stop words removed, Snowball
+English stemming by PyStemmer; one-character words kept, unlike bm25s's default pattern, since
 shoppers type sizes, plies and counts: "size 4", "3 ply", "2 batteries") plus the character
 trigrams of each word of four or more characters, with its boundaries (`#hi`, `hik`, ...,
 `ng#`), so a misspelt word still shares most of its terms with the right one ("sundess" and
@@ -23,11 +23,13 @@ over one bag of query terms, and a query no rule matches scores as without synon
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import bm25s
 import numpy as np
 import Stemmer
+from bm25s.stopwords import STOPWORDS_EN
 
 if __package__:  # builders.runtime
     from .synonyms import FILE as SYNONYMS_FILE
@@ -41,18 +43,17 @@ INDEX_FOLDER = "bm25"
 PADDING = -1
 _STEMMER = Stemmer.Stemmer("english")
 _WORD = r"(?u)\b\w+\b"
+_SPLIT = re.compile(_WORD).findall
+_STOPWORDS = frozenset(STOPWORDS_EN)
 
 
 def words(texts: list[str]) -> list[list[str]]:
-    """The indexed words of each text (lower case, stop words out, stemmed)."""
-    return bm25s.tokenize(
-        texts,
-        token_pattern=_WORD,
-        stopwords="en",
-        stemmer=_STEMMER,
-        return_ids=False,
-        show_progress=False,
-    )
+    """The indexed words of each text (lower case, stop words out, stemmed): what
+    `bm25s.tokenize(texts, token_pattern=_WORD, stopwords="en", stemmer=_STEMMER,
+    return_ids=False)` returns, without its per-call set-up (progress bars, a vocabulary of
+    the call's words), which cost more than the work on a dynamic batch of short queries."""
+    stem = _STEMMER.stemWords
+    return [stem([w for w in _SPLIT(text.lower()) if w not in _STOPWORDS]) for text in texts]
 
 
 def terms(texts: list[str], synonyms: Synonyms | None = None) -> list[list[str]]:

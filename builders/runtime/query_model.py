@@ -69,9 +69,9 @@ class TritonPythonModel:
                 "attention_mask": np.concatenate([answers[i][1] for i in members]),
             }
             outputs = self.session.run(RETRIEVED, feeds)
-            bounds = np.cumsum([len(answers[i][0]) for i in members])[:-1]
+            sizes = [len(answers[i][0]) for i in members]
             for i, (embedding, indexes, scores) in zip(
-                members, zip(*(np.split(o, bounds) for o in outputs))
+                members, stage_glue.split_rows(sizes, *outputs)
             ):
                 retrieved[i] = {
                     "query": group[i]["query"],

@@ -70,10 +70,10 @@ class TritonPythonModel:
             np.concatenate([sparse for sparse, _ in features]),
             np.concatenate([dense for _, dense in features]),
         )
-        bounds = np.cumsum([len(sparse) for sparse, _ in features])[:-1]
+        sizes = [len(sparse) for sparse, _ in features]
         ranked = [
             {"candidate_indexes": inputs["candidate_ids"], "candidate_scores": s, "k": inputs["k"]}
-            for inputs, s in zip(group, np.split(scores, bounds))
+            for inputs, (s,) in zip(group, stage_glue.split_rows(sizes, scores))
         ]
         return self.top_k.answer(ranked)
 

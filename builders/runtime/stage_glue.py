@@ -107,6 +107,16 @@ def stack(group: list[dict]) -> dict:
 
 def split(group: list[dict], *outputs: np.ndarray) -> list[tuple]:
     """Per request, its rows of each stacked output."""
-    sizes = [len(next(a for a in inputs.values() if a is not None)) for inputs in group]
-    bounds = np.cumsum(sizes)[:-1]
-    return list(zip(*(np.split(output, bounds) for output in outputs)))
+    return split_rows(
+        [len(next(a for a in inputs.values() if a is not None)) for inputs in group], *outputs
+    )
+
+
+def split_rows(sizes: list[int], *outputs: np.ndarray) -> list[tuple]:
+    """Each output's rows cut into consecutive parts of `sizes` rows: per part, its rows of
+    each output (views, sliced: cheaper than `np.split` on a batch's few requests)."""
+    bounds = np.cumsum([0, *sizes]).tolist()
+    return [
+        tuple(output[start:stop] for output in outputs)
+        for start, stop in zip(bounds[:-1], bounds[1:])
+    ]

@@ -3,12 +3,21 @@ Python-backend model with a fake `triton_python_backend_utils`."""
 
 import json
 
+import bm25s
 import numpy as np
 import pytest
+import Stemmer
 
 from builders.offline import fused_candidates
 from builders.runtime.fusion import FusionError, FusionSettings, dense_scores_of, fuse
-from builders.runtime.lexical import PADDING, SAMPLE_STEP, LexicalIndex, best_items, terms
+from builders.runtime.lexical import (
+    PADDING,
+    SAMPLE_STEP,
+    LexicalIndex,
+    best_items,
+    terms,
+    words,
+)
 from tests.fake_pb_utils import load_model, outputs
 
 TITLES = [
@@ -44,6 +53,28 @@ def test_only_words_of_four_or_more_characters_get_trigrams():
     assert terms(["tee dress"]) == [["tee", "dress", "~#dr", "~dre", "~res", "~ess", "~ss#"]]
     # A three-letter word's one or two shared trigrams are no evidence of a typo.
     assert LexicalIndex.build(["Tea Tree Shampoo"]).search(["tee"], 1)[0][0, 0] == PADDING
+
+
+def test_words_are_bm25s_tokens(small_dataset):
+    """The index's words are bm25s's tokens with the index's settings (every word, English stop
+    words out, Snowball English stems), item texts and queries alike; bm25s.tokenize itself is
+    not called: its set-up costs more than a batch's work."""
+    texts = [
+        *small_dataset.catalog.title.tolist(),
+        *small_dataset.sample_queries(200, seed=3),
+        "The 3-ply CAFÉ towels, size 4: l'été!",
+        "",
+        "the and of",
+    ]
+    expected = bm25s.tokenize(
+        texts,
+        token_pattern=r"(?u)\b\w+\b",
+        stopwords="en",
+        stemmer=Stemmer.Stemmer("english"),
+        return_ids=False,
+        show_progress=False,
+    )
+    assert words(texts) == expected
 
 
 def test_the_stage_also_scores_given_items(index):

@@ -126,3 +126,14 @@ def test_intra_op_threads_reads_the_config_parameter_or_zero():
     config = {"parameters": {"intra_op_thread_count": {"string_value": "2"}}}
     assert stage_glue.intra_op_threads({"model_config": json.dumps(config)}) == 2
     assert stage_glue.intra_op_threads({"model_config": json.dumps({"name": "x"})}) == 0
+
+
+def test_split_rows_cuts_each_output_into_consecutive_parts():
+    first, second = np.arange(6).reshape(6, 1), np.arange(6) * 10
+    parts = stage_glue.split_rows([1, 3, 2], first, second)
+    assert [[o.tolist() for o in part] for part in parts] == [
+        [[[0]], [0]],
+        [[[1], [2], [3]], [10, 20, 30]],
+        [[[4], [5]], [40, 50]],
+    ]
+    assert stage_glue.split_rows([], first) == []

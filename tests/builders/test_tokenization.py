@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -192,6 +193,19 @@ def test_one_call_for_many_requests_pads_each_to_its_own_width():
             np.testing.assert_array_equal(alone, batched)
             assert alone.shape == batched.shape and batched.dtype == np.int64
             assert batched.flags.c_contiguous
+
+
+@pytest.mark.parametrize("preset", [None, "true"])
+def test_the_served_stage_tokenises_on_its_own_thread_unless_told_otherwise(
+    preset, tmp_path, monkeypatch
+):
+    if preset is None:
+        monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+    else:
+        monkeypatch.setenv("TOKENIZERS_PARALLELISM", preset)
+    monkeypatch.setattr(os, "environ", os.environ.copy())  # the import writes to it
+    load_model(tmp_path, "tokenizer_model", "tokenization", monkeypatch=monkeypatch)
+    assert os.environ["TOKENIZERS_PARALLELISM"] == (preset or "false")
 
 
 def test_served_model_batch_equals_each_request_alone(tmp_path, monkeypatch):
