@@ -32,6 +32,8 @@ OUT = RESULTS / "builds_ab.json"
 
 def measure(repos: dict[str, Path], kind: str, seconds: float, repetitions: int) -> dict:
     """`repos`: the repository of each arm (ARMS)."""
+    if repetitions < 1:
+        raise ValueError(f"the comparison needs at least one repetition, got {repetitions}")
     missing = [str(repo) for repo in repos.values() if not (repo / kind).is_dir()]
     if missing:
         raise ValueError(f"no {kind} pipeline in {', '.join(missing)}: build it first")

@@ -56,11 +56,16 @@ def test_table_lists_each_repetition_then_the_means_with_their_ratios():
     ]
 
 
-def test_a_repository_without_the_pipeline_is_a_one_line_error(tmp_path, capsys):
+def test_a_repository_without_the_pipeline_or_no_repetition_is_a_one_line_error(tmp_path, capsys):
     code = builds_ab.main(["--before", str(tmp_path), "--after", str(tmp_path)])
     assert code == 2
     assert capsys.readouterr().err == (
         f"builds_ab: no search pipeline in {tmp_path}, {tmp_path}: build it first\n"
+    )
+    code = builds_ab.main(["--before", ".", "--after", ".", "--repetitions", "0"])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "builds_ab: the comparison needs at least one repetition, got 0\n"
     )
 
 
