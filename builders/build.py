@@ -1056,11 +1056,9 @@ def build_release_ranking(ctx: BuildContext, kind: str, stages: dict) -> dict[st
     cpu profile composes it, as `build_release_query`: the gpu profile serves the ranker on
     the GPU. In recommend with an exact index, it holds the release's `retrieval` graph too
     (`retrieval.onnx`), so a recommendation is one stage."""
-    roles = ["features", "ranker", "top_k"]
     retrieves = kind == names.RECOMMEND and "retrieval" in stages
-    if retrieves:
-        roles.append("retrieval")
-    parts = {role: stages[role] for role in roles}
+    roles = dict.fromkeys(pipelines.RANKING_PARTS.values())
+    parts = {role: stages[role] for role in roles if role != "retrieval" or retrieves}
     folders = {role: ctx.repo / s.model / str(s.version) for role, s in parts.items()}
     found = [folders["ranker"] / f for f in RANKER_FILES if (folders["ranker"] / f).exists()]
     if not found:
