@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import py_compile
 import shutil
 import tempfile
 import time
@@ -247,10 +248,15 @@ class BuildContext:
 
 def copy_runtime(folder: Path, *modules: str, glue: str) -> None:
     """Put pure runtime modules, `stage_glue` and the glue (as model.py) into a version
-    folder."""
+    folder, with their bytecode: a backend stub that imports them then writes no
+    `__pycache__` into the repository, which Triton would take for a change to the model
+    (it reloads a changed model from its files when it next loads a pipeline of it, or
+    polls, dropping the config it was loaded with)."""
     for module in (*modules, "stage_glue"):
         shutil.copy2(RUNTIME / f"{module}.py", folder / f"{module}.py")
     shutil.copy2(RUNTIME / f"{glue}.py", folder / "model.py")
+    for path in folder.glob("*.py"):
+        py_compile.compile(str(path), doraise=True)
 
 
 # -- search side ----------------------------------------------------------------------

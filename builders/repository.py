@@ -56,8 +56,9 @@ def read_manifest(repo: Path, name: str, version: int) -> dict:
 def file_digests(folder: Path) -> dict[str, str]:
     """sha256 of every file below `folder`, by relative path.
 
-    The manifest itself and the `__pycache__` folders the Python backend
-    writes next to a model's modules are left out.
+    The manifest itself and the `__pycache__` folders (the bytecode of a model's modules,
+    which the builder writes and a Python that differs from the builder's rewrites) are left
+    out.
     """
     digests = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):

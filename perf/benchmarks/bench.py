@@ -364,6 +364,7 @@ def stage_cpu_breakdown(
         stages = spec.pipeline_stages(server.model_repository, kind)
     labels = {pid: s.model for pid, s in server_stubs(server.pid).items() if s.model in stages}
     labels.update({server.pid: "tritonserver", os.getpid(): "load generator"})
+    counted = stage_counts(server, stages)
     before, started = stage_cpu.snapshot(labels), time.monotonic()
     load = loadgen.closed_loop(
         host, int(port), path, bodies, STAGE_CPU_CONCURRENCY, seconds, warmup_s=0
@@ -372,7 +373,31 @@ def stage_cpu_breakdown(
     measured = stage_cpu.breakdown(
         before, stage_cpu.snapshot(labels), load.requests, wall_s, os.cpu_count() or 1
     )
+    after = stage_counts(server, stages)
+    measured = stage_cpu.with_stage_counts(
+        measured,
+        {m: {part: after[m][part] - counted[m][part] for part in after[m]} for m in stages},
+    )
+    for model, row in measured["processes"].items():
+        if row.get("cache_hits"):
+            print(f"  {model}: its response cache answered {row['cache_hits']} requests")
+    for model in measured.get("unmeasured", []):
+        print(f"  {model}: computed requests, but no process of it was found")
     return {"concurrency": STAGE_CPU_CONCURRENCY, "errors": load.errors, **measured}
+
+
+def stage_counts(server: TritonServer, stages: Collection[str]) -> dict[str, dict[str, int]]:
+    """Per stage model, Triton's counts so far (all versions): the requests it computed, the
+    executions (batches) it ran them in, and the requests its response cache answered."""
+    counts = {}
+    for model in stages:
+        answer = model_statistics(server, model)
+        counts[model] = {
+            "computed": triton_stats.counter(answer, "inference_count"),
+            "executions": triton_stats.counter(answer, "execution_count"),
+            "cache_hits": triton_stats.part_count(answer, "cache_hit"),
+        }
+    return counts
 
 
 def stage_cpu_all(server: TritonServer, requests: dict[str, list], seconds: float) -> dict:
@@ -488,13 +513,12 @@ def teacher_stage_cpu(server: TritonServer, bodies: list[bytes], seconds: float)
             onnx.load(str(repo / index.model / str(index.version) / "model.onnx")),
         )
         shutil.copytree(repo / swapped_out.model / WARMUP_FOLDER, temporary / WARMUP_FOLDER)
-        # The stage's own files (a `query` stage's tokenizer and BM25 index), then the graph.
+        # The stage's own files (a `query` stage's tokenizer, BM25 index, modules and their
+        # bytecode), then the graph.
         shutil.copytree(
             repo / swapped_out.model / str(swapped_out.version),
             temporary / "1",
-            ignore=shutil.ignore_patterns(
-                MANIFEST, "__pycache__", "model.onnx", EXTERNAL_DATA_FILE
-            ),
+            ignore=shutil.ignore_patterns(MANIFEST, "model.onnx", EXTERNAL_DATA_FILE),
         )
         save_index(composed, temporary / "1")
         config = without_cache(spec.model_config(repo, swapped_out.model))

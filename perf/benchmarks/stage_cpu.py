@@ -76,6 +76,27 @@ def breakdown(
     }
 
 
+def with_stage_counts(measured: dict, counts: dict[str, dict[str, int]]) -> dict:
+    """`measured` (a `breakdown`) with what each stage did meanwhile by Triton's statistics
+    (`counts`: model -> `computed`, the requests it computed, `executions`, the batches it
+    ran them in, and `cache_hits`, the requests its response cache answered without it): in
+    the stage's row, `computed`, `mean_batch` and `cache_hits`. So a stage whose CPU looks too
+    low shows why (its cache answered), and a stage that computed requests but whose process
+    the breakdown missed is named in `unmeasured` instead of passing for free."""
+    rows = dict(measured["processes"])
+    for model, count in counts.items():
+        if model in rows:
+            batches = count["executions"]
+            rows[model] = {
+                **rows[model],
+                "computed": count["computed"],
+                "mean_batch": round(count["computed"] / batches, 2) if batches else 0.0,
+                "cache_hits": count["cache_hits"],
+            }
+    unmeasured = sorted(m for m, c in counts.items() if c["computed"] and m not in rows)
+    return {**measured, "processes": rows, **({"unmeasured": unmeasured} if unmeasured else {})}
+
+
 def table(measured: dict) -> str:
     """A Markdown table of one breakdown, costliest process first."""
     lines = ["| process | CPU µs per request | share of the cores |", "|---|---|---|"]

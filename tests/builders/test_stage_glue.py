@@ -1,10 +1,13 @@
 """The glue every Python-backend stage shares, with a fake `triton_python_backend_utils`."""
 
+import importlib.util
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
+from builders.build import copy_runtime
 from builders.runtime import stage_glue
 from tests import fake_pb_utils
 from tests.fake_pb_utils import outputs
@@ -116,6 +119,13 @@ def test_the_builder_copies_the_glue_into_every_stage(tmp_path, monkeypatch):
     model = fake_pb_utils.load_model(tmp_path / "1", "topk_model", "topk", monkeypatch=monkeypatch)
     assert {"model.py", "topk.py", "stage_glue.py"} <= {p.name for p in (tmp_path / "1").iterdir()}
     assert model.stage_glue.__file__ == str(tmp_path / "1" / "stage_glue.py")
+
+
+def test_the_builder_writes_the_bytecode_of_what_it_copies(tmp_path):
+    """So a backend stub that imports them writes nothing into the repository."""
+    copy_runtime(tmp_path, "topk", glue="topk_model")
+    for name in ("model", "topk", "stage_glue"):
+        assert Path(importlib.util.cache_from_source(str(tmp_path / f"{name}.py"))).is_file()
 
 
 def test_an_empty_batch_gets_no_responses():

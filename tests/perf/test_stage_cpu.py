@@ -31,6 +31,28 @@ def test_a_breakdown_adds_the_instances_of_one_model_and_skips_new_processes():
         stage_cpu.breakdown(before, after, requests=0, wall_s=2.0, cores=2)
 
 
+def test_a_breakdown_shows_what_each_stage_computed_and_names_a_stage_it_missed():
+    before = {1: ("search_query", 1.0), 2: ("tritonserver", 1.0)}
+    after = {1: ("search_query", 1.5), 2: ("tritonserver", 1.2)}
+    measured = stage_cpu.breakdown(before, after, requests=1000, wall_s=1.0, cores=2)
+    counts = {
+        "search_query": {"computed": 400, "executions": 50, "cache_hits": 600},
+        "search_ranking": {"computed": 1000, "executions": 125, "cache_hits": 0},
+        "top_k": {"computed": 0, "executions": 0, "cache_hits": 0},
+    }
+    shown = stage_cpu.with_stage_counts(measured, counts)
+    assert shown["processes"]["search_query"] == {
+        "cpu_us_per_request": 500.0,
+        "share_of_cores": 0.25,
+        "computed": 400,
+        "mean_batch": 8.0,
+        "cache_hits": 600,
+    }
+    assert shown["processes"]["tritonserver"] == measured["processes"]["tritonserver"]
+    assert shown["unmeasured"] == ["search_ranking"]  # computed, but no process of it
+    assert "unmeasured" not in stage_cpu.with_stage_counts(measured, {"top_k": counts["top_k"]})
+
+
 def test_a_snapshot_reads_this_process_and_its_label():
     sum(i * i for i in range(200_000))  # some CPU time to read
     ((label, seconds),) = stage_cpu.snapshot({os.getpid(): "me"}).values()
@@ -52,6 +74,14 @@ def test_the_bench_breakdown_of_search_on_the_real_server(small_server, small_re
         assert processes[label]["cpu_us_per_request"] > 0, label
     assert names.TOP_K not in processes  # inside the ranking stage
     assert names.USER_TOWER not in processes  # a stage of the other pipeline
+    # Each stage computed every request once, the last in flight after the window included;
+    # the server has no response cache.
+    for stage in (query_stage, names.SEARCH_RANKING):
+        row = processes[stage]
+        assert measured["requests"] <= row["computed"]
+        assert row["computed"] <= measured["requests"] + bench.STAGE_CPU_CONCURRENCY
+        assert row["mean_batch"] >= 1 and row["cache_hits"] == 0
+    assert "unmeasured" not in measured
 
 
 def test_the_bench_measures_search_with_the_teacher_in_place_of_its_student(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from builders import names
 from server import ServerError, TritonServer
 from server.launcher import processes_in_group
 from tests import tiny_models
@@ -49,6 +51,23 @@ def test_stop_leaves_no_stray_processes(repo):
     assert server.process.returncode == 0
     assert processes_in_group(pgid) == []
     assert stub_pids(str(repo)) == []
+
+
+def test_serving_leaves_the_models_the_builder_wrote_as_they_were(tmp_path, small_repository):
+    """The stubs of the builder's Python stages write nothing into the repository (the
+    builder wrote their bytecode): a file added to a model makes Triton reload it from its
+    files when it next loads a pipeline of it, dropping the config it was loaded with."""
+    model = names.QUERY_TOKENIZER
+    shutil.copytree(small_repository / model, tmp_path / model)
+    assert list((tmp_path / model).glob("*/__pycache__/model.*.pyc"))
+
+    def tree() -> dict:
+        return {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+
+    before = tree()
+    with TritonServer(tmp_path, exit_timeout_secs=5) as server:
+        assert server.is_model_ready(model)
+    assert tree() == before
 
 
 def test_failed_start_reports_the_servers_own_error(tmp_path):
