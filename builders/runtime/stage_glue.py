@@ -17,6 +17,7 @@ its message; any other is INTERNAL, "<name> failed: <type>: <message>".
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -115,7 +116,7 @@ def split(group: list[dict], *outputs: np.ndarray) -> list[tuple]:
 def split_rows(sizes: list[int], *outputs: np.ndarray) -> list[tuple]:
     """Each output's rows cut into consecutive parts of `sizes` rows: per part, its rows of
     each output (views, sliced: cheaper than `np.split` on a batch's few requests)."""
-    bounds = np.cumsum([0, *sizes]).tolist()
+    bounds = [0, *itertools.accumulate(sizes)]
     return [
         tuple(output[start:stop] for output in outputs)
         for start, stop in zip(bounds[:-1], bounds[1:])

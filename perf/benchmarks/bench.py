@@ -321,23 +321,29 @@ def repeat_share(queries: list[str]) -> float:
     return repeats / len(queries) if queries else 0.0
 
 
-def cache_counts(server: TritonServer, model: str) -> tuple[int, int]:
-    """(hits, misses) of `model`'s response cache so far, all versions."""
+def model_counts(server: TritonServer, model: str) -> dict[str, int]:
+    """`model`'s counts so far, all versions: `computed` (the requests it computed),
+    `executions` (the batches it ran them in: between two readings, computed / executions is
+    the mean batch its dynamic batcher formed), `cache_hits` and `cache_misses` (its response
+    cache's)."""
     answer = model_statistics(server, model)
-    return (
-        triton_stats.part_count(answer, "cache_hit"),
-        triton_stats.part_count(answer, "cache_miss"),
-    )
+    return {
+        "computed": triton_stats.counter(answer, "inference_count"),
+        "executions": triton_stats.counter(answer, "execution_count"),
+        "cache_hits": triton_stats.part_count(answer, "cache_hit"),
+        "cache_misses": triton_stats.part_count(answer, "cache_miss"),
+    }
 
 
-def batch_counts(server: TritonServer, model: str) -> tuple[int, int]:
-    """(requests, executions) of `model` so far, all versions: between two readings, their
-    ratio is the mean batch its dynamic batcher formed."""
-    answer = model_statistics(server, model)
-    return (
-        triton_stats.counter(answer, "inference_count"),
-        triton_stats.counter(answer, "execution_count"),
-    )
+def counted_since(server: TritonServer, model: str, before: dict[str, int]) -> dict[str, int]:
+    """`model_counts` now, less `before` (an earlier reading)."""
+    now = model_counts(server, model)
+    return {name: count - before[name] for name, count in now.items()}
+
+
+def hit_rate(counts: dict[str, int]) -> float:
+    """The share of the lookups in `counts` (`model_counts`) that the cache answered."""
+    return counts["cache_hits"] / max(counts["cache_hits"] + counts["cache_misses"], 1)
 
 
 def model_statistics(server: TritonServer, model: str) -> dict:
@@ -364,7 +370,7 @@ def stage_cpu_breakdown(
         stages = spec.pipeline_stages(server.model_repository, kind)
     labels = {pid: s.model for pid, s in server_stubs(server.pid).items() if s.model in stages}
     labels.update({server.pid: "tritonserver", os.getpid(): "load generator"})
-    counted = stage_counts(server, stages)
+    counted = {model: model_counts(server, model) for model in stages}
     before, started = stage_cpu.snapshot(labels), time.monotonic()
     load = loadgen.closed_loop(
         host, int(port), path, bodies, STAGE_CPU_CONCURRENCY, seconds, warmup_s=0
@@ -373,10 +379,8 @@ def stage_cpu_breakdown(
     measured = stage_cpu.breakdown(
         before, stage_cpu.snapshot(labels), load.requests, wall_s, os.cpu_count() or 1
     )
-    after = stage_counts(server, stages)
     measured = stage_cpu.with_stage_counts(
-        measured,
-        {m: {part: after[m][part] - counted[m][part] for part in after[m]} for m in stages},
+        measured, {model: counted_since(server, model, counted[model]) for model in stages}
     )
     for model, row in measured["processes"].items():
         if row.get("cache_hits"):
@@ -384,20 +388,6 @@ def stage_cpu_breakdown(
     for model in measured.get("unmeasured", []):
         print(f"  {model}: computed requests, but no process of it was found")
     return {"concurrency": STAGE_CPU_CONCURRENCY, "errors": load.errors, **measured}
-
-
-def stage_counts(server: TritonServer, stages: Collection[str]) -> dict[str, dict[str, int]]:
-    """Per stage model, Triton's counts so far (all versions): the requests it computed, the
-    executions (batches) it ran them in, and the requests its response cache answered."""
-    counts = {}
-    for model in stages:
-        answer = model_statistics(server, model)
-        counts[model] = {
-            "computed": triton_stats.counter(answer, "inference_count"),
-            "executions": triton_stats.counter(answer, "execution_count"),
-            "cache_hits": triton_stats.part_count(answer, "cache_hit"),
-        }
-    return counts
 
 
 def stage_cpu_all(server: TritonServer, requests: dict[str, list], seconds: float) -> dict:
@@ -571,7 +561,7 @@ def cold_cache_replay(repo: Path, configs: dict[str, dict]) -> dict:
         load_configs(server, {m: c for m, c in configs.items() if m in stages})
         host, port = server.http_url.split(":")
         query_stage = served_query_stage(newest_release(repo, names.SEARCH)).model
-        counted = cache_counts(server, query_stage)
+        counted = model_counts(server, query_stage)
         load = loadgen.closed_loop(
             host,
             int(port),
@@ -582,7 +572,7 @@ def cold_cache_replay(repo: Path, configs: dict[str, dict]) -> dict:
             warmup_s=0,
             once=True,
         )
-        hits, misses = np.subtract(cache_counts(server, query_stage), counted)
+        replayed = counted_since(server, query_stage, counted)
     return {
         "searches": len(requests),
         "concurrency": REPLAY_CONCURRENCY,
@@ -590,7 +580,7 @@ def cold_cache_replay(repo: Path, configs: dict[str, dict]) -> dict:
         "p50_ms": round(load.p50_ms, 1),
         "p99_ms": round(load.p99_ms, 1),
         "errors": load.errors,
-        "encoder_hit_rate": round(float(hits / max(hits + misses, 1)), 4),
+        "encoder_hit_rate": round(hit_rate(replayed), 4),
         "logged_repeat_share": round(repeat_share(queries), 4),
     }
 
@@ -864,17 +854,14 @@ def serving(repo: Path, slo_ms: float, seconds: float, repetitions: int, work: P
                             bodies = plain_bodies(kind, requests[kind])
                         cached_search = arm == "triton_tuned_cache" and kind == names.SEARCH
                         if cached_search:
-                            counted = cache_counts(server, query_stage)
-                        batched = batch_counts(server, first_stages[kind])
+                            counted = model_counts(server, query_stage)
+                        batched = model_counts(server, first_stages[kind])
                         results[kind][arm].append(ramp(*target, bodies, slo_ms, seconds))
                         if arm == "triton_tuned":
-                            answered, executions = np.subtract(
-                                batch_counts(server, first_stages[kind]), batched
-                            )
-                            formed[kind] = answered / max(executions, 1)
+                            ran = counted_since(server, first_stages[kind], batched)
+                            formed[kind] = ran["computed"] / max(ran["executions"], 1)
                         if cached_search:
-                            hits, misses = np.subtract(cache_counts(server, query_stage), counted)
-                            hit_rates.append(float(hits / max(hits + misses, 1)))
+                            hit_rates.append(hit_rate(counted_since(server, query_stage, counted)))
             load_configs(server, configs["triton_default"])
             stage_costs = stage_cpu_all(server, requests, 2 * seconds)
         print("search: the logged searches in order, from a cold cache", flush=True)
