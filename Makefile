@@ -41,7 +41,7 @@ RAY_STAMP := $(RAY_VENV)/.setup-done
 # `make test` options, e.g. `make test PYTEST_ARGS="-k launcher -x"`
 PYTEST_ARGS ?=
 
-.PHONY: help setup apt-deps helm-tools models demo quality bench-client serve test lint format clean distclean sweep bench bench-ma bench-retrieval bench-search-scale bench-spinning bench-builds reliability ray-env
+.PHONY: help setup apt-deps helm-tools models demo quality bench-client serve test lint format clean distclean sweep bench bench-ma bench-retrieval bench-search-scale bench-spinning bench-builds bench-compute reliability ray-env
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -104,6 +104,9 @@ reliability: models ## Soak, hot swap, canary rollback, stage crash, server rest
 
 bench-spinning: models ## ONNX Runtime threads spinning vs sleeping between stage processes (perf/results/spinning_ab.json)
 	$(PY) -m perf.benchmarks.spinning_ab --repository $(REPO)
+
+bench-compute: models ## A request's computation alone at each batch size, in one process, and the floor it sets (perf/results/compute_floor.json)
+	$(PY) -m perf.benchmarks.compute_floor --repository $(REPO)
 
 bench-builds: setup ## Stage CPU of REPO against the build BEFORE=<repository>, side by side (perf/results/builds_ab.json)
 	@test -n "$(BEFORE)" || { echo "bench-builds: set BEFORE to the model repository to compare against"; exit 2; }

@@ -1,14 +1,14 @@
 """The figures the READMEs quote are the ones in the committed results files (docs/results/:
 copies of what `make bench`, `make quality`, `make reliability`, `make bench-search-scale`,
-`make bench-spinning` and `make bench-builds` wrote under perf/results/, and the BLS
-comparison's record)."""
+`make bench-spinning`, `make bench-builds` and `make bench-compute` wrote under perf/results/,
+and the BLS comparison's record)."""
 
 import json
 from pathlib import Path
 
 import pytest
 
-from perf.benchmarks import bench, builds_ab, search_scale, spinning_ab, stage_cpu
+from perf.benchmarks import bench, builds_ab, compute_floor, search_scale, spinning_ab, stage_cpu
 from perf.evaluation import quality
 from perf.reliability import scenarios as reliability
 
@@ -64,6 +64,7 @@ QUOTED_TABLES = [
     ("search_scale.json", search_scale.readme_table, "README.md", "search_scale.json of {day}"),
     ("spinning_ab.json", spinning_ab.readme_table, "README.md", "The run of\n{date}"),
     ("builds_ab.json", builds_ab.table, "README.md", "two builds side by side on {date}"),
+    ("compute_floor.json", compute_floor.table, "README.md", "`make bench-compute` of {date}"),
 ]
 
 

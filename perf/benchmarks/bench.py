@@ -651,6 +651,18 @@ def first_stage(repo: Path, kind: str) -> str:
     return ensemble_steps(spec_)[0].model
 
 
+def in_batches(requests: list[dict], batch: int) -> list[list[dict]]:
+    """`requests` cut into consecutive batches of `batch` (a short last one left out)."""
+    return [requests[i : i + batch] for i in range(0, len(requests) - batch + 1, batch)]
+
+
+def answer_batch(pipeline: OfflinePipeline, kind: str, batch: list[dict]) -> None:
+    """One call of `pipeline` on a batch of the bench's requests (`bench_requests`)."""
+    users = [r["user_id"][0] for r in batch]
+    queries = [r["query"][0] for r in batch] if kind == names.SEARCH else None
+    pipeline.run(batch[0]["k"][0], queries=queries, user_ids=users)
+
+
 def in_process(
     pipeline: OfflinePipeline, kind: str, requests: list[dict], batch: int, seconds: float
 ) -> dict:
@@ -659,18 +671,12 @@ def in_process(
     formed at the pipeline's first stage under the tuned configs), without serving: the
     ceiling that serving approaches. Its throughput, in requests answered per second, after
     one untimed call (the first loads the stages' frameworks: TensorFlow takes seconds)."""
-    batches = [requests[i : i + batch] for i in range(0, len(requests) - batch + 1, batch)]
-
-    def answer(chunk: list[dict]) -> None:
-        users = [r["user_id"][0] for r in chunk]
-        queries = [r["query"][0] for r in chunk] if kind == names.SEARCH else None
-        pipeline.run(chunk[0]["k"][0], queries=queries, user_ids=users)
-
-    answer(batches[0])
+    batches = in_batches(requests, batch)
+    answer_batch(pipeline, kind, batches[0])
     answered, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         for chunk in batches:
-            answer(chunk)
+            answer_batch(pipeline, kind, chunk)
             answered += len(chunk)
     elapsed = time.perf_counter() - started
     return {"throughput": round(answered / elapsed, 1), "batch": batch, "requests": answered}
