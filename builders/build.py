@@ -252,11 +252,11 @@ def copy_runtime(folder: Path, *modules: str, glue: str) -> None:
     `__pycache__` into the repository, which Triton would take for a change to the model
     (it reloads a changed model from its files when it next loads a pipeline of it, or
     polls, dropping the config it was loaded with)."""
-    for module in (*modules, "stage_glue"):
-        shutil.copy2(RUNTIME / f"{module}.py", folder / f"{module}.py")
-    shutil.copy2(RUNTIME / f"{glue}.py", folder / "model.py")
-    for path in folder.glob("*.py"):
-        py_compile.compile(str(path), doraise=True)
+    copies = {f"{module}.py": f"{module}.py" for module in (*modules, "stage_glue")}
+    copies[f"{glue}.py"] = "model.py"
+    for source, name in copies.items():
+        shutil.copy2(RUNTIME / source, folder / name)
+        py_compile.compile(str(folder / name), doraise=True)
 
 
 # -- search side ----------------------------------------------------------------------

@@ -673,13 +673,21 @@ def in_process(
     one untimed call (the first loads the stages' frameworks: TensorFlow takes seconds)."""
     batches = in_batches(requests, batch)
     answer_batch(pipeline, kind, batches[0])
-    answered, started = 0, time.perf_counter()
+    answered, _, elapsed = answer_for(pipeline, kind, batches, seconds)
+    return {"throughput": round(answered / elapsed, 1), "batch": batch, "requests": answered}
+
+
+def answer_for(
+    pipeline: OfflinePipeline, kind: str, batches: list[list[dict]], seconds: float
+) -> tuple[int, float, float]:
+    """`batches` answered over and over for `seconds` (whole passes): the requests answered,
+    and the CPU seconds (this process's, every thread) and wall seconds it took."""
+    answered, cpu, started = 0, time.process_time(), time.perf_counter()
     while time.perf_counter() - started < seconds:
         for chunk in batches:
             answer_batch(pipeline, kind, chunk)
             answered += len(chunk)
-    elapsed = time.perf_counter() - started
-    return {"throughput": round(answered / elapsed, 1), "batch": batch, "requests": answered}
+    return answered, time.process_time() - cpu, time.perf_counter() - started
 
 
 def stage_cpu_only(repo: Path, seconds: float, repetitions: int) -> dict:

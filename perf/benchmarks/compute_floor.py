@@ -28,7 +28,7 @@ from builders import machine, names
 from builders.offline import OfflinePipeline
 from builders.repository import model_versions
 from perf import RESULTS, write_results
-from perf.benchmarks.bench import answer_batch, bench_requests, in_batches
+from perf.benchmarks.bench import answer_batch, answer_for, bench_requests, in_batches
 
 OUT = RESULTS / "compute_floor.json"
 BATCH_SIZES = (1, 4, 8, 16, 32)
@@ -37,15 +37,8 @@ PIPELINES = (names.SEARCH, names.RECOMMEND)
 
 def cost(pipeline: OfflinePipeline, kind: str, batches: list[list[dict]], seconds: float):
     """(CPU µs, wall µs) per request of answering `batches` over and over for `seconds`."""
-    answered, cpu, wall = 0, time.process_time(), time.perf_counter()
-    while time.perf_counter() - wall < seconds:
-        for batch in batches:
-            answer_batch(pipeline, kind, batch)
-            answered += len(batch)
-    return (
-        (time.process_time() - cpu) / answered * 1e6,
-        (time.perf_counter() - wall) / answered * 1e6,
-    )
+    answered, cpu_s, wall_s = answer_for(pipeline, kind, batches, seconds)
+    return cpu_s / answered * 1e6, wall_s / answered * 1e6
 
 
 def measure(repo: Path, batch_sizes=BATCH_SIZES, seconds: float = 2.0, rounds: int = 5) -> dict:
